@@ -1,0 +1,22 @@
+"""ASGI entry points (for uvicorn/granian workers, which import by name)."""
+
+from __future__ import annotations
+
+import os
+
+from fastapi import FastAPI
+
+from ultramarket import registry
+from ultramarket.core.config import get_settings
+from ultramarket.core.http import create_app
+
+SERVICE_ENV = "ULTRAMARKET_SERVE_SERVICE"
+
+
+def create() -> FastAPI:
+    """The whole platform, or one service when ``ULTRAMARKET_SERVE_SERVICE`` names it."""
+    settings = get_settings()
+    only = os.environ.get(SERVICE_ENV)
+    specs = registry.load_all([only] if only else None)
+    title = f"UltraMarket {only} service" if only else "UltraMarket API"
+    return create_app(specs, settings, title=title)

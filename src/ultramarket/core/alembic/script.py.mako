@@ -1,0 +1,32 @@
+"""${message}
+
+Revision ID: ${up_revision}
+Revises: ${down_revision | comma,n}
+Create Date: ${create_date}
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+import ultramarket.core.db
+from ultramarket.core.migrations import qualified, schema
+
+${imports if imports else ""}
+revision: str = ${repr(up_revision)}
+down_revision: str | None = ${repr(down_revision)}
+branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}
+depends_on: str | Sequence[str] | None = ${repr(depends_on)}
+
+SERVICE = "${config.attributes["spec"].name}"
+
+
+def upgrade() -> None:
+    SCHEMA = schema(SERVICE)
+    ${upgrades if upgrades else "pass"}
+
+
+def downgrade() -> None:
+    SCHEMA = schema(SERVICE)
+    ${downgrades if downgrades else "pass"}

@@ -1,0 +1,120 @@
+"""A small async cache: in memory (embedded) or Redis, with invalidation by prefix.
+
+Prefix invalidation never scans keys: each prefix has a generation number that is
+part of every key stored under it; invalidating the prefix bumps the generation,
+so the old entries are never read again and expire by their TTL.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import Protocol
+
+import redis.asyncio as aioredis
+
+
+class Cache(Protocol):
+    async def get(self, key: str) -> bytes | None: ...
+    async def set(self, key: str, value: bytes, ttl: int) -> None: ...
+    async def delete(self, key: str) -> None: ...
+    async def incr(self, key: str) -> int: ...
+    async def ping(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+class MemoryCache:
+    def __init__(self, max_entries: int = 50_000) -> None:
+        self._data: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._max = max_entries
+
+    async def get(self, key: str) -> bytes | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        expires, value = item
+        if expires and expires < time.monotonic():
+            self._data.pop(key, None)
+            return None
+        self._data.move_to_end(key)
+        return value
+
+    async def set(self, key: str, value: bytes, ttl: int) -> None:
+        self._data[key] = (time.monotonic() + ttl if ttl else 0.0, value)
+        self._data.move_to_end(key)
+        while len(self._data) > self._max:
+            self._data.popitem(last=False)
+
+    async def delete(self, key: str) -> None:
+        self._data.pop(key, None)
+
+    async def incr(self, key: str) -> int:
+        current = await self.get(key)
+        value = int(current or 0) + 1
+        self._data[key] = (0.0, str(value).encode())
+        return value
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._data.clear()
+
+
+class RedisCache:
+    def __init__(self, url: str, namespace: str = "um") -> None:
+        self._redis = aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._ns = namespace
+
+    def _k(self, key: str) -> str:
+        return f"{self._ns}:{key}"
+
+    async def get(self, key: str) -> bytes | None:
+        value = await self._redis.get(self._k(key))
+        return value if isinstance(value, bytes) or value is None else bytes(value)
+
+    async def set(self, key: str, value: bytes, ttl: int) -> None:
+        await self._redis.set(self._k(key), value, ex=ttl or None)
+
+    async def delete(self, key: str) -> None:
+        await self._redis.delete(self._k(key))
+
+    async def incr(self, key: str) -> int:
+        return int(await self._redis.incr(self._k(key)))
+
+    async def ping(self) -> None:
+        await self._redis.ping()
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+class KeyedCache:
+    """Namespaced keys with prefix generations, on top of any ``Cache``."""
+
+    def __init__(self, backend: Cache) -> None:
+        self.backend = backend
+
+    async def _generation(self, prefix: str) -> str:
+        value = await self.backend.get(f"gen:{prefix}")
+        return value.decode() if value else "0"
+
+    async def key(self, prefix: str, key: str) -> str:
+        return f"{prefix}:{await self._generation(prefix)}:{key}"
+
+    async def get(self, prefix: str, key: str) -> bytes | None:
+        return await self.backend.get(await self.key(prefix, key))
+
+    async def set(self, prefix: str, key: str, value: bytes, ttl: int = 300) -> None:
+        await self.backend.set(await self.key(prefix, key), value, ttl)
+
+    async def invalidate_prefix(self, prefix: str) -> None:
+        await self.backend.incr(f"gen:{prefix}")
+
+
+def make_cache(url: str) -> Cache:
+    if url.startswith("memory"):
+        return MemoryCache()
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisCache(url)
+    raise ValueError(f"unsupported cache URL scheme: {url.split(':', 1)[0]}")

@@ -1,0 +1,177 @@
+"""Settings, read from the environment (prefix ``ULTRAMARKET_``, nested with ``__``).
+
+Every value has a development default so ``make run`` works on a fresh machine;
+``environment=production`` refuses to start while any secret is still a default.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET = "dev-only-secret-change-me"
+
+
+class ServiceOverride(BaseModel):
+    """Per-service overrides (``ULTRAMARKET_SERVICES__PRODUCT__DATABASE_URL=...``)."""
+
+    database_url: str | None = None
+    cache_url: str | None = None
+    broker_url: str | None = None
+    url: str | None = None  # where other services reach it in split mode
+
+
+class RateLimits(BaseModel):
+    """Rate limits in the ``limits`` notation ("30/minute"); several joined by ';'."""
+
+    enabled: bool = True
+    default_per_ip: str = "600/minute"
+    default_per_user: str = "1200/minute"
+    login_per_ip: str = "30/minute"
+    login_failures_per_account: str = "5/15minutes"
+    register_per_ip: str = "20/minute"
+    forgot_password_per_ip: str = "10/minute"
+    refresh_per_ip: str = "60/minute"
+
+
+class AuthSettings(BaseModel):
+    issuer: str = "ultramarket"
+    audience: str = "ultramarket"
+    access_ttl_seconds: int = 15 * 60
+    refresh_ttl_seconds: int = 7 * 24 * 3600
+    verify_ttl_seconds: int = 48 * 3600
+    reset_ttl_seconds: int = 3600
+    algorithm: Literal["EdDSA", "RS256"] = "EdDSA"
+    # PEM private key; in development it is generated into the data directory.
+    private_key: SecretStr | None = None
+    # PEM public keys of retired keys that must still verify (rotation).
+    previous_public_keys: list[str] = Field(default_factory=list)
+    # Where services in split mode fetch the JWKS when they hold no key file.
+    jwks_url: str | None = None
+    service_token_ttl_seconds: int = 300
+
+
+class MailSettings(BaseModel):
+    backend: Literal["file", "smtp", "console"] = "file"
+    sender: str = "UltraMarket <no-reply@ultramarket.local>"
+    smtp_host: str = "localhost"
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+
+
+class EventSettings(BaseModel):
+    relay_interval_seconds: float = 0.5
+    batch_size: int = 100
+    max_attempts: int = 8
+    backoff_base_seconds: float = 1.0
+    backoff_max_seconds: float = 300.0
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ULTRAMARKET_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+    )
+
+    environment: Literal["development", "test", "production"] = "development"
+    public_url: str = "http://127.0.0.1:3000"
+    host: str = "127.0.0.1"
+    port: int = 3000
+    data_dir: Path = Path("data")
+    secret_key: SecretStr = SecretStr(DEV_SECRET)
+
+    # Empty means the embedded SQLite file in the data directory.
+    database_url: str = ""
+    # "memory://" (embedded) or "redis://host:6379/0".
+    cache_url: str = "memory://"
+    # "memory://" (in-process bus) or a broker URL (added by a later issue).
+    broker_url: str = "memory://"
+    # Storage for rate limits: "memory://" or "redis://...".
+    rate_limit_url: str = ""
+    # Run the outbox relay inside the web process (all-in-one). ``worker`` runs it alone.
+    embedded_worker: bool = True
+    # Split mode: the API key a service exchanges for its service token.
+    service_api_key: SecretStr | None = None
+
+    services: dict[str, ServiceOverride] = Field(default_factory=dict)
+    cors_origins: list[str] = Field(
+        default_factory=lambda: ["http://localhost:3000", "http://127.0.0.1:3000"]
+    )
+    max_body_bytes: int = 10 * 1024 * 1024
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+    log_level: str = "INFO"
+    access_log: bool = True
+    otlp_endpoint: str | None = None
+
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    rate_limits: RateLimits = Field(default_factory=RateLimits)
+    mail: MailSettings = Field(default_factory=MailSettings)
+    events: EventSettings = Field(default_factory=EventSettings)
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets_in_production(self) -> Settings:
+        if self.environment != "production":
+            return self
+        problems = []
+        if (
+            self.secret_key.get_secret_value() == DEV_SECRET
+            or len(self.secret_key.get_secret_value()) < 32
+        ):
+            problems.append("ULTRAMARKET_SECRET_KEY must be set to 32+ random characters")
+        if self.auth.private_key is None and self.auth.jwks_url is None:
+            problems.append(
+                "ULTRAMARKET_AUTH__PRIVATE_KEY (auth service) or ULTRAMARKET_AUTH__JWKS_URL "
+                "(other services) must be set; dev keys are not used in production"
+            )
+        if not self.database_url.startswith("postgresql"):
+            problems.append("ULTRAMARKET_DATABASE_URL must point at PostgreSQL in production")
+        if problems:
+            raise ValueError("refusing to start in production: " + "; ".join(problems))
+        return self
+
+    # -- derived values --------------------------------------------------------
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "ultramarket.db"
+
+    def database_url_for(self, service: str | None = None) -> str:
+        override = self.services.get(service or "")
+        if override and override.database_url:
+            return override.database_url
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.sqlite_path()}"
+
+    def cache_url_for(self, service: str | None = None) -> str:
+        override = self.services.get(service or "")
+        return (override.cache_url if override and override.cache_url else None) or self.cache_url
+
+    def broker_url_for(self, service: str | None = None) -> str:
+        override = self.services.get(service or "")
+        return (
+            override.broker_url if override and override.broker_url else None
+        ) or self.broker_url
+
+    def service_url(self, service: str, default_port: int) -> str:
+        override = self.services.get(service)
+        if override and override.url:
+            return override.url.rstrip("/")
+        return f"http://127.0.0.1:{default_port}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,196 @@
+"""Engine, sessions and the unit of work; one schema per service.
+
+On PostgreSQL each service's tables live in a schema named after the service. On
+SQLite (the embedded default) there are no schemas: one file holds every table and
+the engine translates each service schema to "no schema", so table names are unique
+across the platform.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator, event, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.pool import NullPool
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every database (SQLite stores it naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use timezone-aware UTC datetimes")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class ModelBase(DeclarativeBase):
+    """Root of all models; each service derives its own base with its own schema."""
+
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSONType}
+
+
+def service_base(schema: str) -> type[ModelBase]:
+    """A declarative base whose tables live in ``schema`` (the service's name)."""
+
+    metadata = MetaData(schema=schema, naming_convention=NAMING_CONVENTION)
+    base = type(f"{schema.title()}Base", (ModelBase,), {"__abstract__": True, "metadata": metadata})
+    return base
+
+
+class IdMixin:
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+
+
+class TimestampMixin:
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+class Database:
+    """One engine and its session factories.
+
+    ``session()`` is the unit of work for writes: it commits when the block ends
+    and rolls back on error. On SQLite it starts with ``BEGIN IMMEDIATE`` so
+    concurrent writers queue on the lock instead of failing on upgrade.
+    ``read_session()`` is for reads and never takes the write lock.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schemas: Iterable[str] = (),
+        pool_size: int = 10,
+        max_overflow: int = 10,
+        echo: bool = False,
+    ) -> None:
+        self.url = url
+        self.schemas = tuple(schemas)
+        self.dialect = "sqlite" if is_sqlite(url) else "postgresql"
+        options: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"echo": echo}
+        if self.dialect == "sqlite":
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            options["schema_translate_map"] = dict.fromkeys(self.schemas)
+            kwargs["connect_args"] = {"timeout": 30}
+            if path == ":memory:":
+                kwargs["poolclass"] = NullPool
+        else:
+            kwargs.update(pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800)
+        self.engine: AsyncEngine = create_async_engine(url, execution_options=options, **kwargs)
+        if self.dialect == "sqlite":
+            _install_sqlite_pragmas(self.engine)
+        write_engine = self.engine.execution_options(ultramarket_write=True)
+        self._writer = async_sessionmaker(write_engine, expire_on_commit=False)
+        self._reader = async_sessionmaker(self.engine, expire_on_commit=False)
+        # Called after a commit that wrote outbox rows (wakes the relay).
+        self.after_commit_hooks: list[Callable[[], None]] = []
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        async with self._writer() as session:
+            try:
+                yield session
+                await session.commit()
+            except BaseException as exc:
+                # An error may ask to keep what was written before it (an audit row,
+                # a revoked token family); everything else is rolled back.
+                if getattr(exc, "persist_changes", False):
+                    await session.commit()
+                else:
+                    await session.rollback()
+                raise
+        if session.info.pop("outbox_written", False):
+            for hook in self.after_commit_hooks:
+                hook()
+
+    @asynccontextmanager
+    async def read_session(self) -> AsyncIterator[AsyncSession]:
+        async with self._reader() as session:
+            try:
+                yield session
+            finally:
+                await session.rollback()
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def create_schemas(self) -> None:
+        if self.dialect != "postgresql":
+            return
+        async with self.engine.begin() as conn:
+            for schema in self.schemas:
+                await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def _install_sqlite_pragmas(engine: AsyncEngine) -> None:
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # The driver runs in autocommit mode; we open transactions ourselves so a
+        # writer takes the lock up front (no SQLITE_BUSY on a read-to-write upgrade).
+        if conn.get_execution_options().get("ultramarket_write"):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")

@@ -1,0 +1,71 @@
+"""Alembic, per service: each service has its own versions folder and version table.
+
+Migration scripts name their schema through ``schema()`` and their foreign-key
+targets through ``qualified()``, so one script runs on PostgreSQL (a schema per
+service) and on SQLite (one namespace).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from alembic import command, op
+from alembic.config import Config
+
+from ultramarket.core.service import ServiceSpec
+
+SCRIPT_LOCATION = Path(__file__).parent / "alembic"
+
+
+def schema(name: str) -> str | None:
+    """The schema a migration should use: the service's on PostgreSQL, none on SQLite."""
+    return None if op.get_bind().dialect.name == "sqlite" else name
+
+
+def qualified(name: str, target: str) -> str:
+    """A foreign-key target ("account.id") in the service's schema."""
+    prefix = schema(name)
+    return f"{prefix}.{target}" if prefix else target
+
+
+def alembic_config(spec: ServiceSpec, url: str) -> Config:
+    if spec.migrations is None:
+        raise ValueError(f"service {spec.name} has no migrations")
+    config = Config()
+    config.set_main_option("script_location", str(SCRIPT_LOCATION))
+    config.set_main_option("version_locations", str(spec.migrations))
+    config.set_main_option("path_separator", "os")
+    config.attributes["spec"] = spec
+    config.attributes["url"] = url
+    return config
+
+
+def upgrade(spec: ServiceSpec, url: str, revision: str = "head") -> None:
+    command.upgrade(alembic_config(spec, url), revision)
+
+
+def downgrade(spec: ServiceSpec, url: str, revision: str = "base") -> None:
+    command.downgrade(alembic_config(spec, url), revision)
+
+
+def current_heads(spec: ServiceSpec) -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    return set(ScriptDirectory.from_config(alembic_config(spec, "")).get_heads())
+
+
+def make_revision(spec: ServiceSpec, url: str, message: str) -> Path | None:
+    """Autogenerate a revision against a PostgreSQL database, made dialect-neutral."""
+    assert spec.migrations is not None
+    spec.migrations.mkdir(parents=True, exist_ok=True)
+    result = command.revision(alembic_config(spec, url), message=message, autogenerate=True)
+    scripts = result if isinstance(result, list) else [result]
+    path = Path(scripts[0].path) if scripts and scripts[0] is not None else None
+    if path is not None:
+        text = path.read_text()
+        name = re.escape(spec.name)
+        text = re.sub(rf"schema='{name}'", "schema=SCHEMA", text)
+        text = re.sub(rf"'{name}\.([a-z_]+\.[a-z_]+)'", rf"qualified('{spec.name}', '\1')", text)
+        path.write_text(text)
+    return path

@@ -1,0 +1,30 @@
+"""The service descriptor each ``services/<name>/__init__.py`` exports."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter
+from sqlalchemy import MetaData
+
+from ultramarket.core.events import EventTables, Subscription
+
+if TYPE_CHECKING:
+    from ultramarket.core.container import Container
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    port: int
+    routers: Callable[[], list[APIRouter]]
+    metadata: MetaData
+    events: EventTables
+    subscriptions: Callable[[], list[Subscription]] = list
+    migrations: Path | None = None
+    # Runs once at start-up with the container (keys, caches, warm-ups).
+    on_startup: Callable[[Container], Awaitable[None]] | None = None
+    prefixes: tuple[str, ...] = field(default_factory=tuple)

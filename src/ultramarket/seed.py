@@ -1,0 +1,68 @@
+"""Demo data and operator account creation (used by the CLI)."""
+
+from __future__ import annotations
+
+import os
+
+from ultramarket.core.container import Container
+from ultramarket.core.security import Role
+from ultramarket.services.auth.keys import KeyStore
+from ultramarket.services.auth.models import Account
+from ultramarket.services.auth.service import AuthService
+
+# Development-only credentials, printed by `make run`; production never seeds them.
+DEMO_ACCOUNTS = (
+    ("admin@ultramarket.local", "Admin-Demo-2026!", Role.ADMIN, "Ada", "Admin"),
+    ("manager@ultramarket.local", "Manager-Demo-2026!", Role.MANAGER, "Max", "Manager"),
+    ("customer@ultramarket.local", "Customer-Demo-2026!", Role.CUSTOMER, "Cleo", "Customer"),
+)
+
+
+async def create_account(
+    container: Container,
+    *,
+    email: str,
+    password: str,
+    role: str,
+    first_name: str = "",
+    last_name: str = "",
+) -> Account:
+    keys: KeyStore = container.extras["auth.keys"]
+    async with container.db("auth").session() as session:
+        service = AuthService(
+            session,
+            settings=container.settings,
+            keys=keys,
+            publisher=container.publisher("auth"),
+            limiter=container.limiter,
+        )
+        return await service.create_account(
+            email=email,
+            password=password,
+            role=Role(role),
+            first_name=first_name,
+            last_name=last_name,
+            verified=True,
+        )
+
+
+async def seed_demo(container: Container) -> list[str]:
+    if container.settings.is_production and not os.environ.get("ULTRAMARKET_ALLOW_DEMO_SEED"):
+        raise RuntimeError("refusing to seed demo accounts in production")
+    from ultramarket.core.errors import Conflict
+
+    lines = ["Demo accounts (development only):"]
+    for email, password, role, first, last in DEMO_ACCOUNTS:
+        try:
+            await create_account(
+                container, email=email, password=password, role=role,
+                first_name=first, last_name=last,
+            )
+            state = "created"
+        except Conflict:
+            state = "exists"
+        lines.append(f"  {role.value:<8} {email:<28} {password}  ({state})")
+    # Deliver the events (profiles in the user service) before the process exits.
+    while await container.relay.run_once():
+        pass
+    return lines

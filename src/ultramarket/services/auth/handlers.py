@@ -1,0 +1,62 @@
+"""The auth service's reactions to events: it mails its own links until the
+notification service takes mail over."""
+
+from __future__ import annotations
+
+from ultramarket.core.events import HandlerContext, Subscription, subscription
+from ultramarket.core.mail import Mail
+from ultramarket.services.auth import events
+
+
+async def send_verification_mail(ctx: HandlerContext) -> None:
+    event = events.EmailVerificationRequested.model_validate(ctx.envelope.data)
+    await ctx.services.mailer.send(
+        Mail(
+            to=event.email,
+            subject="Confirm your email address",
+            text=(
+                f"Hello {event.first_name or 'there'},\n\n"
+                f"Confirm your email address for UltraMarket by opening this link:\n{event.link}\n\n"
+                f"The link works once and expires at {event.expires_at:%Y-%m-%d %H:%M} UTC.\n"
+            ),
+        )
+    )
+
+
+async def send_reset_mail(ctx: HandlerContext) -> None:
+    event = events.PasswordResetRequested.model_validate(ctx.envelope.data)
+    await ctx.services.mailer.send(
+        Mail(
+            to=event.email,
+            subject="Reset your password",
+            text=(
+                f"Hello {event.first_name or 'there'},\n\n"
+                f"Someone asked to reset your UltraMarket password. If it was you, open:\n"
+                f"{event.link}\n\nThe link works once and expires at "
+                f"{event.expires_at:%Y-%m-%d %H:%M} UTC. If it was not you, ignore this mail.\n"
+            ),
+        )
+    )
+
+
+async def send_password_changed_mail(ctx: HandlerContext) -> None:
+    event = events.PasswordChanged.model_validate(ctx.envelope.data)
+    await ctx.services.mailer.send(
+        Mail(
+            to=event.email,
+            subject="Your password was changed",
+            text=(
+                f"Hello {event.first_name or 'there'},\n\nThe password of your UltraMarket "
+                "account was just changed and every session was signed out. If this was not "
+                "you, reset your password now.\n"
+            ),
+        )
+    )
+
+
+def subscriptions() -> list[Subscription]:
+    return [
+        subscription("auth", events.EmailVerificationRequested, send_verification_mail),
+        subscription("auth", events.PasswordResetRequested, send_reset_mail),
+        subscription("auth", events.PasswordChanged, send_password_changed_mail),
+    ]
