@@ -1,0 +1,1 @@
+"""UltraMarket: an open-source e-commerce backend."""

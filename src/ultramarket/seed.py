@@ -12,9 +12,9 @@ from ultramarket.services.auth.service import AuthService
 
 # Development-only credentials, printed by `make run`; production never seeds them.
 DEMO_ACCOUNTS = (
-    ("admin@ultramarket.local", "Admin-Demo-2026!", Role.ADMIN, "Ada", "Admin"),
-    ("manager@ultramarket.local", "Manager-Demo-2026!", Role.MANAGER, "Max", "Manager"),
-    ("customer@ultramarket.local", "Customer-Demo-2026!", Role.CUSTOMER, "Cleo", "Customer"),
+    ("admin@example.com", "Admin-Demo-2026!", Role.ADMIN, "Ada", "Admin"),
+    ("manager@example.com", "Manager-Demo-2026!", Role.MANAGER, "Max", "Manager"),
+    ("customer@example.com", "Customer-Demo-2026!", Role.CUSTOMER, "Cleo", "Customer"),
 )
 
 
@@ -55,8 +55,12 @@ async def seed_demo(container: Container) -> list[str]:
     for email, password, role, first, last in DEMO_ACCOUNTS:
         try:
             await create_account(
-                container, email=email, password=password, role=role,
-                first_name=first, last_name=last,
+                container,
+                email=email,
+                password=password,
+                role=role,
+                first_name=first,
+                last_name=last,
             )
             state = "created"
         except Conflict:

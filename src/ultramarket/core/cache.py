@@ -71,7 +71,9 @@ class RedisCache:
 
     async def get(self, key: str) -> bytes | None:
         value = await self._redis.get(self._k(key))
-        return value if isinstance(value, bytes) or value is None else bytes(value)
+        if value is None or isinstance(value, bytes):
+            return value
+        return str(value).encode()
 
     async def set(self, key: str, value: bytes, ttl: int) -> None:
         await self._redis.set(self._k(key), value, ex=ttl or None)

@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.responses import Response
@@ -76,8 +77,11 @@ class PlatformMiddleware:
         request_id_header = (b"x-request-id", request_id.encode())
         path: str = scope["path"]
 
+        response_started = [False]
+
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
+                response_started[0] = True
                 status_holder[0] = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append(request_id_header)
@@ -96,6 +100,15 @@ class PlatformMiddleware:
                 await rejection(scope, receive, send_wrapper)
             else:
                 await self.app(scope, self._limited_receive(receive), send_wrapper)
+        except Exception:
+            # Starlette renders unhandled errors outside this middleware, which would
+            # drop the request id and security headers: answer here, then re-raise so
+            # the error handler still logs it (it sends nothing once we have).
+            if not response_started[0]:
+                await _envelope_app(500, "INTERNAL", "Internal server error", request_id)(
+                    scope, receive, send_wrapper
+                )
+            raise
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
@@ -149,7 +162,9 @@ class PlatformMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise PayloadTooLarge()
+                    # An HTTPException, not a DomainError: FastAPI turns any other error
+                    # raised while it reads the body into a 400.
+                    raise StarletteHTTPException(413, PayloadTooLarge.message)
             return message
 
         return wrapped

@@ -42,6 +42,8 @@ def alembic_config(spec: ServiceSpec, url: str) -> Config:
 
 
 def upgrade(spec: ServiceSpec, url: str, revision: str = "head") -> None:
+    if url.startswith("sqlite") and "///" in url:
+        Path(url.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
     command.upgrade(alembic_config(spec, url), revision)
 
 

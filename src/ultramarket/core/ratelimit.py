@@ -27,7 +27,9 @@ class RateLimiter:
     def __init__(self, url: str = "memory://", *, enabled: bool = True) -> None:
         uri = _storage_uri(url)
         options = {"implementation": "redispy"} if "redis" in uri else {}
-        self.storage: Storage = storage_from_string(uri, **options)
+        storage = storage_from_string(uri, **options)
+        assert isinstance(storage, Storage), "rate limit storage must be an async one"
+        self.storage = storage
         self.strategy = SlidingWindowCounterRateLimiter(self.storage)
         self.enabled = enabled
         self._parsed: dict[str, list[RateLimitItem]] = {}

@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import pyotp
 from cryptography.fernet import Fernet, InvalidToken
+from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -49,6 +50,16 @@ def token_hash(token: str) -> str:
 
 def normalize_email(email: str) -> str:
     return email.strip().lower()
+
+
+def valid_email(email: str) -> str:
+    """The normalised address, or a 422 (the HTTP schemas check too; the CLI relies on this)."""
+    try:
+        return normalize_email(validate_email(email, check_deliverability=False).normalized)
+    except EmailNotValidError as exc:
+        raise ValidationFailed(
+            "Invalid email address", details=[{"field": "email", "message": str(exc)}]
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -119,7 +130,7 @@ class AuthService:
         role: Role = Role.CUSTOMER,
         verified: bool = True,
     ) -> Account:
-        email = normalize_email(email)
+        email = valid_email(email)
         check_policy(password, email=email)
         if await self._by_email(email) is not None:
             raise Conflict("An account with this email already exists", code="EMAIL_TAKEN")

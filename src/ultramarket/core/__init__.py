@@ -1,0 +1,1 @@
+"""The platform kit: no business logic lives here."""
