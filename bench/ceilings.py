@@ -70,6 +70,10 @@ async def row() -> Response:
         return Response(b'{"success":false}', status_code=404, media_type="application/json")
     body = {
         "success": True,
-        "data": {"id": record["id"], "email": record["email"], "first_name": record["first_name"]},
+        "data": {
+            "id": str(record["id"]),
+            "email": record["email"],
+            "first_name": record["first_name"],
+        },
     }
     return Response(orjson.dumps(body), media_type="application/json")

@@ -13,8 +13,8 @@ import os
 import shutil
 import socket
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,9 @@ from ultramarket.core.migrations import upgrade
 
 pytest_plugins = ["tests.factories"]
 
-PG_URL = os.environ.get("ULTRAMARKET_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_URL = os.environ.get(
+    "ULTRAMARKET_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 REDIS_URL = os.environ.get("ULTRAMARKET_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
@@ -109,7 +111,9 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def pg_template() -> Iterator[str]:
     name = f"um_tpl_{os.getpid()}"
-    _run_sync(_pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"'))
+    _run_sync(
+        _pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
+    )
     migrate_all(_pg_url(name))
     yield name
     _run_sync(_pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -135,14 +139,7 @@ async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     template_name: str = request.getfixturevalue("pg_template")
     name = f"um_t_{uuid.uuid4().hex[:12]}"
     await _pg_exec(f'CREATE DATABASE "{name}" TEMPLATE "{template_name}"')
-    cache = "memory://"
-    if HAVE_REDIS:
-        import redis.asyncio as aioredis
-
-        client = aioredis.from_url(REDIS_URL)
-        await client.flushdb()
-        await client.aclose()
-        cache = REDIS_URL
+    cache = REDIS_URL if HAVE_REDIS else "memory://"
     try:
         yield Stack("postgres", _pg_url(name), cache)
     finally:
@@ -151,7 +148,9 @@ async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 @pytest.fixture
 def settings(stack: Stack, tmp_path: Path) -> Settings:
+    # A Redis namespace of its own per test: no test (or parallel run) sees another's keys.
     return Settings(
+        redis_namespace=f"test-{uuid.uuid4().hex[:12]}",
         environment="test",
         data_dir=tmp_path / "data",
         database_url=stack.database_url,

@@ -45,15 +45,23 @@ def make_user(client: httpx.AsyncClient, container: Container, drain: Any) -> An
         if role == "CUSTOMER":
             response = await client.post(
                 "/api/v1/auth/register",
-                json={"email": email, "password": password,
-                      "first_name": first_name, "last_name": last_name},
+                json={
+                    "email": email,
+                    "password": password,
+                    "first_name": first_name,
+                    "last_name": last_name,
+                },
             )
             assert response.status_code == 201, response.text
             data = response.json()["data"]
         else:
             await create_account(
-                container, email=email, password=password, role=role,
-                first_name=first_name, last_name=last_name,
+                container,
+                email=email,
+                password=password,
+                role=role,
+                first_name=first_name,
+                last_name=last_name,
             )
             response = await client.post(
                 "/api/v1/auth/login", json={"email": email, "password": password}

@@ -19,4 +19,7 @@ def create() -> FastAPI:
     only = os.environ.get(SERVICE_ENV)
     specs = registry.load_all([only] if only else None)
     title = f"UltraMarket {only} service" if only else "UltraMarket API"
-    return create_app(specs, settings, title=title)
+    # A lone service with the in-process bus would deliver its events only to its own
+    # handlers; there, `ultramarket worker` (all services) relays them instead.
+    run_relay = settings.embedded_worker and not (only and settings.broker_url.startswith("memory"))
+    return create_app(specs, settings, title=title, run_relay=run_relay)

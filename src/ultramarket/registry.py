@@ -9,7 +9,7 @@ from ultramarket.core.ports import SERVICE_PORTS
 from ultramarket.core.service import ServiceSpec
 
 # Services implemented so far, in start-up order (auth first: it holds the keys).
-SERVICES: tuple[str, ...] = ("auth",)
+SERVICES: tuple[str, ...] = ("auth", "user")
 
 
 def load(name: str) -> ServiceSpec:

@@ -114,9 +114,9 @@ class KeyedCache:
         await self.backend.incr(f"gen:{prefix}")
 
 
-def make_cache(url: str) -> Cache:
+def make_cache(url: str, namespace: str = "um") -> Cache:
     if url.startswith("memory"):
         return MemoryCache()
     if url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisCache(url)
+        return RedisCache(url, namespace)
     raise ValueError(f"unsupported cache URL scheme: {url.split(':', 1)[0]}")

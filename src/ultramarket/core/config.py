@@ -96,6 +96,8 @@ class Settings(BaseSettings):
     broker_url: str = "memory://"
     # Storage for rate limits: "memory://" or "redis://...".
     rate_limit_url: str = ""
+    # Prefix of every Redis key (cache and rate limits), so shops can share a Redis.
+    redis_namespace: str = "um"
     # Run the outbox relay inside the web process (all-in-one). ``worker`` runs it alone.
     embedded_worker: bool = True
     # Split mode: the API key a service exchanges for its service token.
@@ -106,7 +108,9 @@ class Settings(BaseSettings):
         default_factory=lambda: ["http://localhost:3000", "http://127.0.0.1:3000"]
     )
     max_body_bytes: int = 10 * 1024 * 1024
-    db_pool_size: int = 10
+    # Per process. Size it to the concurrent requests a worker serves: overflow
+    # connections are opened and closed on demand, which is slow.
+    db_pool_size: int = 30
     db_max_overflow: int = 10
     log_level: str = "INFO"
     access_log: bool = True

@@ -130,9 +130,11 @@ class Container:
                     max_overflow=settings.db_max_overflow,
                 )
             databases[spec.name] = shared[url]
-        cache_backend = make_cache(settings.cache_url)
+        cache_backend = make_cache(settings.cache_url, settings.redis_namespace)
         limiter = RateLimiter(
-            settings.rate_limit_url or settings.cache_url, enabled=settings.rate_limits.enabled
+            settings.rate_limit_url or settings.cache_url,
+            enabled=settings.rate_limits.enabled,
+            namespace=settings.redis_namespace,
         )
         verifier = TokenVerifier(
             issuer=settings.auth.issuer,

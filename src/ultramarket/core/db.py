@@ -128,7 +128,14 @@ class Database:
             _install_sqlite_pragmas(self.engine)
         write_engine = self.engine.execution_options(ultramarket_write=True)
         self._writer = async_sessionmaker(write_engine, expire_on_commit=False)
-        self._reader = async_sessionmaker(self.engine, expire_on_commit=False)
+        # Reads on PostgreSQL run in autocommit: one round trip per query instead of
+        # BEGIN/SELECT/ROLLBACK. SQLite reads keep a (cheap, lock-free) transaction.
+        read_engine = (
+            self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            if self.dialect == "postgresql"
+            else self.engine
+        )
+        self._reader = async_sessionmaker(read_engine, expire_on_commit=False)
         # Called after a commit that wrote outbox rows (wakes the relay).
         self.after_commit_hooks: list[Callable[[], None]] = []
 

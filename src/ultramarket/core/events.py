@@ -193,7 +193,9 @@ class Dispatcher:
     def subscribers(self, event_type: str) -> list[Subscription]:
         return self._by_type.get(event_type, [])
 
-    async def dispatch(self, envelope: EventEnvelope, *, final_attempt: bool) -> None:
+    async def dispatch(
+        self, envelope: EventEnvelope, *, final_attempt: bool, attempt: int = 1
+    ) -> None:
         failures: dict[str, str] = {}
         for sub in self.subscribers(envelope.type):
             try:
@@ -205,7 +207,7 @@ class Dispatcher:
                     extra={"handler": sub.name, "event_id": str(envelope.id), "error": error},
                 )
                 if final_attempt:
-                    await self._dead_letter(sub, envelope, error)
+                    await self._dead_letter(sub, envelope, error, attempt)
                 else:
                     failures[sub.name] = error
         if failures:
@@ -239,7 +241,9 @@ class Dispatcher:
         finally:
             request_id_var.reset(token)
 
-    async def _dead_letter(self, sub: Subscription, envelope: EventEnvelope, error: str) -> None:
+    async def _dead_letter(
+        self, sub: Subscription, envelope: EventEnvelope, error: str, attempts: int
+    ) -> None:
         tables = self._tables(sub.service)
         async with self._databases(sub.service).session() as session:
             await session.execute(
@@ -250,7 +254,7 @@ class Dispatcher:
                     event_type=envelope.type,
                     payload=envelope.model_dump(mode="json"),
                     error=error[:4000],
-                    attempts=0,
+                    attempts=attempts,
                     created_at=utcnow(),
                 )
             )
@@ -264,7 +268,9 @@ class EventBus(Protocol):
     """Where the relay hands events. The in-process bus runs handlers directly;
     a broker adapter publishes to a stream that workers consume."""
 
-    async def publish(self, envelope: EventEnvelope, *, final_attempt: bool) -> None: ...
+    async def publish(
+        self, envelope: EventEnvelope, *, final_attempt: bool, attempt: int = 1
+    ) -> None: ...
 
     async def ping(self) -> None: ...
 
@@ -275,8 +281,10 @@ class InProcessBus:
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
 
-    async def publish(self, envelope: EventEnvelope, *, final_attempt: bool) -> None:
-        await self.dispatcher.dispatch(envelope, final_attempt=final_attempt)
+    async def publish(
+        self, envelope: EventEnvelope, *, final_attempt: bool, attempt: int = 1
+    ) -> None:
+        await self.dispatcher.dispatch(envelope, final_attempt=final_attempt, attempt=attempt)
 
     async def ping(self) -> None:
         return None
@@ -366,7 +374,7 @@ class OutboxRelay:
             final = attempts >= self.settings.max_attempts
             values: dict[str, Any]
             try:
-                await self.bus.publish(envelope, final_attempt=final)
+                await self.bus.publish(envelope, final_attempt=final, attempt=attempts)
                 values = {"published_at": utcnow(), "attempts": attempts}
                 self.stats.published += 1
             except Exception as exc:

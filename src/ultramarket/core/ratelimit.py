@@ -7,7 +7,7 @@ import time
 
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import Storage
-from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
 from ultramarket.core.errors import RateLimited
@@ -24,13 +24,19 @@ def _storage_uri(url: str) -> str:
 class RateLimiter:
     """Checks and counts hits against named rules ("30/minute;500/hour")."""
 
-    def __init__(self, url: str = "memory://", *, enabled: bool = True) -> None:
+    def __init__(
+        self, url: str = "memory://", *, enabled: bool = True, namespace: str = "um"
+    ) -> None:
         uri = _storage_uri(url)
-        options = {"implementation": "redispy"} if "redis" in uri else {}
+        options = (
+            {"implementation": "redispy", "key_prefix": f"{namespace}:limits"}
+            if "redis" in uri
+            else {}
+        )
         storage = storage_from_string(uri, **options)
         assert isinstance(storage, Storage), "rate limit storage must be an async one"
         self.storage = storage
-        self.strategy = SlidingWindowCounterRateLimiter(self.storage)
+        self.strategy = MovingWindowRateLimiter(self.storage)
         self.enabled = enabled
         self._parsed: dict[str, list[RateLimitItem]] = {}
 

@@ -153,6 +153,10 @@ class TokenVerifier:
         self.jwks_url = jwks_url
         self.leeway = leeway
         self._keys: dict[str, PyJWK] = {}
+        # Verified tokens (by their exact text) until they expire: a client sends the
+        # same token many times, and a signature check costs more than a dict lookup.
+        self._verified: dict[str, tuple[Principal, float]] = {}
+        self._cache_size = 10_000
         self._last_fetch = 0.0
         self._fetch_lock = asyncio.Lock()
 
@@ -208,6 +212,18 @@ class TokenVerifier:
         )
 
     async def verify(self, token: str) -> Principal:
+        cached = self._verified.get(token)
+        if cached is not None:
+            if cached[1] > time.time():
+                return cached[0]
+            del self._verified[token]
+        principal, expires = await self._verify(token)
+        if len(self._verified) >= self._cache_size:
+            self._verified.pop(next(iter(self._verified)))  # oldest first
+        self._verified[token] = (principal, expires)
+        return principal
+
+    async def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             try:
                 claims = self._decode(token)
@@ -220,7 +236,7 @@ class TokenVerifier:
             raise Unauthenticated("Token expired", code="TOKEN_EXPIRED") from None
         except jwt.PyJWTError:
             raise Unauthenticated("Invalid token", code="INVALID_TOKEN") from None
-        return principal_from_claims(claims)
+        return principal_from_claims(claims), float(claims["exp"])
 
 
 def principal_from_claims(claims: dict[str, Any]) -> Principal:

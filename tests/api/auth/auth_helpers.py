@@ -88,7 +88,9 @@ def unverified_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     )
 
 
-async def login(client: httpx.AsyncClient, email: str, password: str, **extra: Any) -> httpx.Response:
+async def login(
+    client: httpx.AsyncClient, email: str, password: str, **extra: Any
+) -> httpx.Response:
     return await client.post(f"{API}/login", json={"email": email, "password": password, **extra})
 
 

@@ -38,7 +38,9 @@ async def test_login_unknown_email_has_the_same_answer(client, make_user):
 async def test_login_brute_force_is_rate_limited_per_account(client, make_user):
     user = await make_user()
     for _ in range(5):
-        assert_error(await login(client, user.email, "Wrong-Password-1"), 401, "INVALID_CREDENTIALS")
+        assert_error(
+            await login(client, user.email, "Wrong-Password-1"), 401, "INVALID_CREDENTIALS"
+        )
     response = await login(client, user.email, "Wrong-Password-1")
     assert_error(response, 429, "RATE_LIMITED")
     assert int(response.headers["retry-after"]) >= 1
@@ -68,10 +70,14 @@ async def test_login_brute_force_lockout_is_per_account(client, make_user):
 async def test_login_success_resets_the_failure_count(client, make_user):
     user = await make_user()
     for _ in range(4):
-        assert_error(await login(client, user.email, "Wrong-Password-1"), 401, "INVALID_CREDENTIALS")
+        assert_error(
+            await login(client, user.email, "Wrong-Password-1"), 401, "INVALID_CREDENTIALS"
+        )
     ok(await login(client, user.email, user.password))
     for _ in range(4):
-        assert_error(await login(client, user.email, "Wrong-Password-1"), 401, "INVALID_CREDENTIALS")
+        assert_error(
+            await login(client, user.email, "Wrong-Password-1"), 401, "INVALID_CREDENTIALS"
+        )
     ok(await login(client, user.email, user.password))
 
 

@@ -27,7 +27,7 @@ def keystore(container: ContainerDep) -> KeyStore:
     return keys
 
 
-def auth_service(container: ContainerDep, session: Session) -> AuthService:
+async def auth_service(container: ContainerDep, session: Session) -> AuthService:
     return AuthService(
         session,
         settings=container.settings,
@@ -40,7 +40,7 @@ def auth_service(container: ContainerDep, session: Session) -> AuthService:
 Auth = Annotated[AuthService, Depends(auth_service)]
 
 
-def request_info(request: Request) -> RequestInfo:
+async def request_info(request: Request) -> RequestInfo:
     return RequestInfo(
         ip=request.client.host if request.client else None,
         user_agent=request.headers.get("user-agent"),
@@ -282,7 +282,8 @@ async def token(body: s.ClientCredentials, auth: Auth) -> Envelope[s.AccessToken
 async def get_account(
     account_id: uuid.UUID, auth: Auth, principal: CurrentPrincipal
 ) -> Envelope[s.AccountRead]:
-    if not (principal.is_staff() or principal.owns(account_id)):
+    # A scope, not just being a service: an API key scoped elsewhere must not read accounts.
+    if not (principal.can("user:read:any") or principal.owns(account_id)):
         raise_forbidden()
     return Envelope(data=account_read(await auth.get(account_id)))
 

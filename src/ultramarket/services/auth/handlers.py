@@ -16,7 +16,8 @@ async def send_verification_mail(ctx: HandlerContext) -> None:
             subject="Confirm your email address",
             text=(
                 f"Hello {event.first_name or 'there'},\n\n"
-                f"Confirm your email address for UltraMarket by opening this link:\n{event.link}\n\n"
+                "Confirm your email address for UltraMarket by opening this link:\n"
+                f"{event.link}\n\n"
                 f"The link works once and expires at {event.expires_at:%Y-%m-%d %H:%M} UTC.\n"
             ),
         )

@@ -15,6 +15,7 @@ import anyio
 import pyotp
 from cryptography.fernet import Fernet, InvalidToken
 from email_validator import EmailNotValidError, validate_email
+from prometheus_client import Counter
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -39,6 +40,10 @@ from ultramarket.services.auth.passwords import (
     needs_rehash,
     verify_password,
 )
+
+LOGINS = Counter("auth_logins_total", "Login attempts by outcome", ["outcome"])
+REGISTRATIONS = Counter("auth_registrations_total", "Self-service sign-ups")
+REFRESH_REUSE = Counter("auth_refresh_reuse_total", "Spent refresh tokens presented again")
 
 VERIFY_EMAIL = "verify_email"
 RESET_PASSWORD = "reset_password"
@@ -118,6 +123,7 @@ class AuthService:
             verified=False,
         )
         await self._request_verification(account)
+        REGISTRATIONS.inc()
         return account
 
     async def create_account(
@@ -245,6 +251,7 @@ class AuthService:
         await self.limiter.reset(limits.login_failures_per_account, "login-fail", email)
         account.last_login_at = self.now()
         await self.audit("login.success", subject=account, info=info)
+        LOGINS.labels("success").inc()
         await self.publisher.publish(
             self.session, events.UserLoggedIn(user_id=account.id, at=account.last_login_at)
         )
@@ -259,6 +266,7 @@ class AuthService:
         await self.audit(
             "login.failure", subject=account, email=email, info=info, details={"reason": reason}
         )
+        LOGINS.labels(reason).inc()
 
     async def refresh(self, raw_token: str, info: RequestInfo) -> tuple[Account, IssuedTokens]:
         """Rotate a refresh token. A spent token presented again revokes its whole family."""
@@ -286,6 +294,7 @@ class AuthService:
                 .where(RefreshToken.family_id == token.family_id, RefreshToken.revoked_at.is_(None))
                 .values(revoked_at=now)
             )
+            REFRESH_REUSE.inc()
             await self.audit(
                 "refresh.reuse_detected",
                 subject_id=str(token.account_id),

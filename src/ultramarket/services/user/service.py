@@ -450,8 +450,9 @@ class UserService:
         self, principal: Principal, changes: dict[str, Any]
     ) -> Preferences:
         profile = await self.ensure(principal)
+        await self._ensure_preferences(profile.id)
         prefs = await self.session.get(Preferences, profile.id, populate_existing=True)
-        assert prefs is not None  # ensure() creates them
+        assert prefs is not None
         for field in ("language", "currency"):
             if changes.get(field) is not None:
                 setattr(prefs, field, changes[field])
@@ -461,8 +462,8 @@ class UserService:
         consent = changes.get("marketing_consent")
         if consent is not None and consent != prefs.marketing_consent:
             prefs.marketing_consent = consent
-            # When consent was given (kept as evidence), or withdrawn (cleared).
-            prefs.marketing_consent_at = self.now() if consent else None
+            # When the current choice (given or withdrawn) was recorded: the evidence.
+            prefs.marketing_consent_at = self.now()
         prefs.updated_at = self.now()
         await self.session.flush()
         return prefs
