@@ -156,6 +156,7 @@ def settings(stack: Stack, tmp_path: Path) -> Settings:
         database_url=stack.database_url,
         cache_url=stack.cache_url,
         access_log=False,
+        gc_tuning=False,  # freezing each test app's objects would pin them for the session
         log_level="WARNING",
         rate_limits=RateLimits(),
         mail=MailSettings(backend="file"),

@@ -115,6 +115,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     access_log: bool = True
     otlp_endpoint: str | None = None
+    # Freeze start-up objects and collect garbage less often (see core.http.tune_gc).
+    gc_tuning: bool = True
 
     auth: AuthSettings = Field(default_factory=AuthSettings)
     rate_limits: RateLimits = Field(default_factory=RateLimits)

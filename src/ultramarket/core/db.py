@@ -9,13 +9,13 @@ across the platform.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator, event, text
+from sqlalchemy import JSON, DateTime, MetaData, Select, TypeDecorator, event, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
@@ -135,6 +135,8 @@ class Database:
             if self.dialect == "postgresql"
             else self.engine
         )
+        self._read_engine = read_engine
+        self._compiled: dict[Select[Any], tuple[str, tuple[str, ...]]] = {}
         self._reader = async_sessionmaker(read_engine, expire_on_commit=False)
         # Called after a commit that wrote outbox rows (wakes the relay).
         self.after_commit_hooks: list[Callable[[], None]] = []
@@ -164,6 +166,28 @@ class Database:
                 yield session
             finally:
                 await session.rollback()
+
+    async def fetch_one(self, statement: Select[Any], **params: Any) -> Mapping[str, Any] | None:
+        """One row of a Core ``select`` (with ``bindparam``s filled from ``params``) on a
+        pooled connection and no ORM session: the hot read path.
+
+        On PostgreSQL the statement is compiled once and run by the driver itself
+        (asyncpg), which skips SQLAlchemy's per-execution work; columns must then be
+        of types the driver returns as is (UUID, text, numbers, timestamptz, JSON).
+        """
+        async with self._read_engine.connect() as conn:
+            if self.dialect != "postgresql":
+                row = (await conn.execute(statement, params)).mappings().first()
+                return None if row is None else dict(row)
+            compiled = self._compiled.get(statement)
+            if compiled is None:
+                done = statement.compile(dialect=self.engine.dialect)
+                compiled = self._compiled[statement] = (done.string, tuple(done.positiontup or ()))
+            raw = await conn.get_raw_connection()
+            record = await raw.driver_connection.fetchrow(  # type: ignore[union-attr]
+                compiled[0], *(params[name] for name in compiled[1])
+            )
+            return None if record is None else dict(record)
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:

@@ -15,8 +15,13 @@ from ultramarket.core.schemas import Envelope, Page, PageParams, page_params
 from ultramarket.core.security import CurrentPrincipal, Principal, require
 from ultramarket.services.auth.client import AuthClient
 from ultramarket.services.user import schemas as s
-from ultramarket.services.user.models import Address, Preferences, Profile
-from ultramarket.services.user.service import DEFAULT_PREFERENCES, UserQuery, UserService
+from ultramarket.services.user.models import Address, Preferences
+from ultramarket.services.user.service import (
+    DEFAULT_PREFERENCES,
+    PROFILE_BY_ID,
+    UserQuery,
+    UserService,
+)
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
 
@@ -70,15 +75,15 @@ def preferences_read(prefs: Preferences | None) -> s.PreferencesRead:
 
 
 @router.get("/me", response_model=Envelope[s.ProfileRead], responses=ERRORS)
-async def get_me(
-    users: UsersReader, principal: CurrentPrincipal, container: ContainerDep
-) -> Envelope[s.ProfileRead]:
-    profile: Profile | None = await users.find(principal.user_id)
-    if profile is None:
-        # Signed in before auth's user.registered event reached us: create the profile
-        # from the token now (rare; the common path above is one primary-key read).
-        async with container.db("user").session() as session:
-            profile = await UserService(session).ensure(principal)
+async def get_me(principal: CurrentPrincipal, container: ContainerDep) -> Envelope[s.ProfileRead]:
+    # The hot path: one primary-key read with SQLAlchemy Core, no ORM session.
+    row = await container.db("user").fetch_one(PROFILE_BY_ID, user_id=principal.user_id)
+    if row is not None:
+        return Envelope(data=s.ProfileRead.model_validate(row))
+    # Signed in before auth's user.registered event reached us: create the profile
+    # from the token now (rare).
+    async with container.db("user").session() as session:
+        profile = await UserService(session).ensure(principal)
     return Envelope(data=s.ProfileRead.model_validate(profile))
 
 

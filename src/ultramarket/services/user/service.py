@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Date, Select, cast, delete, func, or_, select, update
+from sqlalchemy import Date, Select, bindparam, cast, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ultramarket.core.db import utcnow
@@ -467,3 +467,15 @@ class UserService:
         prefs.updated_at = self.now()
         await self.session.flush()
         return prefs
+
+
+# The query behind ``GET /me``: the columns of ``ProfileRead`` for one user, built once.
+PROFILE_BY_ID: Select[Any] = select(
+    Profile.id,
+    Profile.email,
+    Profile.first_name,
+    Profile.last_name,
+    Profile.phone,
+    Profile.locale,
+    Profile.avatar_file_id,
+).where(Profile.id == bindparam("user_id"))
