@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Iterable
 
 from ultramarket.core.ports import SERVICE_PORTS
 from ultramarket.core.service import ServiceSpec
 
-# Services implemented so far, in start-up order (auth first: it holds the keys).
-SERVICES: tuple[str, ...] = ("auth", "user")
+# Every service of the platform, in start-up order (auth first: it holds the keys).
+PLATFORM: tuple[str, ...] = (
+    "auth", "user", "file", "product", "inventory", "cart", "order", "payment",
+    "search", "notification", "shipping", "review", "analytics", "recommendation", "admin",
+)  # fmt: skip
+
+# The ones implemented in this codebase (a service exists once its package does).
+SERVICES: tuple[str, ...] = tuple(
+    name for name in PLATFORM if importlib.util.find_spec(f"ultramarket.services.{name}")
+)
 
 
 def load(name: str) -> ServiceSpec:
