@@ -15,10 +15,14 @@ PLATFORM: tuple[str, ...] = (
     "search", "notification", "shipping", "review", "analytics", "recommendation", "admin",
 )  # fmt: skip
 
-# The ones implemented in this codebase (a service exists once its package does).
-SERVICES: tuple[str, ...] = tuple(
-    name for name in PLATFORM if importlib.util.find_spec(f"ultramarket.services.{name}")
-)
+
+def _exists(name: str) -> bool:
+    """A service exists once its package has an ``__init__.py`` (exporting SERVICE)."""
+    spec = importlib.util.find_spec(f"ultramarket.services.{name}")
+    return spec is not None and spec.origin is not None
+
+
+SERVICES: tuple[str, ...] = tuple(name for name in PLATFORM if _exists(name))
 
 
 def load(name: str) -> ServiceSpec:
