@@ -197,6 +197,50 @@ def worker(service: ServiceOpt = None) -> None:
     _run(go)
 
 
+import_app = typer.Typer(help="Bulk imports.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+
+
+@import_app.command("products")
+def import_products_command(
+    file: Annotated[str, typer.Argument(help="A .csv or .jsonl file")],
+) -> None:
+    """Import products (all or nothing): a report per bad row, else a progress bar."""
+    from pathlib import Path
+
+    from rich.progress import Progress
+
+    from ultramarket.services.product.importer import import_products
+
+    configure_logging("WARNING")
+
+    async def go() -> int:
+        async with _container(list(registry.SERVICES)) as container:
+            with Progress(transient=True) as progress:
+                task = progress.add_task("importing products", total=None)
+                report = await import_products(
+                    container,
+                    Path(file),
+                    on_validated=lambda n: progress.update(task, total=n),
+                    on_progress=lambda n: progress.advance(task, n),
+                )
+            if report.errors:
+                for error in report.errors:
+                    typer.echo(str(error), err=True)
+                typer.echo(
+                    f"{len(report.errors)} error(s) in {report.rows} row(s); nothing imported",
+                    err=True,
+                )
+                return 1
+            while await container.relay.run_once():
+                pass
+            typer.echo(f"imported {report.created} product(s) from {report.rows} row(s)")
+            return 0
+
+    if _run(go):
+        raise typer.Exit(1)
+
+
 @app.command("rotate-keys")
 def rotate_keys() -> None:
     """Development: make a new signing key; the old one keeps verifying until removed."""

@@ -66,6 +66,14 @@ async def seed_demo(container: Container) -> list[str]:
         except Conflict:
             state = "exists"
         lines.append(f"  {role.value:<8} {email:<28} {password}  ({state})")
+    if "product" in container.specs:
+        from ultramarket.services.product.demo import catalog_size, seed_catalog
+
+        existing = await catalog_size(container)
+        if existing:
+            lines.append(f"Demo catalog: {existing} products exist; skipped")
+        else:
+            lines.append(f"Demo catalog: {len(await seed_catalog(container))} products created")
     # Deliver the events (profiles in the user service) before the process exits.
     while await container.relay.run_once():
         pass

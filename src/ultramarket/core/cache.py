@@ -63,7 +63,10 @@ class MemoryCache:
 
 class RedisCache:
     def __init__(self, url: str, namespace: str = "um") -> None:
-        self._redis = aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=100, timeout=5, socket_timeout=2, socket_connect_timeout=2
+        )
+        self._redis = aioredis.Redis(connection_pool=pool)
         self._ns = namespace
 
     def _k(self, key: str) -> str:

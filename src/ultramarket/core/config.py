@@ -73,6 +73,46 @@ class EventSettings(BaseModel):
     backoff_max_seconds: float = 300.0
 
 
+class FileSettings(BaseModel):
+    """The file service (``ULTRAMARKET_FILES__BACKEND=s3``, ``..._MAX_BYTES=5242880``)."""
+
+    backend: Literal["local", "s3"] = "local"
+    # Local disk root; empty means ``<data_dir>/files``.
+    local_root: Path | None = None
+    # Per upload; the platform's ``max_body_bytes`` still caps the whole request.
+    max_bytes: int = 10 * 1024 * 1024
+    # Detected from the bytes. text/plain and text/csv have no magic number: they are
+    # accepted only for .txt/.csv names whose bytes are UTF-8 without control characters.
+    allowed_types: list[str] = Field(
+        default_factory=lambda: [
+            "image/jpeg",
+            "image/png",
+            "image/webp",
+            "image/gif",
+            "application/pdf",
+            "text/plain",
+            "text/csv",
+        ]
+    )
+    # Thumbnails: bounding boxes in pixels, and their format.
+    thumbnail_sizes: list[int] = Field(default_factory=lambda: [150, 400, 800])
+    thumbnail_format: Literal["webp", "jpeg"] = "webp"
+    # Images above this many pixels are refused (decompression bombs).
+    max_image_pixels: int = 40_000_000
+    # When set, public files' ``url`` points here (a CDN in front of the bucket).
+    public_base_url: str | None = None
+    # S3: redirect downloads to a presigned URL instead of streaming through the app.
+    signed_downloads: bool = True
+    signed_url_ttl_seconds: int = 300
+    s3_bucket: str = "ultramarket-files"
+    s3_endpoint_url: str | None = None  # MinIO, moto, R2...; empty means AWS
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_path_style: bool = False  # MinIO needs path-style addressing
+    s3_prefix: str = ""  # key prefix inside the bucket
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ULTRAMARKET_",
@@ -110,8 +150,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = 10 * 1024 * 1024
     # Per process. Size it to the concurrent requests a worker serves: overflow
     # connections are opened and closed on demand, which is slow.
-    db_pool_size: int = 30
-    db_max_overflow: int = 10
+    db_pool_size: int = 40
+    db_max_overflow: int = 5
     log_level: str = "INFO"
     access_log: bool = True
     otlp_endpoint: str | None = None
@@ -122,6 +162,7 @@ class Settings(BaseSettings):
     rate_limits: RateLimits = Field(default_factory=RateLimits)
     mail: MailSettings = Field(default_factory=MailSettings)
     events: EventSettings = Field(default_factory=EventSettings)
+    files: FileSettings = Field(default_factory=FileSettings)
 
     @model_validator(mode="after")
     def _refuse_default_secrets_in_production(self) -> Settings:

@@ -7,6 +7,7 @@ the same service code runs all-in-one (one process, embedded parts) and split.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -55,6 +56,7 @@ class Container:
     service_token_minter: Callable[[str], str] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     _relay_task: asyncio.Task[None] | None = None
+    _periodic_tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _service_tokens: dict[str, tuple[str, float]] = field(default_factory=dict)
 
@@ -191,6 +193,27 @@ class Container:
         if run_relay:
             self._stop.clear()
             self._relay_task = asyncio.create_task(self.relay.run_forever(self._stop))
+            for spec in self.specs.values():
+                for seconds, job in spec.periodic:
+                    name = f"{spec.name}:{getattr(job, '__qualname__', job)}"
+                    self._periodic_tasks.append(
+                        asyncio.create_task(self._run_periodic(name, seconds, job))
+                    )
+
+    async def _run_periodic(
+        self, name: str, seconds: float, job: Callable[[Container], Awaitable[None]]
+    ) -> None:
+        """Run ``job`` every ``seconds`` until stop(); a failing run is logged and retried."""
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+                return
+            except TimeoutError:
+                pass
+            try:
+                await job(self)
+            except Exception:
+                log.exception("periodic job failed", extra={"job": name})
 
     async def stop(self) -> None:
         self._stop.set()
@@ -200,6 +223,11 @@ class Container:
             except TimeoutError:
                 self._relay_task.cancel()
             self._relay_task = None
+        for task in self._periodic_tasks:
+            # They stop at the next tick of _stop; wait_for cancels one stuck in a run.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(task, timeout=5)
+        self._periodic_tasks.clear()
         await self.clients.close()
         await self.bus.close()
         await self.cache_backend.close()

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
+import redis.asyncio as aioredis
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
 from ultramarket.core.errors import RateLimited
+
+REDIS_MAX_CONNECTIONS = 100
 
 
 def _storage_uri(url: str) -> str:
@@ -28,11 +32,16 @@ class RateLimiter:
         self, url: str = "memory://", *, enabled: bool = True, namespace: str = "um"
     ) -> None:
         uri = _storage_uri(url)
-        options = (
-            {"implementation": "redispy", "key_prefix": f"{namespace}:limits"}
-            if "redis" in uri
-            else {}
-        )
+        options: dict[str, Any] = {}
+        if "redis" in uri:
+            options = {
+                "implementation": "redispy",
+                "key_prefix": f"{namespace}:limits",
+                # Wait for a free connection under bursts instead of failing the request.
+                "connection_pool": aioredis.BlockingConnectionPool.from_url(
+                    url, max_connections=REDIS_MAX_CONNECTIONS, timeout=5
+                ),
+            }
         storage = storage_from_string(uri, **options)
         assert isinstance(storage, Storage), "rate limit storage must be an async one"
         self.storage = storage

@@ -64,6 +64,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
             "search:analytics",
             "file:delete:any",
             "file:read:any",
+            "file:write",
             "audit:read",
         }
     ),

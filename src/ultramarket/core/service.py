@@ -27,4 +27,7 @@ class ServiceSpec:
     migrations: Path | None = None
     # Runs once at start-up with the container (keys, caches, warm-ups).
     on_startup: Callable[[Container], Awaitable[None]] | None = None
+    # Background jobs run every ``seconds`` beside the outbox relay (sweepers, expiries):
+    # started and stopped with it by the container, each run's failure logged, not fatal.
+    periodic: tuple[tuple[float, Callable[[Container], Awaitable[None]]], ...] = ()
     prefixes: tuple[str, ...] = field(default_factory=tuple)

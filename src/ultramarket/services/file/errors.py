@@ -1,0 +1,24 @@
+"""Domain errors of the file service."""
+
+from __future__ import annotations
+
+from ultramarket.core.errors import DomainError, NotFound, PayloadTooLarge, UnsupportedMediaType
+
+
+class FileNotFound(NotFound):
+    code = "NOT_FOUND"
+    message = "No such file"
+
+
+class FileTooLarge(PayloadTooLarge):
+    message = "The file is larger than the upload limit"
+
+
+class FileTypeNotAllowed(UnsupportedMediaType):
+    message = "This type of file is not accepted"
+
+
+class RangeNotSatisfiable(DomainError):
+    status_code = 416
+    code = "RANGE_NOT_SATISFIABLE"
+    message = "The requested range is outside the file"

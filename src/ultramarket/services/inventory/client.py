@@ -1,0 +1,62 @@
+"""The typed client other services use to call the inventory service."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+
+from ultramarket.core.clients import ServiceClient
+from ultramarket.services.inventory.schemas import DEFAULT_TTL, ReservationRead
+
+PREFIX = "/api/v1/inventory"
+MAX_IDS_PER_CALL = 100
+
+
+class InventoryClient(ServiceClient):
+    service = "inventory"
+
+    async def availability(self, variant_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """Units available per variant, summed over warehouses (unknown variants: 0)."""
+        ids = list(dict.fromkeys(variant_ids))
+        result: dict[uuid.UUID, int] = dict.fromkeys(ids, 0)
+        for start in range(0, len(ids), MAX_IDS_PER_CALL):
+            chunk = ids[start : start + MAX_IDS_PER_CALL]
+            data = await self.request(
+                "GET",
+                f"{PREFIX}/availability",
+                params={"variant_id": [str(i) for i in chunk]},
+            )
+            for row in data or []:
+                result[uuid.UUID(row["variant_id"])] = int(row["available"])
+        return result
+
+    async def reserve(
+        self,
+        key: str,
+        lines: Iterable[tuple[uuid.UUID, int]],
+        ttl_seconds: int = DEFAULT_TTL,
+    ) -> ReservationRead:
+        """Reserve every line or none (409 INSUFFICIENT_STOCK naming each short line).
+        Idempotent by ``key``: the same key and lines return the same reservation."""
+        body = {
+            "key": key,
+            "ttl_seconds": ttl_seconds,
+            "lines": [{"variant_id": str(v), "quantity": q} for v, q in lines],
+        }
+        # Safe to retry: the key makes a repeated call return the first reservation.
+        data = await self.request("POST", f"{PREFIX}/reservations", json=body, idempotent=True)
+        return ReservationRead.model_validate(data)
+
+    async def commit(self, key: str) -> ReservationRead:
+        """Turn the reservation into a sale (409 when not active: committed, released, expired)."""
+        data = await self.request("POST", f"{PREFIX}/reservations/{key}/commit")
+        return ReservationRead.model_validate(data)
+
+    async def release(self, key: str) -> ReservationRead:
+        """Give the reserved units back (409 when not active)."""
+        data = await self.request("POST", f"{PREFIX}/reservations/{key}/release")
+        return ReservationRead.model_validate(data)
+
+    async def get_reservation(self, key: str) -> ReservationRead:
+        data = await self.request("GET", f"{PREFIX}/reservations/{key}")
+        return ReservationRead.model_validate(data)

@@ -1,0 +1,889 @@
+"""Inventory use cases: stock per variant and warehouse, reservations, alerts.
+
+Every change of ``on_hand`` or ``reserved`` is ONE conditional UPDATE whose
+``WHERE`` holds the rule (enough available, never below reserved) and whose
+``RETURNING`` gives the counts after it; the row count decides, never a value read
+in Python first. Each change writes a ``stock_movement`` row and its events (and,
+on a threshold crossing, an alert) in the same unit of work. Reservation status
+changes are conditional UPDATEs too (``WHERE status = 'active'``), so two commits,
+or a commit racing the sweeper, can never both win.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ultramarket.core.db import Database, utcnow
+from ultramarket.core.errors import Conflict, NotFound, ValidationFailed
+from ultramarket.core.events import EventPublisher
+from ultramarket.services.inventory import events
+from ultramarket.services.inventory.models import (
+    DEFAULT_WAREHOUSE_CODE,
+    DEFAULT_WAREHOUSE_ID,
+    DEFAULT_WAREHOUSE_NAME,
+    Reservation,
+    ReservationLine,
+    StockAlert,
+    StockItem,
+    StockMovement,
+    Warehouse,
+)
+from ultramarket.services.inventory.schemas import (
+    ItemCreate,
+    ReservationLineRead,
+    ReservationRead,
+    StockUpdate,
+    WarehouseCreate,
+    WarehouseUpdate,
+)
+
+log = logging.getLogger("ultramarket.inventory")
+
+ITEM = StockItem.__table__
+RES = Reservation.__table__
+LINE = ReservationLine.__table__
+ALERT = StockAlert.__table__
+MOVE = StockMovement.__table__
+ITEM_COLUMNS = (
+    ITEM.c.id,
+    ITEM.c.variant_id,
+    ITEM.c.sku,
+    ITEM.c.warehouse_id,
+    ITEM.c.on_hand,
+    ITEM.c.reserved,
+    ITEM.c.low_stock_threshold,
+    ITEM.c.updated_at,
+)
+SORTABLE = {
+    "sku": ITEM.c.sku,
+    "on_hand": ITEM.c.on_hand,
+    "reserved": ITEM.c.reserved,
+    "available": ITEM.c.on_hand - ITEM.c.reserved,
+    "updated_at": ITEM.c.updated_at,
+}
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+
+class ItemNotFound(NotFound):
+    code = "ITEM_NOT_FOUND"
+    message = "No such inventory item"
+
+
+class WarehouseNotFound(NotFound):
+    code = "WAREHOUSE_NOT_FOUND"
+    message = "No such warehouse"
+
+
+class ReservationNotFound(NotFound):
+    code = "RESERVATION_NOT_FOUND"
+    message = "No such reservation"
+
+
+class InsufficientStock(Conflict):
+    code = "INSUFFICIENT_STOCK"
+    message = "Not enough stock available"
+
+
+class StockBelowReserved(Conflict):
+    code = "STOCK_BELOW_RESERVED"
+    message = "On hand cannot go below what is reserved"
+
+
+class ReservationKeyReused(Conflict):
+    code = "IDEMPOTENCY_KEY_REUSED"
+    message = "This reservation key was used for another request"
+
+
+class ReservationNotActive(Conflict):
+    code = "RESERVATION_NOT_ACTIVE"
+    message = "The reservation is no longer active"
+
+
+class ReservationCommitted(Conflict):
+    code = "RESERVATION_ALREADY_COMMITTED"
+    message = "The reservation was already committed"
+
+
+class ReservationExpired(Conflict):
+    code = "RESERVATION_EXPIRED"
+    message = "The reservation has expired"
+
+
+class WarehouseInUse(Conflict):
+    code = "WAREHOUSE_IN_USE"
+    message = "The warehouse still holds stock items"
+
+
+class DuplicateWarehouse(Conflict):
+    code = "DUPLICATE_WAREHOUSE"
+    message = "A warehouse with this code exists"
+
+
+class DuplicateItem(Conflict):
+    code = "ITEM_EXISTS"
+    message = "This variant is already stocked in this warehouse"
+
+
+# -- queries -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ItemQuery:
+    sku: str | None = None
+    warehouse: str | None = None  # id or code
+    variant_id: uuid.UUID | None = None
+    low_stock: bool | None = None
+
+
+def _dialect_insert(session: AsyncSession, table: Any) -> Any:
+    """An INSERT that can say ON CONFLICT DO NOTHING on both databases."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """One line to reserve: ``quantity`` of ``item_id`` (a stock item of ``variant_id``)."""
+
+    item_id: uuid.UUID | None  # None: the variant is not stocked anywhere
+    variant_id: uuid.UUID
+    quantity: int
+
+
+class InventoryService:
+    def __init__(
+        self,
+        session: AsyncSession,
+        publisher: EventPublisher | None = None,
+        *,
+        actor: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.session = session
+        self.publisher = publisher
+        self.actor = actor
+        self.clock = clock
+
+    # -- the one way stock changes ---------------------------------------------------------------
+
+    async def _change(
+        self,
+        item_id: uuid.UUID,
+        *,
+        on_hand: int = 0,
+        reserved: int = 0,
+        guard: Any,
+        reason: str,
+        reference: str | None = None,
+    ) -> Row[Any] | None:
+        """Apply the deltas in one conditional UPDATE; None when ``guard`` refused (or no item).
+
+        The movement row, the events and any alert go in the same transaction."""
+        row = (
+            await self.session.execute(
+                update(ITEM)
+                .where(ITEM.c.id == item_id, guard)
+                .values(
+                    on_hand=ITEM.c.on_hand + on_hand,
+                    reserved=ITEM.c.reserved + reserved,
+                    updated_at=self.clock(),
+                )
+                .returning(*ITEM_COLUMNS)
+            )
+        ).one_or_none()
+        if row is None:
+            return None
+        await self.session.execute(
+            insert(MOVE).values(
+                id=uuid.uuid4(),
+                item_id=item_id,
+                delta_on_hand=on_hand,
+                delta_reserved=reserved,
+                reason=reason,
+                actor=self.actor,
+                reference=reference,
+                created_at=self.clock(),
+            )
+        )
+        available = row.on_hand - row.reserved
+        await self._after_change(
+            row,
+            previous_available=available - (on_hand - reserved),
+            previous_threshold=row.low_stock_threshold,
+            reason=reason,
+        )
+        return row
+
+    async def _after_change(
+        self, row: Row[Any], *, previous_available: int, previous_threshold: int, reason: str
+    ) -> None:
+        """Alerts on threshold crossings, and the events of the change."""
+        available = row.on_hand - row.reserved
+        threshold = row.low_stock_threshold
+        low, was_low = available <= threshold, previous_available <= previous_threshold
+        out, was_out = available <= 0, previous_available <= 0
+        pending: list[events.StockEvent] = []
+        shape: dict[str, Any] | None = None
+        if self.publisher is not None:
+            variant_available = await self.session.scalar(
+                select(func.coalesce(func.sum(ITEM.c.on_hand - ITEM.c.reserved), 0)).where(
+                    ITEM.c.variant_id == row.variant_id
+                )
+            )
+            shape = {
+                "item_id": row.id,
+                "variant_id": row.variant_id,
+                "sku": row.sku,
+                "warehouse_id": row.warehouse_id,
+                "on_hand": row.on_hand,
+                "reserved": row.reserved,
+                "available": available,
+                "variant_available": int(variant_available or 0),
+            }
+            pending.append(events.StockChanged(**shape, reason=reason))
+        if low and not was_low:
+            await self._open_alert(row, "low_stock")
+            if shape is not None:
+                pending.append(events.LowStock(**shape, threshold=threshold))
+        elif was_low and not low:
+            await self._resolve_alerts(row.id, None)
+        if out and not was_out:
+            await self._open_alert(row, "out_of_stock")
+            if shape is not None:
+                pending.append(events.OutOfStock(**shape))
+        elif was_out and not out:
+            await self._resolve_alerts(row.id, "out_of_stock")
+            if shape is not None:
+                pending.append(events.BackInStock(**shape))
+        if self.publisher is not None:
+            for event in pending:
+                await self.publisher.publish(self.session, event)
+
+    async def _open_alert(self, row: Row[Any], kind: str) -> None:
+        await self.session.execute(
+            insert(ALERT).values(
+                id=uuid.uuid4(),
+                item_id=row.id,
+                variant_id=row.variant_id,
+                sku=row.sku,
+                warehouse_id=row.warehouse_id,
+                kind=kind,
+                available=row.on_hand - row.reserved,
+                threshold=row.low_stock_threshold,
+                created_at=self.clock(),
+            )
+        )
+
+    async def _resolve_alerts(self, item_id: uuid.UUID, kind: str | None) -> None:
+        query = update(ALERT).where(ALERT.c.item_id == item_id, ALERT.c.resolved_at.is_(None))
+        if kind is not None:
+            query = query.where(ALERT.c.kind == kind)
+        await self.session.execute(query.values(resolved_at=self.clock()))
+
+    # -- items -----------------------------------------------------------------------------------
+
+    async def get_item(self, item_id: uuid.UUID) -> Row[Any]:
+        row = (
+            await self.session.execute(select(*ITEM_COLUMNS).where(ITEM.c.id == item_id))
+        ).one_or_none()
+        if row is None:
+            raise ItemNotFound()
+        return row
+
+    async def list_items(
+        self, query: ItemQuery, *, offset: int, limit: int, sort: str | None
+    ) -> tuple[list[Row[Any]], int]:
+        conditions: list[Any] = []
+        if query.sku:
+            conditions.append(ITEM.c.sku == query.sku)
+        if query.variant_id:
+            conditions.append(ITEM.c.variant_id == query.variant_id)
+        if query.warehouse:
+            try:
+                conditions.append(ITEM.c.warehouse_id == uuid.UUID(query.warehouse))
+            except ValueError:
+                code = select(Warehouse.id).where(Warehouse.code == query.warehouse)
+                conditions.append(ITEM.c.warehouse_id.in_(code.scalar_subquery()))
+        if query.low_stock is not None:
+            low = ITEM.c.on_hand - ITEM.c.reserved <= ITEM.c.low_stock_threshold
+            conditions.append(low if query.low_stock else ~low)
+        total = await self.session.scalar(select(func.count()).select_from(ITEM).where(*conditions))
+        field = (sort or "sku").lstrip("-")
+        if field not in SORTABLE:
+            raise ValidationFailed(
+                f"cannot sort by {field!r}", details=[{"sortable": sorted(SORTABLE)}]
+            )
+        order = SORTABLE[field].desc() if (sort or "").startswith("-") else SORTABLE[field].asc()
+        rows = (
+            await self.session.execute(
+                select(*ITEM_COLUMNS)
+                .where(*conditions)
+                .order_by(order, ITEM.c.id)
+                .offset(offset)
+                .limit(limit)
+            )
+        ).all()
+        return list(rows), int(total or 0)
+
+    async def movements(
+        self, item_id: uuid.UUID, *, offset: int, limit: int
+    ) -> tuple[list[StockMovement], int]:
+        await self.get_item(item_id)
+        total = await self.session.scalar(
+            select(func.count()).select_from(MOVE).where(MOVE.c.item_id == item_id)
+        )
+        rows = await self.session.scalars(
+            select(StockMovement)
+            .where(StockMovement.item_id == item_id)
+            .order_by(StockMovement.created_at.desc(), StockMovement.id)
+            .offset(offset)
+            .limit(limit)
+        )
+        return list(rows), int(total or 0)
+
+    async def availability(self, variant_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """Units available per variant over every warehouse; unknown variants count 0."""
+        result = dict.fromkeys(variant_ids, 0)
+        if not variant_ids:
+            return result
+        rows = await self.session.execute(
+            select(ITEM.c.variant_id, func.sum(ITEM.c.on_hand - ITEM.c.reserved))
+            .where(ITEM.c.variant_id.in_(list(variant_ids)))
+            .group_by(ITEM.c.variant_id)
+        )
+        for variant_id, available in rows:
+            result[variant_id] = max(int(available or 0), 0)
+        return result
+
+    async def create_item(self, body: ItemCreate) -> Row[Any]:
+        warehouse_id = body.warehouse_id or await self.ensure_default_warehouse()
+        if await self.session.get(Warehouse, warehouse_id) is None:
+            raise WarehouseNotFound()
+        sku = body.sku or await self.session.scalar(
+            select(ITEM.c.sku).where(ITEM.c.variant_id == body.variant_id).limit(1)
+        )
+        if not sku:
+            raise ValidationFailed(
+                "sku is required for a variant not stocked yet",
+                details=[{"loc": ["body", "sku"], "msg": "required"}],
+            )
+        values: dict[str, Any] = {
+            "id": uuid.uuid4(),
+            "variant_id": body.variant_id,
+            "sku": sku,
+            "warehouse_id": warehouse_id,
+            "on_hand": 0,
+            "reserved": 0,
+            "created_at": self.clock(),
+            "updated_at": self.clock(),
+        }
+        if body.low_stock_threshold is not None:
+            values["low_stock_threshold"] = body.low_stock_threshold
+        item_id = await self.session.scalar(
+            _dialect_insert(self.session, ITEM)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["variant_id", "warehouse_id"])
+            .returning(ITEM.c.id)
+        )
+        if item_id is None:
+            raise DuplicateItem()
+        if body.on_hand:
+            await self._change(
+                item_id, on_hand=body.on_hand, guard=ITEM.c.id == item_id, reason="initial count"
+            )
+        return await self.get_item(item_id)
+
+    async def update_item(self, item_id: uuid.UUID, body: StockUpdate) -> Row[Any]:
+        """Set (``on_hand``) or adjust (``delta``) the count; never below what is reserved."""
+        delta = body.delta
+        reason = body.reason or "adjustment"
+        if body.on_hand is not None:
+            # A count: lock the row, then apply the difference as a delta (still guarded).
+            current = await self.session.scalar(
+                select(ITEM.c.on_hand).where(ITEM.c.id == item_id).with_for_update()
+            )
+            if current is None:
+                raise ItemNotFound()
+            delta = body.on_hand - current
+            reason = body.reason or "count"
+        if delta:
+            row = await self._change(
+                item_id,
+                on_hand=delta,
+                guard=ITEM.c.on_hand + delta >= ITEM.c.reserved,
+                reason=reason,
+            )
+            if row is None:
+                item = await self.get_item(item_id)
+                raise StockBelowReserved(
+                    details=[
+                        {
+                            "on_hand": item.on_hand,
+                            "reserved": item.reserved,
+                            "available": item.on_hand - item.reserved,
+                            "requested_delta": delta,
+                        }
+                    ]
+                )
+        if body.low_stock_threshold is not None:
+            previous = await self.session.scalar(
+                select(ITEM.c.low_stock_threshold).where(ITEM.c.id == item_id).with_for_update()
+            )
+            if previous is None:
+                raise ItemNotFound()
+            row = (
+                await self.session.execute(
+                    update(ITEM)
+                    .where(ITEM.c.id == item_id)
+                    .values(low_stock_threshold=body.low_stock_threshold, updated_at=self.clock())
+                    .returning(*ITEM_COLUMNS)
+                )
+            ).one()
+            if previous != body.low_stock_threshold:
+                await self._after_change(
+                    row,
+                    previous_available=row.on_hand - row.reserved,
+                    previous_threshold=previous,
+                    reason="threshold",
+                )
+        return await self.get_item(item_id)
+
+    async def set_on_hand(self, variant_id: uuid.UUID, on_hand: int, reason: str = "count") -> bool:
+        """Set the default-warehouse count of a variant (seeding, imports). False: no item."""
+        item_id = await self.session.scalar(
+            select(ITEM.c.id).where(
+                ITEM.c.variant_id == variant_id, ITEM.c.warehouse_id == DEFAULT_WAREHOUSE_ID
+            )
+        )
+        if item_id is None:
+            return False
+        await self.update_item(item_id, StockUpdate(on_hand=on_hand, reason=reason))
+        return True
+
+    # -- product events --------------------------------------------------------------------------
+
+    async def ensure_default_warehouse(self) -> uuid.UUID:
+        await self.session.execute(
+            _dialect_insert(self.session, Warehouse.__table__)
+            .values(
+                id=DEFAULT_WAREHOUSE_ID,
+                code=DEFAULT_WAREHOUSE_CODE,
+                name=DEFAULT_WAREHOUSE_NAME,
+                is_default=True,
+                created_at=self.clock(),
+                updated_at=self.clock(),
+            )
+            .on_conflict_do_nothing()
+        )
+        return DEFAULT_WAREHOUSE_ID
+
+    async def ensure_variant(self, variant_id: uuid.UUID, sku: str) -> None:
+        """A stock item in the default warehouse (on hand 0) for a variant; idempotent.
+        A changed SKU is copied to every item of the variant."""
+        warehouse_id = await self.ensure_default_warehouse()
+        now = self.clock()
+        await self.session.execute(
+            _dialect_insert(self.session, ITEM)
+            .values(
+                id=uuid.uuid4(),
+                variant_id=variant_id,
+                sku=sku,
+                warehouse_id=warehouse_id,
+                on_hand=0,
+                reserved=0,
+                low_stock_threshold=5,
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["variant_id", "warehouse_id"])
+        )
+        await self.session.execute(
+            update(ITEM)
+            .where(ITEM.c.variant_id == variant_id, ITEM.c.sku != sku)
+            .values(sku=sku, updated_at=now)
+        )
+
+    # -- reservations ----------------------------------------------------------------------------
+
+    async def reserve_item(
+        self, item_id: uuid.UUID, quantity: int, key: str, ttl_seconds: int
+    ) -> tuple[ReservationRead, bool]:
+        """Reserve ``quantity`` of one item. Returns the reservation and whether it is new."""
+        variant_id = await self.session.scalar(
+            select(ITEM.c.variant_id).where(ITEM.c.id == item_id)
+        )
+        if variant_id is None:
+            raise ItemNotFound()
+        return await self._reserve(key, ttl_seconds, [Wanted(item_id, variant_id, quantity)])
+
+    async def reserve_lines(
+        self, key: str, ttl_seconds: int, lines: Sequence[tuple[uuid.UUID, int]]
+    ) -> tuple[ReservationRead, bool]:
+        """Reserve several variants, all or nothing. Each line is taken from one warehouse:
+        the default one when it has enough, else the one with the most available."""
+        existing = await self._existing(key)
+        if existing is not None:
+            return self._replay(existing, [Wanted(None, v, q) for v, q in lines], by_item=False)
+        variant_ids = [variant_id for variant_id, _ in lines]
+        rows = (
+            await self.session.execute(
+                select(
+                    ITEM.c.id,
+                    ITEM.c.variant_id,
+                    ITEM.c.warehouse_id,
+                    ITEM.c.on_hand,
+                    ITEM.c.reserved,
+                ).where(ITEM.c.variant_id.in_(variant_ids))
+            )
+        ).all()
+        wanted: list[Wanted] = []
+        for variant_id, quantity in lines:
+            candidates = [r for r in rows if r.variant_id == variant_id]
+            if not candidates:
+                wanted.append(Wanted(None, variant_id, quantity))
+                continue
+            best = max(
+                candidates,
+                key=lambda r: (
+                    r.warehouse_id == DEFAULT_WAREHOUSE_ID and r.on_hand - r.reserved >= quantity,
+                    r.on_hand - r.reserved,
+                    r.warehouse_id == DEFAULT_WAREHOUSE_ID,
+                    str(r.id),
+                ),
+            )
+            wanted.append(Wanted(best.id, variant_id, quantity))
+        return await self._reserve(key, ttl_seconds, wanted, by_item=False)
+
+    async def _existing(self, key: str) -> ReservationRead | None:
+        reservation = await self.session.scalar(select(Reservation).where(Reservation.key == key))
+        return None if reservation is None else await self._read(reservation)
+
+    def _replay(
+        self, existing: ReservationRead, wanted: list[Wanted], *, by_item: bool
+    ) -> tuple[ReservationRead, bool]:
+        def shape(lines: Any) -> list[tuple[Any, int]]:
+            return sorted(
+                ((line.item_id if by_item else line.variant_id), line.quantity) for line in lines
+            )
+
+        if shape(existing.lines) != shape(wanted):
+            raise ReservationKeyReused(
+                details=[{"key": existing.key, "reservation_id": str(existing.id)}]
+            )
+        return existing, False
+
+    async def _reserve(
+        self, key: str, ttl_seconds: int, wanted: list[Wanted], *, by_item: bool = True
+    ) -> tuple[ReservationRead, bool]:
+        now = self.clock()
+        reservation_id = await self.session.scalar(
+            _dialect_insert(self.session, RES)
+            .values(
+                id=uuid.uuid4(),
+                key=key,
+                status="active",
+                expires_at=now + timedelta(seconds=ttl_seconds),
+                actor=self.actor,
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["key"])
+            .returning(RES.c.id)
+        )
+        if reservation_id is None:
+            # The key is taken (perhaps by a concurrent call that has just committed).
+            existing = await self._existing(key)
+            assert existing is not None
+            return self._replay(existing, wanted, by_item=by_item)
+        short: list[Wanted] = []
+        # A fixed order (item ids) so two multi-line reservations never deadlock.
+        for line in sorted(wanted, key=lambda w: str(w.item_id)):
+            if line.item_id is None:
+                short.append(line)
+                continue
+            if short:
+                # Already failing: only find out whether this line would be short too.
+                if not await self._has(line):
+                    short.append(line)
+                continue
+            row = await self._change(
+                line.item_id,
+                reserved=line.quantity,
+                guard=ITEM.c.on_hand - ITEM.c.reserved >= line.quantity,
+                reason="reservation",
+                reference=key,
+            )
+            if row is None:
+                short.append(line)
+                continue
+            await self.session.execute(
+                insert(LINE).values(
+                    id=uuid.uuid4(),
+                    reservation_id=reservation_id,
+                    item_id=line.item_id,
+                    variant_id=line.variant_id,
+                    quantity=line.quantity,
+                )
+            )
+        if short:
+            details = []
+            for line in short:
+                available = 0
+                if line.item_id is not None:
+                    item = await self.get_item(line.item_id)
+                    available = max(item.on_hand - item.reserved, 0)
+                details.append(
+                    {
+                        "item_id": str(line.item_id) if line.item_id else None,
+                        "variant_id": str(line.variant_id),
+                        "requested": line.quantity,
+                        "available": available,
+                    }
+                )
+            # The unit of work rolls back every line reserved before this one.
+            raise InsufficientStock(details=details)
+        reservation = await self.session.get(Reservation, reservation_id)
+        assert reservation is not None
+        return await self._read(reservation), True
+
+    async def _has(self, line: Wanted) -> bool:
+        item = await self.get_item(line.item_id) if line.item_id else None
+        return item is not None and item.on_hand - item.reserved >= line.quantity
+
+    async def _read(self, reservation: Reservation) -> ReservationRead:
+        lines = (
+            await self.session.execute(
+                select(LINE.c.item_id, LINE.c.variant_id, LINE.c.quantity)
+                .where(LINE.c.reservation_id == reservation.id)
+                .order_by(LINE.c.item_id)
+            )
+        ).all()
+        return ReservationRead(
+            id=reservation.id,
+            key=reservation.key,
+            quantity=sum(line.quantity for line in lines),
+            status=reservation.status,  # type: ignore[arg-type]
+            expires_at=reservation.expires_at,
+            created_at=reservation.created_at,
+            lines=[ReservationLineRead.model_validate(line) for line in lines],
+        )
+
+    async def get_reservation(self, key: str) -> ReservationRead:
+        existing = await self._existing(key)
+        if existing is None:
+            raise ReservationNotFound()
+        return existing
+
+    async def commit(self, key: str, *, item_id: uuid.UUID | None = None) -> ReservationRead:
+        """Turn an active reservation into a sale: on_hand and reserved both drop."""
+        return await self._close(key, "committed", item_id=item_id)
+
+    async def release(self, key: str, *, item_id: uuid.UUID | None = None) -> ReservationRead:
+        """Give the reserved units back."""
+        return await self._close(key, "released", item_id=item_id)
+
+    async def _close(self, key: str, status: str, *, item_id: uuid.UUID | None) -> ReservationRead:
+        now = self.clock()
+        reservation = await self.session.scalar(select(Reservation).where(Reservation.key == key))
+        if reservation is None:
+            raise ReservationNotFound()
+        if item_id is not None:
+            on_item = await self.session.scalar(
+                select(LINE.c.id).where(
+                    LINE.c.reservation_id == reservation.id, LINE.c.item_id == item_id
+                )
+            )
+            if on_item is None:
+                raise ReservationNotFound("No reservation with this key on this item")
+        closed = await self.session.scalar(
+            update(RES)
+            .where(RES.c.id == reservation.id, RES.c.status == "active", RES.c.expires_at > now)
+            .values(status=status, closed_at=now, updated_at=now)
+            .returning(RES.c.id)
+        )
+        if closed is None:
+            await self.session.refresh(reservation)
+            if reservation.status == "active":
+                # Past its expiry but not swept yet: expire it now (kept despite the error).
+                await self._expire(reservation.id, key, now)
+                raise ReservationExpired(persist_changes=True)
+            if reservation.status == "committed":
+                raise ReservationCommitted()
+            if reservation.status == "expired":
+                raise ReservationExpired()
+            raise ReservationNotActive(f"The reservation is {reservation.status}")
+        await self._unreserve(reservation.id, key, sale=status == "committed")
+        await self.session.refresh(reservation)
+        return await self._read(reservation)
+
+    async def _unreserve(self, reservation_id: uuid.UUID, key: str, *, sale: bool) -> None:
+        lines = (
+            await self.session.execute(
+                select(LINE.c.item_id, LINE.c.quantity)
+                .where(LINE.c.reservation_id == reservation_id)
+                .order_by(LINE.c.item_id)
+            )
+        ).all()
+        for line in lines:
+            row = await self._change(
+                line.item_id,
+                on_hand=-line.quantity if sale else 0,
+                reserved=-line.quantity,
+                guard=ITEM.c.reserved >= line.quantity,
+                reason="sale" if sale else "release",
+                reference=key,
+            )
+            if row is None:  # the check constraints make this unreachable
+                raise Conflict(f"stock item {line.item_id} holds less reserved than reservation")
+
+    async def _expire(self, reservation_id: uuid.UUID, key: str, now: datetime) -> bool:
+        expired = await self.session.scalar(
+            update(RES)
+            .where(RES.c.id == reservation_id, RES.c.status == "active")
+            .values(status="expired", closed_at=now, updated_at=now)
+            .returning(RES.c.id)
+        )
+        if expired is None:
+            return False
+        lines = (
+            await self.session.execute(
+                select(LINE.c.item_id, LINE.c.quantity)
+                .where(LINE.c.reservation_id == reservation_id)
+                .order_by(LINE.c.item_id)
+            )
+        ).all()
+        for line in lines:
+            await self._change(
+                line.item_id,
+                reserved=-line.quantity,
+                guard=ITEM.c.reserved >= line.quantity,
+                reason="expiry",
+                reference=key,
+            )
+        return True
+
+    # -- alerts ----------------------------------------------------------------------------------
+
+    async def alerts(
+        self, *, offset: int, limit: int, include_resolved: bool = False
+    ) -> tuple[list[StockAlert], int]:
+        conditions = [] if include_resolved else [StockAlert.resolved_at.is_(None)]
+        total = await self.session.scalar(
+            select(func.count()).select_from(ALERT).where(*conditions)
+        )
+        rows = await self.session.scalars(
+            select(StockAlert)
+            .where(*conditions)
+            .order_by(StockAlert.created_at.desc(), StockAlert.id)
+            .offset(offset)
+            .limit(limit)
+        )
+        return list(rows), int(total or 0)
+
+    # -- warehouses ------------------------------------------------------------------------------
+
+    async def list_warehouses(self) -> list[Warehouse]:
+        rows = await self.session.scalars(
+            select(Warehouse).order_by(Warehouse.is_default.desc(), Warehouse.code)
+        )
+        return list(rows)
+
+    async def get_warehouse(self, warehouse_id: uuid.UUID) -> Warehouse:
+        warehouse = await self.session.get(Warehouse, warehouse_id)
+        if warehouse is None:
+            raise WarehouseNotFound()
+        return warehouse
+
+    async def create_warehouse(self, body: WarehouseCreate) -> Warehouse:
+        if await self.session.scalar(select(Warehouse.id).where(Warehouse.code == body.code)):
+            raise DuplicateWarehouse()
+        warehouse = Warehouse(code=body.code, name=body.name, address=body.address)
+        self.session.add(warehouse)
+        try:
+            await self.session.flush()
+        except IntegrityError as exc:
+            raise DuplicateWarehouse() from exc
+        return warehouse
+
+    async def update_warehouse(self, warehouse_id: uuid.UUID, body: WarehouseUpdate) -> Warehouse:
+        warehouse = await self.get_warehouse(warehouse_id)
+        changes = body.model_dump(exclude_unset=True)
+        if changes.get("code") and changes["code"] != warehouse.code:
+            taken = await self.session.scalar(
+                select(Warehouse.id).where(Warehouse.code == changes["code"])
+            )
+            if taken is not None:
+                raise DuplicateWarehouse()
+        for name, value in changes.items():
+            if value is not None or name == "address":
+                setattr(warehouse, name, value)
+        try:
+            await self.session.flush()
+        except IntegrityError as exc:
+            raise DuplicateWarehouse() from exc
+        return warehouse
+
+    async def delete_warehouse(self, warehouse_id: uuid.UUID) -> None:
+        warehouse = await self.get_warehouse(warehouse_id)
+        if warehouse.is_default:
+            raise Conflict("The default warehouse cannot be deleted", code="DEFAULT_WAREHOUSE")
+        used = await self.session.scalar(
+            select(ITEM.c.id).where(ITEM.c.warehouse_id == warehouse_id).limit(1)
+        )
+        if used is not None:
+            raise WarehouseInUse()
+        await self.session.execute(delete(Warehouse).where(Warehouse.id == warehouse_id))
+
+
+# -- the sweeper -----------------------------------------------------------------------------------
+
+
+async def release_expired(
+    database: Database,
+    publisher: EventPublisher | None,
+    *,
+    now: datetime | None = None,
+    limit: int = 500,
+) -> int:
+    """Expire every active reservation past its expiry (status ``expired``, reserved units
+    back, movement rows). Each in its own short transaction. Returns how many it expired."""
+    now = now or utcnow()
+    async with database.read_session() as session:
+        due = (
+            await session.execute(
+                select(RES.c.id, RES.c.key)
+                .where(RES.c.status == "active", RES.c.expires_at <= now)
+                .order_by(RES.c.expires_at)
+                .limit(limit)
+            )
+        ).all()
+    expired = 0
+    for reservation_id, key in due:
+        async with database.session() as session:
+            service = InventoryService(session, publisher, actor="sweeper")
+            if await service._expire(reservation_id, key, now):
+                expired += 1
+    if expired:
+        log.info("expired reservations released", extra={"count": expired})
+    return expired
+
+
+async def sweep(container: Any) -> None:
+    """The periodic job: release expired reservations."""
+    await release_expired(container.db("inventory"), container.publisher("inventory"))
