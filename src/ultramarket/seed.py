@@ -74,7 +74,43 @@ async def seed_demo(container: Container) -> list[str]:
             lines.append(f"Demo catalog: {existing} products exist; skipped")
         else:
             lines.append(f"Demo catalog: {len(await seed_catalog(container))} products created")
-    # Deliver the events (profiles in the user service) before the process exits.
+    # Deliver the events (profiles in the user service, stock items for new variants).
+    await _drain(container)
+    if "product" in container.specs and "inventory" in container.specs:
+        lines.append(f"Demo stock: {await _stock_demo_catalog(container)} variants stocked")
+        await _drain(container)
+    return lines
+
+
+async def _drain(container: Container) -> None:
     while await container.relay.run_once():
         pass
-    return lines
+
+
+async def _stock_demo_catalog(container: Container) -> int:
+    """Give every demo variant without stock a plausible on-hand quantity (a few are
+    left at zero, so out-of-stock shows too)."""
+    import random
+
+    from sqlalchemy import select
+
+    from ultramarket.services.inventory.demo import stock_demo
+    from ultramarket.services.inventory.models import StockItem
+    from ultramarket.services.product.models import ProductVariant
+
+    async with container.db("product").read_session() as session:
+        variant_ids = list(
+            await session.scalars(select(ProductVariant.id).order_by(ProductVariant.sku))
+        )
+    async with container.db("inventory").read_session() as session:
+        stocked = set(
+            await session.scalars(select(StockItem.variant_id).where(StockItem.on_hand > 0))
+        )
+    rng = random.Random(42)  # noqa: S311 - demo data
+    quantities = {
+        variant_id: rng.choice([0, 3, 8, 15, 25, 40, 60, 120])
+        for variant_id in variant_ids
+        if variant_id not in stocked
+    }
+    await stock_demo(container, {v: q for v, q in quantities.items() if q})
+    return sum(1 for q in quantities.values() if q)
