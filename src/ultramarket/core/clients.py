@@ -15,12 +15,13 @@ from typing import Any, ClassVar, TypeVar
 
 import httpx
 
-from ultramarket.core.errors import ERROR_CLASSES, DomainError, Unavailable
+from ultramarket.core.errors import ERROR_CLASSES, DomainError, RateLimited, Unavailable
 from ultramarket.core.logging import request_id_var
 
 TokenSource = Callable[[str], Awaitable[str]]  # caller name -> service token
 
 RETRYABLE_STATUS = {502, 503, 504}
+IN_PROCESS_CLIENT = ("in-process", 0)
 
 
 class ServiceClient:
@@ -90,6 +91,9 @@ class ServiceClient:
         if response.is_success:
             return body.get("data") if isinstance(body, dict) else body
         error = body.get("error") if isinstance(body, dict) else None
+        if response.status_code == 429:
+            retry_after = response.headers.get("retry-after", "1")
+            raise RateLimited(int(retry_after) if retry_after.isdigit() else 1)
         cls = ERROR_CLASSES.get(response.status_code, DomainError)
         if cls is DomainError:
             raise Unavailable(f"{self.service} service failed", code="UPSTREAM_ERROR")
@@ -129,7 +133,9 @@ class ClientFactory:
             app = self._local_app(service)
             if app is not None:
                 http = httpx.AsyncClient(
-                    transport=httpx.ASGITransport(app=app),
+                    # A client address no socket can have: the platform middleware
+                    # leaves in-process calls out of the per-IP rate limit.
+                    transport=httpx.ASGITransport(app=app, client=IN_PROCESS_CLIENT),
                     base_url=f"http://{service}.internal",
                     timeout=self._timeout,
                 )

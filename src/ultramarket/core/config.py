@@ -6,6 +6,7 @@ Every value has a development default so ``make run`` works on a fresh machine;
 
 from __future__ import annotations
 
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -113,6 +114,42 @@ class FileSettings(BaseModel):
     s3_prefix: str = ""  # key prefix inside the bucket
 
 
+class PaymentSettings(BaseModel):
+    """The payment service (``ULTRAMARKET_PAYMENTS__CARD_PROVIDER=stripe``, ...).
+
+    Fraud amounts are in major units of the payment's currency; scores add up per rule
+    and a payment at or over ``fraud_block_score`` is refused, at or over
+    ``fraud_review_score`` it is only authorised and held for review.
+    """
+
+    card_provider: Literal["test", "stripe"] = "test"
+    default_currency: str = "USD"
+    stripe_api_key: SecretStr | None = None
+    stripe_api_base: str | None = None  # empty: Stripe itself; set for localstripe
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_webhook_tolerance_seconds: int = 300
+    paypal_base_url: str = "https://api-m.sandbox.paypal.com"
+    paypal_client_id: str | None = None
+    paypal_client_secret: SecretStr | None = None
+    paypal_webhook_id: str | None = None
+    provider_timeout_seconds: float = 10.0
+    fraud_enabled: bool = True
+    fraud_window_minutes: int = 10
+    fraud_velocity_max: int = 5  # payments per user per window
+    fraud_velocity_score: int = 40
+    fraud_fingerprint_max_users: int = 3  # distinct users of one card
+    fraud_fingerprint_score: int = 50
+    fraud_ip_max: int = 30  # payment attempts per IP per window
+    fraud_ip_score: int = 30
+    fraud_new_account_hours: int = 24  # since the user's first payment attempt
+    fraud_new_account_amount: Decimal = Decimal("1000")
+    fraud_new_account_score: int = 40
+    fraud_declines_max: int = 3  # declines per user per window
+    fraud_declines_score: int = 50
+    fraud_review_score: int = 50
+    fraud_block_score: int = 90
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ULTRAMARKET_",
@@ -148,6 +185,8 @@ class Settings(BaseSettings):
         default_factory=lambda: ["http://localhost:3000", "http://127.0.0.1:3000"]
     )
     max_body_bytes: int = 10 * 1024 * 1024
+    # Proxies whose X-Forwarded-For is believed (the gateway's address), comma-separated.
+    forwarded_allow_ips: str = "127.0.0.1"
     # Per process. Size it to the concurrent requests a worker serves: overflow
     # connections are opened and closed on demand, which is slow.
     db_pool_size: int = 40
@@ -163,6 +202,7 @@ class Settings(BaseSettings):
     mail: MailSettings = Field(default_factory=MailSettings)
     events: EventSettings = Field(default_factory=EventSettings)
     files: FileSettings = Field(default_factory=FileSettings)
+    payments: PaymentSettings = Field(default_factory=PaymentSettings)
 
     @model_validator(mode="after")
     def _refuse_default_secrets_in_production(self) -> Settings:
@@ -181,6 +221,11 @@ class Settings(BaseSettings):
             )
         if not self.database_url.startswith("postgresql"):
             problems.append("ULTRAMARKET_DATABASE_URL must point at PostgreSQL in production")
+        if (self.rate_limit_url or self.cache_url).startswith("memory"):
+            problems.append(
+                "ULTRAMARKET_CACHE_URL (or ULTRAMARKET_RATE_LIMIT_URL) must point at Redis in "
+                "production: rate limits and cache invalidation must be shared by every worker"
+            )
         if problems:
             raise ValueError("refusing to start in production: " + "; ".join(problems))
         return self

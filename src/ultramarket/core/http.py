@@ -19,6 +19,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ultramarket.core.clients import IN_PROCESS_CLIENT
 from ultramarket.core.config import Settings
 from ultramarket.core.container import Container
 from ultramarket.core.errors import PayloadTooLarge, RateLimited, error_body, install_error_handlers
@@ -141,6 +142,8 @@ class PlatformMiddleware:
         if limits.enabled and scope["path"] not in ("/health", "/ready", "/metrics"):
             client = scope.get("client")
             ip = client[0] if client else "unknown"
+            if client == IN_PROCESS_CLIENT:
+                return None  # another service of this process, already limited at its edge
             try:
                 await self.container().limiter.hit(limits.default_per_ip, "ip", ip)
             except RateLimited as exc:

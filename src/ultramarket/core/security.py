@@ -131,8 +131,11 @@ class Principal:
         return self.role is not None and ROLE_RANK[self.role] >= ROLE_RANK[role]
 
     def is_staff(self) -> bool:
-        """MANAGER, ADMIN or a service acting on the platform's behalf."""
-        return self.is_service or self.at_least(Role.MANAGER)
+        """MANAGER, ADMIN, or a platform service (a service token holding ``*``).
+
+        An API key scoped to a few permissions is not staff: it gets exactly its scopes.
+        """
+        return self.at_least(Role.MANAGER) or (self.is_service and self.can("*"))
 
     def owns(self, user_id: uuid.UUID | str | None) -> bool:
         return self.kind == "user" and user_id is not None and str(user_id) == self.subject
@@ -325,7 +328,7 @@ def require(permission: str) -> Any:
 
 def require_role(role: Role) -> Any:
     async def dependency(principal: CurrentPrincipal) -> Principal:
-        if not (principal.at_least(role) or principal.is_service):
+        if not (principal.at_least(role) or (principal.is_service and principal.can("*"))):
             raise Forbidden(f"Requires {role.value} or higher")
         return principal
 

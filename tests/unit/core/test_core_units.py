@@ -186,6 +186,7 @@ PG = "postgresql+asyncpg://um:pw@db:5432/ultramarket"
 
 
 def production(**values: Any) -> Settings:
+    values.setdefault("cache_url", "redis://redis:6379/0")
     return Settings(environment="production", _env_file=None, **values)  # type: ignore[call-arg]
 
 
@@ -225,6 +226,17 @@ def test_production_refuses_sqlite_and_missing_keys(clean_env: None) -> None:
     assert "DATABASE_URL" in text
     assert "PRIVATE_KEY" in text
     assert "k" * 48 not in text  # a secret never appears in the error
+
+
+def test_production_refuses_process_local_rate_limits(clean_env: None) -> None:
+    with pytest.raises(ValidationError) as caught:
+        production(
+            secret_key=SecretStr("a-proper-random-secret-0123456789abcdef"),
+            database_url=PG,
+            auth=AuthSettings(private_key=SecretStr(PEM)),
+            cache_url="memory://",
+        )
+    assert "RATE_LIMIT_URL" in str(caught.value)
 
 
 def test_production_accepts_proper_settings(clean_env: None) -> None:

@@ -7,6 +7,8 @@ from datetime import datetime
 
 from ultramarket.core.events import Event
 
+LINK_PURPOSE = "auth-mail-link"
+
 
 class UserRegistered(Event):
     type = "user.registered.v1"
@@ -43,15 +45,17 @@ class UserStatusChanged(Event):
 
 
 class EmailVerificationRequested(Event):
-    """Carries the one-time link, so the mailer (and later the notification service)
-    can send it; the token itself is stored only hashed."""
+    """Carries the one-time link for the mailer (and later the notification service).
+
+    The link is sealed with the platform secret (``core.crypto.Sealer``, purpose
+    ``LINK_PURPOSE``): outbox rows, dead letters and broker messages never hold a
+    usable token, and the token itself is stored only hashed."""
 
     type = "auth.email_verification_requested.v1"
     user_id: uuid.UUID
     email: str
     first_name: str
-    link: str
-    token: str
+    sealed_link: str
     expires_at: datetime
 
 
@@ -60,8 +64,7 @@ class PasswordResetRequested(Event):
     user_id: uuid.UUID
     email: str
     first_name: str
-    link: str
-    token: str
+    sealed_link: str  # sealed like EmailVerificationRequested.sealed_link
     expires_at: datetime
 
 

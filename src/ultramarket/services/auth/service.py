@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import secrets
@@ -13,14 +12,14 @@ from typing import Any
 
 import anyio
 import pyotp
-from cryptography.fernet import Fernet, InvalidToken
 from email_validator import EmailNotValidError, validate_email
 from prometheus_client import Counter
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ultramarket.core.config import Settings
+from ultramarket.core.crypto import Sealer
 from ultramarket.core.errors import (
     Conflict,
     Forbidden,
@@ -97,11 +96,8 @@ class AuthService:
         self.publisher = publisher
         self.limiter = limiter
         self._now = now
-        self._fernet = Fernet(
-            base64.urlsafe_b64encode(
-                hashlib.sha256(b"mfa:" + settings.secret_key.get_secret_value().encode()).digest()
-            )
-        )
+        self._mfa = Sealer(settings.secret_key, "mfa")
+        self._links = Sealer(settings.secret_key, events.LINK_PURPOSE)
 
     def now(self) -> datetime:
         from ultramarket.core.db import utcnow
@@ -236,7 +232,7 @@ class AuthService:
         if account.mfa_enabled_at is not None:
             if not totp_code:
                 raise Unauthenticated("A TOTP code is required", code="MFA_REQUIRED")
-            if not self._accept_totp(account, account.mfa_secret, totp_code):
+            if not await self._accept_totp(account, account.mfa_secret, totp_code):
                 await self._login_failed(email, account, info, "bad_totp")
                 raise Unauthenticated(
                     "The TOTP code is wrong", code="MFA_INVALID", persist_changes=True
@@ -395,8 +391,9 @@ class AuthService:
                 user_id=account.id,
                 email=account.email,
                 first_name=account.first_name,
-                link=f"{self.settings.public_url}/verify-email?token={raw}",
-                token=raw,
+                sealed_link=self._links.seal(
+                    f"{self.settings.public_url}/verify-email?token={raw}"
+                ),
                 expires_at=expires_at,
             ),
         )
@@ -467,8 +464,9 @@ class AuthService:
                 user_id=account.id,
                 email=account.email,
                 first_name=account.first_name,
-                link=f"{self.settings.public_url}/reset-password?token={raw}",
-                token=raw,
+                sealed_link=self._links.seal(
+                    f"{self.settings.public_url}/reset-password?token={raw}"
+                ),
                 expires_at=expires_at,
             ),
         )
@@ -519,17 +517,14 @@ class AuthService:
     # -- MFA ---------------------------------------------------------------------------
 
     def _encrypt(self, secret: str) -> str:
-        return self._fernet.encrypt(secret.encode()).decode()
+        return self._mfa.seal(secret)
 
     def _decrypt(self, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            return self._fernet.decrypt(value.encode()).decode()
-        except InvalidToken:
-            return None
+        return self._mfa.open(value)
 
-    def _accept_totp(self, account: Account, encrypted: str | None, code: str) -> bool:
+    async def _accept_totp(self, account: Account, encrypted: str | None, code: str) -> bool:
+        """Check a TOTP code and spend its time step with one conditional UPDATE, so a
+        code works once even when two logins race with it."""
         secret = self._decrypt(encrypted)
         if secret is None:
             return False
@@ -539,8 +534,17 @@ class AuthService:
             at = now + timedelta(seconds=30 * offset)
             if hmac.compare_digest(totp.at(at), code):
                 step = int(at.timestamp()) // 30
-                if account.mfa_last_step is not None and step <= account.mfa_last_step:
-                    return False  # a code is good once
+                spent = await self.session.execute(
+                    update(Account)
+                    .where(
+                        Account.id == account.id,
+                        or_(Account.mfa_last_step.is_(None), Account.mfa_last_step < step),
+                    )
+                    .values(mfa_last_step=step)
+                    .execution_options(synchronize_session=False)
+                )
+                if spent.rowcount != 1:  # type: ignore[attr-defined]
+                    return False  # this code (or a later one) was already used
                 account.mfa_last_step = step
                 return True
         return False
@@ -567,7 +571,7 @@ class AuthService:
             raise Conflict("MFA is already enabled", code="MFA_ALREADY_ENABLED")
         if account.mfa_pending_secret is None:
             raise Conflict("Call /mfa/setup first", code="MFA_NOT_SET_UP")
-        if not self._accept_totp(account, account.mfa_pending_secret, code):
+        if not await self._accept_totp(account, account.mfa_pending_secret, code):
             raise self._wrong_code()
         account.mfa_secret = account.mfa_pending_secret
         account.mfa_pending_secret = None
@@ -579,7 +583,7 @@ class AuthService:
         account = await self.get(account_id)
         if account.mfa_enabled_at is None:
             raise Conflict("MFA is not enabled", code="MFA_NOT_ENABLED")
-        if not self._accept_totp(account, account.mfa_secret, code):
+        if not await self._accept_totp(account, account.mfa_secret, code):
             raise self._wrong_code()
         account.mfa_secret = None
         account.mfa_enabled_at = None

@@ -257,7 +257,16 @@ async def lookup_variants(
 async def _visible_row(
     container: Container, key: str, principal: Principal | None
 ) -> tuple[Any, list[Any]]:
-    async with container.db("product").read_session() as session:
+    db = container.db("product")
+    if db.dialect == "postgresql" and not _is_uuid(key):
+        # The hot path: a current slug, product and variants in one precompiled query.
+        record = await db.fetch_one(repo.DETAIL_BY_SLUG, slug=key)
+        if record is not None:
+            row, variants = repo.split_detail(record)
+            if row["status"] != "active" and not can_manage(principal, row["vendor_id"]):
+                raise ProductNotFound()
+            return row, variants
+    async with db.read_session() as session:
         row = await repo.find_product_row(session, key)
         if row is None:
             raise ProductNotFound()
@@ -265,6 +274,14 @@ async def _visible_row(
             raise ProductNotFound()
         variants = (await repo.variants_of(session, [row["id"]]))[row["id"]]
     return row, variants
+
+
+def _is_uuid(key: str) -> bool:
+    try:
+        uuid.UUID(key)
+    except ValueError:
+        return False
+    return True
 
 
 @products.get(

@@ -10,7 +10,8 @@ from decimal import Decimal
 from typing import Any
 
 from babel import Locale, UnknownLocaleError
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import Select, and_, bindparam, func, literal_column, or_, select
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ultramarket.core.errors import ValidationFailed
@@ -226,6 +227,38 @@ async def find_product_row(session: AsyncSession, key: str) -> Mapping[str, Any]
             old = select(S.c.product_id).where(S.c.slug == key).scalar_subquery()
             row = (await session.execute(select(*PRODUCT_COLUMNS).where(P.c.id == old))).first()
     return None if row is None else row._mapping
+
+
+# Detail by slug in one round trip (PostgreSQL): the product row and its variants as one
+# JSON array (in ``variants_of`` order), run precompiled by ``Database.fetch_one``.
+_VARIANTS_JSON = (
+    select(
+        func.coalesce(
+            func.json_agg(
+                aggregate_order_by(
+                    func.json_build_object(
+                        # column names as SQL literals, not bound parameters
+                        *(x for c in VARIANT_COLUMNS for x in (literal_column(f"'{c.key}'"), c))
+                    ),
+                    V.c.position,
+                    V.c.sku,
+                )
+            ),
+            func.json_build_array(),
+        )
+    )
+    .where(V.c.product_id == P.c.id)
+    .scalar_subquery()
+    .label("variants_json")
+)
+DETAIL_BY_SLUG = select(*PRODUCT_COLUMNS, _VARIANTS_JSON).where(P.c.slug == bindparam("slug"))
+
+
+def split_detail(record: Mapping[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A ``DETAIL_BY_SLUG`` row as (product row, variant rows) for ``product_json``."""
+    row = dict(record)
+    variants = row.pop("variants_json") or []
+    return row, variants
 
 
 async def list_products(

@@ -1,0 +1,370 @@
+"""HTTP routes of the cart service: parse, authorise, call CartService, reply.
+
+A caller's cart is the user's (with ``Authorization``) or the guest cart named by the
+``X-Cart-Token`` header. A request carrying both first merges the guest cart into the
+user's (once). Guests get their token in ``X-Cart-Token`` on every reply and in the
+body's ``token`` when the cart is created. Coupons are managed by MANAGER+ under
+``/api/v1/coupons``; ``/api/v1/cart/internal/...`` serves the order service only.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Response
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ultramarket.core.deps import ContainerDep, read_session, unit_of_work
+from ultramarket.core.errors import Forbidden
+from ultramarket.core.schemas import Envelope, Page, PageParams, page_params
+from ultramarket.core.security import CurrentPrincipal, OptionalPrincipal, Principal, require
+from ultramarket.services.cart import schemas as s
+from ultramarket.services.cart.config import cart_settings
+from ultramarket.services.cart.service import CartService, CouponService, Owner, coupon_read
+from ultramarket.services.inventory.client import InventoryClient
+from ultramarket.services.product.client import ProductClient
+from ultramarket.services.user.client import UserClient
+
+TOKEN_HEADER = "X-Cart-Token"
+Responses = dict[int | str, dict[str, Any]]
+
+router = APIRouter(prefix="/api/v1/cart", tags=["cart"])
+coupons = APIRouter(prefix="/api/v1/coupons", tags=["coupons"])
+
+Session = Annotated[AsyncSession, unit_of_work("cart")]
+ReadSession = Annotated[AsyncSession, read_session("cart")]
+Manager = Annotated[Principal, require("coupon:write")]
+Paging = Annotated[PageParams, Depends(page_params)]
+CountryQuery = Annotated[
+    str | None, Query(pattern=r"^[A-Za-z]{2}$", description="ISO country for tax")
+]
+RegionQuery = Annotated[
+    str | None, Query(max_length=10, pattern=r"^[A-Za-z0-9]+$", description="Region for tax")
+]
+
+
+async def cart_owner(
+    principal: OptionalPrincipal,
+    token: Annotated[
+        str | None,
+        Header(alias=TOKEN_HEADER, max_length=200, description="A guest cart's token"),
+    ] = None,
+) -> Owner:
+    user_id = principal.user_id if principal is not None and principal.kind == "user" else None
+    return Owner(user_id=user_id, token=token or None)
+
+
+OwnerDep = Annotated[Owner, Depends(cart_owner)]
+
+
+def build_service(container: ContainerDep, session: AsyncSession) -> CartService:
+    return CartService(
+        session,
+        products=container.client(ProductClient, "cart"),
+        inventory=container.client(InventoryClient, "cart"),
+        users=container.client(UserClient, "cart"),
+        settings=cart_settings(container),
+        publisher=container.publisher("cart"),
+    )
+
+
+async def cart_service(container: ContainerDep, session: Session, owner: OwnerDep) -> CartService:
+    """The service on a write session, after merging a guest cart into the user's."""
+    service = build_service(container, session)
+    if owner.user_id is not None and owner.token:
+        await service.merge(owner.user_id, owner.token)
+    return service
+
+
+async def cart_reader(container: ContainerDep, owner: OwnerDep) -> AsyncIterator[CartService]:
+    """Reads take no write lock, unless the request merges a guest cart first."""
+    db = container.db("cart")
+    if owner.user_id is not None and owner.token:
+        async with db.session() as session:
+            service = build_service(container, session)
+            await service.merge(owner.user_id, owner.token)
+            yield service
+    else:
+        async with db.read_session() as session:
+            yield build_service(container, session)
+
+
+Carts = Annotated[CartService, Depends(cart_service)]
+CartsReader = Annotated[CartService, Depends(cart_reader, scope="function")]
+
+
+def guest_header(response: Response, owner: Owner, token: str | None) -> None:
+    if owner.user_id is None:
+        token = token or owner.token
+        if token:
+            response.headers[TOKEN_HEADER] = token
+
+
+ERRORS: Responses = {422: {"description": "Invalid input (VALIDATION_ERROR)"}}
+ITEM_ERRORS: Responses = {
+    **ERRORS,
+    404: {"description": "VARIANT_NOT_FOUND (unknown or not for sale), CART_ITEM_NOT_FOUND"},
+    409: {"description": "CURRENCY_MISMATCH (the cart holds another currency)"},
+}
+COUPON_APPLY_ERRORS: Responses = {
+    404: {"description": "COUPON_NOT_FOUND"},
+    409: {"description": "COUPON_EXHAUSTED, COUPON_USER_LIMIT"},
+    422: {
+        "description": "CART_EMPTY, COUPON_INACTIVE, COUPON_NOT_STARTED, COUPON_EXPIRED, "
+        "COUPON_MIN_SUBTOTAL, COUPON_CURRENCY_MISMATCH"
+    },
+}
+
+
+# -- the caller's cart ----------------------------------------------------------------------------
+
+
+@router.get("", response_model=Envelope[s.CartRead], responses=ERRORS)
+@router.get("/", response_model=Envelope[s.CartRead], include_in_schema=False)
+async def get_cart(
+    carts: CartsReader,
+    owner: OwnerDep,
+    response: Response,
+    country: CountryQuery = None,
+    region: RegionQuery = None,
+) -> Envelope[s.CartRead]:
+    """The cart at current prices, with warnings and totals (tax for ``country``/``region``,
+    else the user's default address). No cart yet: an empty one with ``id`` null."""
+    cart = await carts.find(owner)
+    guest_header(response, owner, None)
+    return Envelope(data=await carts.view(cart, country=country, region=region))
+
+
+@router.post("/items", status_code=201, response_model=Envelope[s.CartRead], responses=ITEM_ERRORS)
+async def add_item(
+    body: s.ItemAdd,
+    carts: Carts,
+    owner: OwnerDep,
+    response: Response,
+    country: CountryQuery = None,
+    region: RegionQuery = None,
+) -> Envelope[s.CartRead]:
+    """Add units of a variant (to its line when present). Creates the cart on first use."""
+    cart, token = await carts.add_item(owner, body.variant_id, body.quantity)
+    guest_header(response, owner, token)
+    return Envelope(data=await carts.view(cart, token=token, country=country, region=region))
+
+
+@router.put("/items/{item_id}", response_model=Envelope[s.CartRead], responses=ITEM_ERRORS)
+async def update_item(
+    item_id: uuid.UUID,
+    body: s.ItemUpdate,
+    carts: Carts,
+    owner: OwnerDep,
+    response: Response,
+    country: CountryQuery = None,
+    region: RegionQuery = None,
+) -> Envelope[s.CartRead]:
+    """Set a line's quantity (this also accepts its current price)."""
+    cart = await carts.update_item(owner, item_id, body.quantity)
+    guest_header(response, owner, None)
+    return Envelope(data=await carts.view(cart, country=country, region=region))
+
+
+@router.delete("/items/{item_id}", response_model=Envelope[s.CartRead], responses=ITEM_ERRORS)
+async def remove_item(
+    item_id: uuid.UUID,
+    carts: Carts,
+    owner: OwnerDep,
+    response: Response,
+    country: CountryQuery = None,
+    region: RegionQuery = None,
+) -> Envelope[s.CartRead]:
+    cart = await carts.remove_item(owner, item_id)
+    guest_header(response, owner, None)
+    return Envelope(data=await carts.view(cart, country=country, region=region))
+
+
+@router.delete("", response_model=Envelope[s.CartRead], responses=ERRORS)
+@router.delete("/", response_model=Envelope[s.CartRead], include_in_schema=False)
+async def clear_cart(
+    carts: Carts,
+    owner: OwnerDep,
+    response: Response,
+    country: CountryQuery = None,
+    region: RegionQuery = None,
+) -> Envelope[s.CartRead]:
+    """Empty the cart (lines and coupon)."""
+    cart = await carts.clear(owner)
+    guest_header(response, owner, None)
+    return Envelope(data=await carts.view(cart, country=country, region=region))
+
+
+@router.post("/coupon", response_model=Envelope[s.CartRead], responses=COUPON_APPLY_ERRORS)
+async def apply_coupon(
+    body: s.CouponApply,
+    carts: Carts,
+    owner: OwnerDep,
+    response: Response,
+    country: CountryQuery = None,
+    region: RegionQuery = None,
+) -> Envelope[s.CartRead]:
+    """Apply a coupon (checked now; used only at checkout). Replaces any other coupon."""
+    cart = await carts.apply_coupon(owner, body.code)
+    guest_header(response, owner, None)
+    return Envelope(data=await carts.view(cart, country=country, region=region))
+
+
+@router.delete("/coupon", response_model=Envelope[s.CartRead], responses=ERRORS)
+async def remove_coupon(
+    carts: Carts,
+    owner: OwnerDep,
+    response: Response,
+    country: CountryQuery = None,
+    region: RegionQuery = None,
+) -> Envelope[s.CartRead]:
+    cart = await carts.remove_coupon(owner)
+    guest_header(response, owner, None)
+    return Envelope(data=await carts.view(cart, country=country, region=region))
+
+
+# -- service-to-service (the order service's checkout) --------------------------------------------
+
+INTERNAL_ERRORS: Responses = {
+    401: {"description": "Not authenticated"},
+    403: {"description": "Services only"},
+}
+
+
+async def service_only(principal: CurrentPrincipal) -> Principal:
+    if not principal.is_service:
+        raise Forbidden("Services only")
+    return principal
+
+
+ServiceCaller = Annotated[Principal, Depends(service_only)]
+
+
+@router.get(
+    "/internal/users/{user_id}",
+    response_model=Envelope[s.CartRead],
+    responses=INTERNAL_ERRORS,
+    summary="A user's cart, priced for checkout (services only)",
+)
+async def internal_quote(
+    user_id: uuid.UUID,
+    _caller: ServiceCaller,
+    container: ContainerDep,
+    session: ReadSession,
+    country: CountryQuery = None,
+    region: RegionQuery = None,
+) -> Envelope[s.CartRead]:
+    carts = build_service(container, session)
+    return Envelope(data=await carts.quote(user_id, country, region))
+
+
+@router.delete(
+    "/internal/users/{user_id}",
+    response_model=Envelope[s.CartRead],
+    responses=INTERNAL_ERRORS,
+    summary="Empty a user's cart after checkout (services only)",
+)
+async def internal_clear(
+    user_id: uuid.UUID, _caller: ServiceCaller, container: ContainerDep, session: Session
+) -> Envelope[s.CartRead]:
+    carts = build_service(container, session)
+    cart = await carts.clear(Owner(user_id=user_id))
+    return Envelope(data=await carts.view(cart))
+
+
+@router.post(
+    "/internal/coupons/redeem",
+    response_model=Envelope[s.RedemptionRead],
+    responses={
+        **INTERNAL_ERRORS,
+        **COUPON_APPLY_ERRORS,
+        409: {"description": "COUPON_EXHAUSTED, COUPON_USER_LIMIT, REDEMPTION_CONFLICT"},
+    },
+    summary="Use a coupon for an order (services only; idempotent per order)",
+)
+async def internal_redeem(
+    body: s.RedeemCoupon, _caller: ServiceCaller, session: Session
+) -> Envelope[s.RedemptionRead]:
+    return Envelope(data=await CouponService(session).redeem(body))
+
+
+@router.post(
+    "/internal/coupons/release",
+    response_model=Envelope[s.ReleaseResult],
+    responses=INTERNAL_ERRORS,
+    summary="Give an order's coupon use back (services only; idempotent)",
+)
+async def internal_release(
+    body: s.ReleaseCoupon, _caller: ServiceCaller, session: Session
+) -> Envelope[s.ReleaseResult]:
+    released = await CouponService(session).release(body.order_id)
+    return Envelope(data=s.ReleaseResult(order_id=body.order_id, released=released))
+
+
+# -- coupons (MANAGER+) ---------------------------------------------------------------------------
+
+COUPON_ERRORS: Responses = {
+    401: {"description": "Not authenticated"},
+    403: {"description": "Needs MANAGER or higher"},
+    422: {"description": "Invalid input (VALIDATION_ERROR)"},
+}
+ONE_COUPON_ERRORS: Responses = {**COUPON_ERRORS, 404: {"description": "COUPON_NOT_FOUND"}}
+
+
+@coupons.get("", response_model=Page[s.CouponRead], responses=COUPON_ERRORS)
+@coupons.get("/", response_model=Page[s.CouponRead], include_in_schema=False)
+async def list_coupons(
+    _manager: Manager,
+    session: ReadSession,
+    paging: Paging,
+    active: bool | None = None,
+    code: Annotated[str | None, Query(max_length=40)] = None,
+) -> Page[s.CouponRead]:
+    """Coupons, newest first; filter by ``active`` and a part of the ``code``."""
+    rows, total = await CouponService(session).list(
+        offset=paging.offset, limit=paging.limit, active=active, code=code
+    )
+    return Page.of(
+        [coupon_read(c) for c in rows], page=paging.page, limit=paging.limit, total=total
+    )
+
+
+@coupons.post(
+    "",
+    status_code=201,
+    response_model=Envelope[s.CouponRead],
+    responses={**COUPON_ERRORS, 409: {"description": "COUPON_CODE_TAKEN (case-insensitive)"}},
+)
+@coupons.post("/", status_code=201, response_model=Envelope[s.CouponRead], include_in_schema=False)
+async def create_coupon(
+    body: s.CouponCreate, _manager: Manager, session: Session
+) -> Envelope[s.CouponRead]:
+    return Envelope(data=coupon_read(await CouponService(session).create(body)))
+
+
+@coupons.get("/{coupon_id}", response_model=Envelope[s.CouponRead], responses=ONE_COUPON_ERRORS)
+async def get_coupon(
+    coupon_id: uuid.UUID, _manager: Manager, session: ReadSession
+) -> Envelope[s.CouponRead]:
+    return Envelope(data=coupon_read(await CouponService(session).get(coupon_id)))
+
+
+@coupons.put(
+    "/{coupon_id}",
+    response_model=Envelope[s.CouponRead],
+    responses={**ONE_COUPON_ERRORS, 409: {"description": "COUPON_CODE_TAKEN"}},
+)
+async def update_coupon(
+    coupon_id: uuid.UUID, body: s.CouponUpdate, _manager: Manager, session: Session
+) -> Envelope[s.CouponRead]:
+    """Change any subset of the fields (the result is validated as a whole)."""
+    return Envelope(data=coupon_read(await CouponService(session).update(coupon_id, body)))
+
+
+@coupons.delete("/{coupon_id}", status_code=204, responses=ONE_COUPON_ERRORS)
+async def delete_coupon(coupon_id: uuid.UUID, _manager: Manager, session: Session) -> Response:
+    """Retire a coupon: it stops applying, its redemptions stay, its code becomes free."""
+    await CouponService(session).delete(coupon_id)
+    return Response(status_code=204)

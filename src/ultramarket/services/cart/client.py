@@ -1,0 +1,68 @@
+"""The typed client the order service uses to call the cart service."""
+
+from __future__ import annotations
+
+import uuid
+
+from ultramarket.core.clients import ServiceClient
+from ultramarket.services.cart.schemas import CartRead, RedemptionRead
+
+PREFIX = "/api/v1/cart/internal"
+
+
+class CartClient(ServiceClient):
+    service = "cart"
+
+    async def get_cart(
+        self, user_id: uuid.UUID, country: str | None = None, region: str | None = None
+    ) -> CartRead:
+        """The user's cart priced now (an empty cart with ``id`` None when they have none);
+        tax for ``country``/``region``, else the user's default address."""
+        params = {k: v for k, v in (("country", country), ("region", region)) if v}
+        data = await self.request("GET", f"{PREFIX}/users/{user_id}", params=params or None)
+        return CartRead.model_validate(data)
+
+    async def quote(
+        self, user_id: uuid.UUID, country: str | None, region: str | None = None
+    ) -> CartRead:
+        return await self.get_cart(user_id, country, region)
+
+    async def clear(self, user_id: uuid.UUID) -> CartRead:
+        """Empty the user's cart (lines and coupon); safe to repeat."""
+        data = await self.request("DELETE", f"{PREFIX}/users/{user_id}")
+        return CartRead.model_validate(data)
+
+    async def redeem_coupon(
+        self,
+        code: str,
+        user_id: uuid.UUID,
+        order_id: uuid.UUID,
+        subtotal_amount: int,
+        currency: str,
+    ) -> RedemptionRead:
+        """Use the coupon for the order; ``.discount_amount`` is the discount in minor units
+        (``.free_shipping`` for a free-shipping coupon). Idempotent per order id.
+        Raises 404 COUPON_NOT_FOUND, 422 COUPON_EXPIRED / COUPON_NOT_STARTED /
+        COUPON_MIN_SUBTOTAL / COUPON_CURRENCY_MISMATCH / COUPON_INACTIVE,
+        409 COUPON_EXHAUSTED / COUPON_USER_LIMIT / REDEMPTION_CONFLICT."""
+        body = {
+            "code": code,
+            "user_id": str(user_id),
+            "order_id": str(order_id),
+            "subtotal_amount": subtotal_amount,
+            "currency": currency,
+        }
+        # Safe to retry: the order id makes a repeat return the first redemption.
+        data = await self.request("POST", f"{PREFIX}/coupons/redeem", json=body, idempotent=True)
+        return RedemptionRead.model_validate(data)
+
+    async def release_coupon(self, order_id: uuid.UUID) -> bool:
+        """Compensation: give the order's coupon use back. True when a use was returned,
+        False when there was none (never redeemed, or already released)."""
+        data = await self.request(
+            "POST",
+            f"{PREFIX}/coupons/release",
+            json={"order_id": str(order_id)},
+            idempotent=True,
+        )
+        return bool(data["released"])

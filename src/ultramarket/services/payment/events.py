@@ -1,0 +1,35 @@
+"""Events the payment service publishes (versioned; fields are only ever added)."""
+
+from __future__ import annotations
+
+import uuid
+
+from ultramarket.core.events import Event
+
+
+class PaymentEventBase(Event):
+    payment_id: uuid.UUID
+    order_id: str
+    user_id: uuid.UUID
+    method: str
+    provider: str
+    amount: int  # minor units
+    currency: str
+
+
+class PaymentSucceeded(PaymentEventBase):
+    type = "payment.succeeded.v1"
+
+
+class PaymentFailed(PaymentEventBase):
+    type = "payment.failed.v1"
+    decline_code: str | None = None
+
+
+class PaymentRefunded(PaymentEventBase):
+    type = "payment.refunded.v1"
+    refund_id: uuid.UUID
+    refund_amount: int  # this refund, minor units
+    refunded_amount: int  # all refunds so far
+    reason: str
+    fully_refunded: bool

@@ -1,0 +1,120 @@
+"""Fraud rules run before a charge. Each rule that fires adds its score; the sum is
+compared with the block and review thresholds of ``PaymentSettings``.
+
+There is no account age in this service, so "new account" means the user's first
+payment attempt here was less than ``fraud_new_account_hours`` ago (or this is it).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ultramarket.core.config import PaymentSettings
+from ultramarket.core.db import utcnow
+from ultramarket.core.money import Money
+from ultramarket.services.payment.models import FraudSignal, Payment
+
+PAY = Payment.__table__
+
+
+@dataclass
+class Assessment:
+    score: int = 0
+    signals: list[tuple[str, int, dict[str, Any]]] = field(default_factory=list)
+
+    def add(self, rule: str, score: int, **detail: Any) -> None:
+        self.score += score
+        self.signals.append((rule, score, detail))
+
+
+async def assess(
+    session: AsyncSession,
+    settings: PaymentSettings,
+    *,
+    user_id: uuid.UUID,
+    money: Money,
+    fingerprint: str | None,
+    ip: str | None,
+    exclude: uuid.UUID,
+) -> Assessment:
+    result = Assessment()
+    if not settings.fraud_enabled:
+        return result
+    now = utcnow()
+    since = now - timedelta(minutes=settings.fraud_window_minutes)
+    others = PAY.c.id != exclude
+
+    recent = await session.scalar(
+        select(func.count()).where(PAY.c.user_id == user_id, PAY.c.created_at >= since, others)
+    )
+    if (recent or 0) >= settings.fraud_velocity_max:
+        result.add("velocity", settings.fraud_velocity_score, recent=recent)
+
+    if fingerprint:
+        users = await session.scalar(
+            select(func.count(func.distinct(PAY.c.user_id))).where(
+                PAY.c.fingerprint == fingerprint, PAY.c.user_id != user_id
+            )
+        )
+        if (users or 0) + 1 > settings.fraud_fingerprint_max_users:
+            result.add("card_fingerprint", settings.fraud_fingerprint_score, users=(users or 0) + 1)
+
+    if ip:
+        from_ip = await session.scalar(
+            select(func.count()).where(PAY.c.ip == ip, PAY.c.created_at >= since, others)
+        )
+        if (from_ip or 0) >= settings.fraud_ip_max:
+            result.add("ip_velocity", settings.fraud_ip_score, attempts=from_ip)
+
+    first_seen = await session.scalar(
+        select(func.min(PAY.c.created_at)).where(PAY.c.user_id == user_id, others)
+    )
+    is_new = first_seen is None or first_seen >= now - timedelta(
+        hours=settings.fraud_new_account_hours
+    )
+    if is_new and money.to_decimal() > settings.fraud_new_account_amount:
+        result.add(
+            "new_account_amount",
+            settings.fraud_new_account_score,
+            amount=str(money),
+            currency=money.currency,
+            first_seen=first_seen.isoformat() if first_seen else None,
+        )
+
+    declines = await session.scalar(
+        select(func.count()).where(
+            PAY.c.user_id == user_id, PAY.c.status == "failed", PAY.c.created_at >= since
+        )
+    )
+    if (declines or 0) >= settings.fraud_declines_max:
+        result.add("recent_declines", settings.fraud_declines_score, declines=declines)
+    return result
+
+
+async def record(
+    session: AsyncSession, assessment: Assessment, user_id: uuid.UUID, payment_id: uuid.UUID
+) -> None:
+    if not assessment.signals:
+        return
+    now = utcnow()
+    await session.execute(
+        insert(FraudSignal.__table__),
+        [
+            {
+                "id": uuid.uuid4(),
+                "payment_id": payment_id,
+                "user_id": user_id,
+                "rule": rule,
+                "score": score,
+                "detail": detail,
+                "created_at": now,
+            }
+            for rule, score, detail in assessment.signals
+        ],
+    )

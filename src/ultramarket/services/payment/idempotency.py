@@ -1,0 +1,115 @@
+"""``Idempotency-Key`` handling for writes that move money.
+
+The record is inserted FIRST, inside the same unit of work as the write: a
+concurrent request with the same key waits on the unique index (PostgreSQL) or on
+the write lock (SQLite) and then finds the finished record, so a key charges once.
+The first response is stored with the record; a failure that is committed
+(``persist_changes``: a decline) is stored too and replayed as the same error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ultramarket.core.db import utcnow
+from ultramarket.core.errors import ERROR_CLASSES, Conflict, DomainError
+from ultramarket.services.payment.models import IdempotencyRecord
+
+RECORD = IdempotencyRecord.__table__
+
+
+class IdempotencyKeyReused(Conflict):
+    code = "CONFLICT"
+    message = "This Idempotency-Key was used with another request"
+
+
+def request_hash(scope: str, body: Any) -> str:
+    canonical = json.dumps([scope, body], sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class Idempotency:
+    def __init__(
+        self, session: AsyncSession, scope: str, owner: str, key: str | None, body: Any
+    ) -> None:
+        self.session = session
+        self.scope = scope
+        self.owner = owner
+        self.key = key
+        self.hash = request_hash(scope, body)
+        self._id: uuid.UUID | None = None
+
+    async def _find(self) -> Any:
+        return (
+            await self.session.execute(
+                select(RECORD.c.request_hash, RECORD.c.status_code, RECORD.c.response).where(
+                    RECORD.c.scope == self.scope,
+                    RECORD.c.owner == self.owner,
+                    RECORD.c.key == self.key,
+                )
+            )
+        ).first()
+
+    def _replay(self, row: Any) -> tuple[int, dict[str, Any]]:
+        if row.request_hash != self.hash:
+            raise IdempotencyKeyReused()
+        status, body = int(row.status_code or 200), row.response or {}
+        if status >= 400:
+            cls = ERROR_CLASSES.get(status, DomainError)
+            raise cls(
+                body.get("message"),
+                code=body.get("code"),
+                details=body.get("details") or [],
+                persist_changes=False,
+            )
+        return status, body
+
+    async def begin(self) -> tuple[int, dict[str, Any]] | None:
+        """The first response when this key was used before; else claim the key."""
+        if self.key is None:
+            return None
+        row = await self._find()
+        if row is not None:
+            return self._replay(row)
+        record_id = uuid.uuid4()
+        try:
+            async with self.session.begin_nested():
+                await self.session.execute(
+                    insert(RECORD).values(
+                        id=record_id,
+                        scope=self.scope,
+                        owner=self.owner,
+                        key=self.key,
+                        request_hash=self.hash,
+                        created_at=utcnow(),
+                    )
+                )
+        except IntegrityError:
+            # Another request claimed the key and has committed by now.
+            row = await self._find()
+            if row is None:
+                raise
+            return self._replay(row)
+        self._id = record_id
+        return None
+
+    async def finish(self, status: int, body: dict[str, Any]) -> None:
+        if self._id is not None:
+            await self.session.execute(
+                update(RECORD)
+                .where(RECORD.c.id == self._id)
+                .values(status_code=status, response=body)
+            )
+
+    async def fail(self, error: DomainError) -> None:
+        await self.finish(
+            error.status_code,
+            {"code": error.code, "message": error.message, "details": error.details},
+        )

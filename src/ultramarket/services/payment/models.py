@@ -1,0 +1,162 @@
+"""Tables owned by the payment service.
+
+Amounts are integer minor units beside a ``currency``. A payment's status changes
+only by conditional UPDATEs (``WHERE status = :expected``); refunds grow
+``refunded_amount`` with ``WHERE refunded_amount + :x <= amount``. The wallet is a
+double-entry ledger: every move is two ``ledger_entry`` rows summing to zero, and a
+user account's cached ``balance`` equals the sum of its entries.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ultramarket.core.db import IdMixin, TimestampMixin, service_base, utcnow
+from ultramarket.core.events import event_tables
+
+Base = service_base("payment")
+EVENTS = event_tables(Base.metadata, "payment")
+
+STATUSES = (
+    "requires_payment",
+    "processing",
+    "requires_capture",
+    "succeeded",
+    "failed",
+    "canceled",
+    "refunded",
+    "partially_refunded",
+)
+
+
+class Payment(TimestampMixin, IdMixin, Base):
+    __tablename__ = "payment"
+    __table_args__ = (
+        Index(None, "user_id", "created_at"),
+        Index(None, "order_id"),
+        Index(None, "provider", "provider_ref"),
+        Index(None, "fingerprint"),
+        Index(None, "ip", "created_at"),
+        Index(None, "created_at"),
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("refunded_amount >= 0", name="refunded_not_negative"),
+        CheckConstraint("refunded_amount <= amount", name="refunded_within_amount"),
+    )
+
+    user_id: Mapped[uuid.UUID]
+    order_id: Mapped[str] = mapped_column(String(100))
+    method: Mapped[str] = mapped_column(String(16))  # card | wallet | paypal
+    provider: Mapped[str] = mapped_column(String(16))  # test | stripe | paypal | wallet
+    status: Mapped[str] = mapped_column(String(24), default="requires_payment")
+    amount: Mapped[int]
+    currency: Mapped[str] = mapped_column(String(3))
+    refunded_amount: Mapped[int] = mapped_column(default=0)
+    provider_ref: Mapped[str | None] = mapped_column(String(200))
+    decline_code: Mapped[str | None] = mapped_column(String(64))
+    failure_message: Mapped[str | None] = mapped_column(String(500))
+    risk_score: Mapped[int] = mapped_column(default=0)
+    review_required: Mapped[bool] = mapped_column(default=False)
+    fingerprint: Mapped[str | None] = mapped_column(String(64))  # sha256 of the card token
+    ip: Mapped[str | None] = mapped_column(String(64))
+    actor: Mapped[str | None] = mapped_column(String(100))  # the user, or the calling service
+    succeeded_at: Mapped[datetime | None]
+
+
+class PaymentRefund(IdMixin, Base):
+    __tablename__ = "payment_refund"
+    __table_args__ = (
+        Index(None, "payment_id"),
+        Index(None, "created_at"),
+        CheckConstraint("amount > 0", name="amount_positive"),
+    )
+
+    payment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("payment.payment.id"))
+    amount: Mapped[int]
+    currency: Mapped[str] = mapped_column(String(3))
+    reason: Mapped[str] = mapped_column(String(500))
+    status: Mapped[str] = mapped_column(String(16), default="succeeded")
+    provider_ref: Mapped[str | None] = mapped_column(String(200))
+    actor: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PaymentEvent(IdMixin, Base):
+    """Webhook deliveries received, keyed by the provider's event id (replay log)."""
+
+    __tablename__ = "payment_event"
+    __table_args__ = (UniqueConstraint("provider", "event_id"),)
+
+    provider: Mapped[str] = mapped_column(String(16))
+    event_id: Mapped[str] = mapped_column(String(200))
+    event_type: Mapped[str] = mapped_column(String(120))
+    payload: Mapped[dict[str, Any]]
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class IdempotencyRecord(IdMixin, Base):
+    """The first response to an ``Idempotency-Key`` (per scope and caller)."""
+
+    __tablename__ = "idempotency_record"
+    __table_args__ = (UniqueConstraint("scope", "owner", "key"), Index(None, "created_at"))
+
+    scope: Mapped[str] = mapped_column(String(64))  # payment.create, wallet.deposit, ...
+    owner: Mapped[str] = mapped_column(String(100))  # user id or service name
+    key: Mapped[str] = mapped_column(String(200))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int | None]
+    response: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WalletAccount(TimestampMixin, IdMixin, Base):
+    """A ledger account: a user's wallet (``owner`` = user id) or a platform account
+    (``owner`` = ``external:card``, ``external:bank``, ``platform:sales``)."""
+
+    __tablename__ = "wallet_account"
+    __table_args__ = (
+        UniqueConstraint("owner", "currency"),
+        CheckConstraint("kind != 'user' OR balance >= 0", name="user_balance_not_negative"),
+    )
+
+    owner: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(16))  # user | platform
+    user_id: Mapped[uuid.UUID | None]
+    currency: Mapped[str] = mapped_column(String(3))
+    # Cached; kept for user accounts only (platform balances are derived from entries,
+    # so every wallet move does not queue on one hot platform row).
+    balance: Mapped[int] = mapped_column(default=0)
+
+
+class LedgerEntry(IdMixin, Base):
+    __tablename__ = "ledger_entry"
+    __table_args__ = (
+        Index(None, "account_id", "created_at"),
+        Index(None, "transaction_id"),
+        Index(None, "reference"),
+    )
+
+    transaction_id: Mapped[uuid.UUID]  # the two entries of one move share it
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("payment.wallet_account.id"))
+    amount: Mapped[int]  # signed minor units; + credits the account
+    currency: Mapped[str] = mapped_column(String(3))
+    kind: Mapped[str] = mapped_column(String(16))  # deposit | withdrawal | payment | refund
+    reference: Mapped[str | None] = mapped_column(String(200))  # payment id, provider ref
+    balance_after: Mapped[int | None]  # user side only
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FraudSignal(IdMixin, Base):
+    __tablename__ = "fraud_signal"
+    __table_args__ = (Index(None, "user_id", "created_at"), Index(None, "payment_id"))
+
+    payment_id: Mapped[uuid.UUID | None]
+    user_id: Mapped[uuid.UUID]
+    rule: Mapped[str] = mapped_column(String(32))
+    score: Mapped[int]
+    detail: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

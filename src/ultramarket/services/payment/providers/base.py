@@ -1,0 +1,89 @@
+"""The provider interface (the shape of Netflix/dispatch ``plugins/bases``).
+
+A provider moves money at an outside party (or the wallet ledger). It never touches
+the payment tables: the service records what the provider answered.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from ultramarket.core.errors import BadRequest
+
+
+@dataclass(frozen=True)
+class ChargeRequest:
+    payment_id: str
+    amount: int  # minor units
+    currency: str
+    token: str | None
+    idempotency_key: str  # passed on, so a retried call never charges twice
+    description: str = ""
+    user_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ProviderResult:
+    status: Literal["succeeded", "requires_capture", "failed", "canceled"]
+    provider_ref: str | None = None
+    decline_code: str | None = None
+    message: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    """A verified webhook delivery, reduced to what the service acts on."""
+
+    id: str
+    type: str
+    payload: dict[str, Any]
+    # The provider reference of the payment it is about, and what it means for it.
+    provider_ref: str | None = None
+    outcome: Literal["succeeded", "failed", "canceled", "refunded", "ignored"] = "ignored"
+    decline_code: str | None = None
+
+
+class InvalidWebhook(BadRequest):
+    code = "INVALID_SIGNATURE"
+    message = "Webhook signature verification failed"
+
+
+class PaymentProvider(abc.ABC):
+    """One payment gateway. ``authorize`` + ``capture``/``void`` is the two-step
+    flow; ``charge`` is both at once. Declines come back as a ``failed`` result, not
+    as an exception; an exception means the provider could not be reached."""
+
+    slug: ClassVar[str]
+    title: ClassVar[str]
+    description: ClassVar[str]
+
+    @abc.abstractmethod
+    async def authorize(self, request: ChargeRequest) -> ProviderResult: ...
+
+    @abc.abstractmethod
+    async def capture(self, provider_ref: str, amount: int, currency: str) -> ProviderResult: ...
+
+    @abc.abstractmethod
+    async def void(self, provider_ref: str) -> ProviderResult: ...
+
+    @abc.abstractmethod
+    async def charge(self, request: ChargeRequest) -> ProviderResult: ...
+
+    @abc.abstractmethod
+    async def refund(
+        self, provider_ref: str, amount: int, currency: str, idempotency_key: str
+    ) -> ProviderResult: ...
+
+    async def verify_webhook(self, payload: bytes, headers: Mapping[str, str]) -> WebhookEvent:
+        raise InvalidWebhook(f"{self.slug} sends no webhooks")
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,227 @@
+"""PayPal Orders v2 over httpx: create + capture (or authorize, capture, void),
+refund a capture; webhooks verified by PayPal's verify-webhook-signature API.
+
+The token, when given, is a PayPal order the buyer already approved (the PayPal
+JS SDK's ``orderID``); without one the order is created here with
+``payment_source.token`` left out, which the sandbox approves for vaulted buyers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+import httpx
+
+from ultramarket.core.errors import Unavailable
+from ultramarket.core.money import exponent
+from ultramarket.services.payment.providers.base import (
+    ChargeRequest,
+    InvalidWebhook,
+    PaymentProvider,
+    ProviderResult,
+    WebhookEvent,
+)
+
+OUTCOMES = {
+    "PAYMENT.CAPTURE.COMPLETED": "succeeded",
+    "PAYMENT.CAPTURE.DENIED": "failed",
+    "PAYMENT.CAPTURE.REFUNDED": "refunded",
+    "PAYMENT.AUTHORIZATION.VOIDED": "canceled",
+}
+SIGNATURE_HEADERS = {
+    "auth_algo": "paypal-auth-algo",
+    "cert_url": "paypal-cert-url",
+    "transmission_id": "paypal-transmission-id",
+    "transmission_sig": "paypal-transmission-sig",
+    "transmission_time": "paypal-transmission-time",
+}
+
+
+def _value(amount: int, currency: str) -> dict[str, str]:
+    digits = exponent(currency)
+    return {"currency_code": currency, "value": f"{Decimal(amount).scaleb(-digits):.{digits}f}"}
+
+
+class PayPalProvider(PaymentProvider):
+    slug = "paypal"
+    title = "PayPal"
+    description = "PayPal Checkout (Orders v2)."
+
+    def __init__(
+        self,
+        base_url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        webhook_id: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self.http = httpx.AsyncClient(base_url=base_url, transport=transport, timeout=timeout)
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.webhook_id = webhook_id
+        self._token: tuple[str, float] | None = None
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def _access_token(self) -> str:
+        if self._token and self._token[1] > time.monotonic() + 60:
+            return self._token[0]
+        response = await self.http.post(
+            "/v1/oauth2/token",
+            data={"grant_type": "client_credentials"},
+            auth=(self.client_id, self.client_secret),
+        )
+        if response.status_code != 200:
+            raise Unavailable("PayPal refused our credentials", code="PROVIDER_UNAVAILABLE")
+        body = response.json()
+        self._token = (body["access_token"], time.monotonic() + int(body.get("expires_in", 300)))
+        return self._token[0]
+
+    async def _call(
+        self, method: str, path: str, json: Any = None, request_id: str | None = None
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {await self._access_token()}"}
+        if request_id:
+            headers["PayPal-Request-Id"] = request_id  # PayPal's idempotency key
+        try:
+            response = await self.http.request(method, path, json=json, headers=headers)
+        except httpx.HTTPError as exc:
+            raise Unavailable("PayPal is unreachable", code="PROVIDER_UNAVAILABLE") from exc
+        if response.status_code >= 500:
+            raise Unavailable("PayPal failed", code="PROVIDER_UNAVAILABLE")
+        return response
+
+    @staticmethod
+    def _declined(response: httpx.Response, ref: str | None) -> ProviderResult:
+        body = response.json() if response.content else {}
+        issue = (body.get("details") or [{}])[0].get("issue") or body.get("name") or "DECLINED"
+        return ProviderResult("failed", ref, str(issue).lower(), body.get("message"))
+
+    async def _order(self, request: ChargeRequest, intent: str) -> tuple[str | None, Any]:
+        if request.token:
+            return request.token, None
+        response = await self._call(
+            "POST",
+            "/v2/checkout/orders",
+            {
+                "intent": intent,
+                "purchase_units": [
+                    {
+                        "reference_id": request.payment_id,
+                        "amount": _value(request.amount, request.currency),
+                    }
+                ],
+            },
+            request_id=f"{request.idempotency_key}:order",
+        )
+        if response.status_code not in (200, 201):
+            return None, self._declined(response, None)
+        return response.json()["id"], None
+
+    async def charge(self, request: ChargeRequest) -> ProviderResult:
+        order_id, failed = await self._order(request, "CAPTURE")
+        if failed is not None:
+            return failed
+        response = await self._call(
+            "POST",
+            f"/v2/checkout/orders/{order_id}/capture",
+            {},
+            request_id=f"{request.idempotency_key}:capture",
+        )
+        if response.status_code not in (200, 201):
+            return self._declined(response, order_id)
+        body = response.json()
+        capture = body["purchase_units"][0]["payments"]["captures"][0]
+        if body.get("status") != "COMPLETED" or capture.get("status") not in (
+            "COMPLETED",
+            "PENDING",
+        ):
+            return ProviderResult("failed", capture.get("id"), "declined", "PayPal declined")
+        return ProviderResult("succeeded", capture["id"], raw={"order_id": order_id})
+
+    async def authorize(self, request: ChargeRequest) -> ProviderResult:
+        order_id, failed = await self._order(request, "AUTHORIZE")
+        if failed is not None:
+            return failed
+        response = await self._call(
+            "POST",
+            f"/v2/checkout/orders/{order_id}/authorize",
+            {},
+            request_id=f"{request.idempotency_key}:authorize",
+        )
+        if response.status_code not in (200, 201):
+            return self._declined(response, order_id)
+        auth = response.json()["purchase_units"][0]["payments"]["authorizations"][0]
+        return ProviderResult("requires_capture", auth["id"], raw={"order_id": order_id})
+
+    async def capture(self, provider_ref: str, amount: int, currency: str) -> ProviderResult:
+        response = await self._call(
+            "POST",
+            f"/v2/payments/authorizations/{provider_ref}/capture",
+            {"amount": _value(amount, currency), "final_capture": True},
+        )
+        if response.status_code not in (200, 201):
+            return self._declined(response, provider_ref)
+        return ProviderResult("succeeded", response.json()["id"])
+
+    async def void(self, provider_ref: str) -> ProviderResult:
+        response = await self._call("POST", f"/v2/payments/authorizations/{provider_ref}/void")
+        if response.status_code not in (200, 204):
+            return self._declined(response, provider_ref)
+        return ProviderResult("canceled", provider_ref)
+
+    async def refund(
+        self, provider_ref: str, amount: int, currency: str, idempotency_key: str
+    ) -> ProviderResult:
+        response = await self._call(
+            "POST",
+            f"/v2/payments/captures/{provider_ref}/refund",
+            {"amount": _value(amount, currency)},
+            request_id=idempotency_key,
+        )
+        if response.status_code not in (200, 201):
+            return self._declined(response, provider_ref)
+        body = response.json()
+        status = "failed" if body.get("status") in ("FAILED", "CANCELLED") else "succeeded"
+        return ProviderResult(status, body.get("id"))
+
+    async def verify_webhook(self, payload: bytes, headers: Mapping[str, str]) -> WebhookEvent:
+        import json
+
+        if not self.webhook_id:
+            raise InvalidWebhook()
+        try:
+            event = json.loads(payload)
+        except ValueError as exc:
+            raise InvalidWebhook() from exc
+        fields = {name: headers.get(header) for name, header in SIGNATURE_HEADERS.items()}
+        if not isinstance(event, dict) or not all(fields.values()) or not event.get("id"):
+            raise InvalidWebhook()
+        response = await self._call(
+            "POST",
+            "/v1/notifications/verify-webhook-signature",
+            {**fields, "webhook_id": self.webhook_id, "webhook_event": event},
+        )
+        if response.status_code != 200 or response.json().get("verification_status") != ("SUCCESS"):
+            raise InvalidWebhook()
+        resource = event.get("resource") or {}
+        kind = str(event.get("event_type", ""))
+        ref = resource.get("id")
+        if kind == "PAYMENT.CAPTURE.REFUNDED":
+            # The resource is the refund; its capture is in the "up" link.
+            for link in resource.get("links", []):
+                if link.get("rel") == "up":
+                    ref = str(link.get("href", "")).rstrip("/").rsplit("/", 1)[-1]
+        return WebhookEvent(
+            id=str(event["id"]),
+            type=kind,
+            payload=event,
+            provider_ref=ref,
+            outcome=OUTCOMES.get(kind, "ignored"),  # type: ignore[arg-type]
+        )

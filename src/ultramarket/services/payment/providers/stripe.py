@@ -1,0 +1,153 @@
+"""Stripe through the official SDK: PaymentIntents (create+confirm, capture, cancel)
+and refunds; webhooks verified with ``stripe.Webhook.construct_event``.
+
+The token is a PaymentMethod id (``pm_...``) made by Stripe.js in the browser.
+``api_base`` points the SDK elsewhere (localstripe in tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import stripe
+
+from ultramarket.core.errors import Unavailable
+from ultramarket.services.payment.providers.base import (
+    ChargeRequest,
+    InvalidWebhook,
+    PaymentProvider,
+    ProviderResult,
+    WebhookEvent,
+)
+
+OUTCOMES = {
+    "payment_intent.succeeded": "succeeded",
+    "payment_intent.payment_failed": "failed",
+    "payment_intent.canceled": "canceled",
+    "charge.refunded": "refunded",
+}
+
+
+class StripeProvider(PaymentProvider):
+    slug = "stripe"
+    title = "Stripe"
+    description = "Cards through Stripe PaymentIntents."
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        api_base: str | None = None,
+        webhook_secret: str | None = None,
+        tolerance: int = 300,
+        timeout: float = 10.0,
+    ) -> None:
+        options: dict[str, Any] = {"http_client": stripe.HTTPXClient(timeout=timeout)}
+        if api_base:
+            options["base_addresses"] = {"api": api_base}
+        self.client = stripe.StripeClient(api_key, max_network_retries=1, **options)
+        self.webhook_secret = webhook_secret
+        self.tolerance = tolerance
+
+    @staticmethod
+    def _result(intent: Any) -> ProviderResult:
+        status = intent.status
+        if status in ("succeeded", "requires_capture", "canceled"):
+            return ProviderResult(status, intent.id, raw={"status": status})
+        error = intent.to_dict().get("last_payment_error") or {}
+        return ProviderResult(
+            "failed",
+            intent.id,
+            error.get("decline_code") or error.get("code") or "card_declined",
+            error.get("message") or f"payment intent is {status}",
+        )
+
+    @staticmethod
+    def _unavailable(exc: stripe.StripeError) -> Unavailable:
+        return Unavailable("The card processor is unavailable", code="PROVIDER_UNAVAILABLE")
+
+    async def _create(self, request: ChargeRequest, capture_method: str) -> ProviderResult:
+        params: dict[str, Any] = {
+            "amount": request.amount,
+            "currency": request.currency.lower(),
+            "payment_method": request.token,
+            "confirm": True,
+            "capture_method": capture_method,
+            # Kept in metadata: not every Stripe-compatible server takes ``description``.
+            "metadata": {"payment_id": request.payment_id, "note": request.description},
+        }
+        try:
+            intent = await self.client.v1.payment_intents.create_async(
+                params, {"idempotency_key": request.idempotency_key}
+            )
+        except stripe.CardError as exc:
+            error = exc.error
+            return ProviderResult(
+                "failed",
+                getattr(error, "payment_intent", None) and error.payment_intent.id,
+                (getattr(error, "decline_code", None) or exc.code or "card_declined"),
+                exc.user_message or "Your card was declined.",
+            )
+        except stripe.StripeError as exc:
+            raise self._unavailable(exc) from exc
+        return self._result(intent)
+
+    async def authorize(self, request: ChargeRequest) -> ProviderResult:
+        return await self._create(request, "manual")
+
+    async def charge(self, request: ChargeRequest) -> ProviderResult:
+        return await self._create(request, "automatic")
+
+    async def capture(self, provider_ref: str, amount: int, currency: str) -> ProviderResult:
+        try:
+            intent = await self.client.v1.payment_intents.capture_async(
+                provider_ref, {"amount_to_capture": amount}
+            )
+        except stripe.StripeError as exc:
+            raise self._unavailable(exc) from exc
+        return self._result(intent)
+
+    async def void(self, provider_ref: str) -> ProviderResult:
+        try:
+            intent = await self.client.v1.payment_intents.cancel_async(provider_ref)
+        except stripe.StripeError as exc:
+            raise self._unavailable(exc) from exc
+        return self._result(intent)
+
+    async def refund(
+        self, provider_ref: str, amount: int, currency: str, idempotency_key: str
+    ) -> ProviderResult:
+        try:
+            refund = await self.client.v1.refunds.create_async(
+                {"payment_intent": provider_ref, "amount": amount},
+                {"idempotency_key": idempotency_key},
+            )
+        except stripe.StripeError as exc:
+            raise self._unavailable(exc) from exc
+        status = "failed" if refund.status in ("failed", "canceled") else "succeeded"
+        return ProviderResult(status, refund.id, raw={"status": refund.status})
+
+    async def verify_webhook(self, payload: bytes, headers: Mapping[str, str]) -> WebhookEvent:
+        signature = headers.get("stripe-signature")
+        if not self.webhook_secret or not signature:
+            raise InvalidWebhook()
+        try:
+            event = stripe.Webhook.construct_event(
+                payload, signature, self.webhook_secret, tolerance=self.tolerance
+            )
+        except (stripe.SignatureVerificationError, ValueError) as exc:
+            raise InvalidWebhook() from exc
+        data = event.to_dict()
+        obj = data["data"]["object"]
+        outcome = OUTCOMES.get(data["type"], "ignored")
+        ref = obj.get("payment_intent") if obj.get("object") == "charge" else obj.get("id")
+        error = obj.get("last_payment_error") or {}
+        return WebhookEvent(
+            id=data["id"],
+            type=data["type"],
+            payload=data,
+            provider_ref=ref,
+            outcome=outcome,  # type: ignore[arg-type]
+            decline_code=error.get("decline_code") or error.get("code"),
+        )

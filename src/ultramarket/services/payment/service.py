@@ -1,0 +1,745 @@
+"""Payment and wallet use cases.
+
+A payment is created ``processing`` and leaves it by conditional UPDATEs
+(``WHERE status IN (:expected)``); a refund grows ``refunded_amount`` by one
+UPDATE whose ``WHERE refunded_amount + :x <= amount`` holds the rule, so two
+concurrent full refunds refund once. Events go to the outbox in the same unit of
+work. A decline is committed (``persist_changes``) so the failed payment, its fraud
+signals and the idempotency record survive the 402.
+
+The provider is called inside the unit of work: a slow gateway holds the row (and,
+on SQLite, the write lock) for that long. The provider also receives our
+idempotency key, so a crash between its answer and our commit is safe to retry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import case, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ultramarket.core.config import PaymentSettings
+from ultramarket.core.db import utcnow
+from ultramarket.core.errors import (
+    Conflict,
+    DomainError,
+    NotFound,
+    PaymentFailed,
+    ValidationFailed,
+)
+from ultramarket.core.events import EventPublisher
+from ultramarket.core.money import Money
+from ultramarket.services.payment import events, fraud
+from ultramarket.services.payment import schemas as s
+from ultramarket.services.payment.idempotency import Idempotency
+from ultramarket.services.payment.ledger import EXTERNAL_BANK, EXTERNAL_CARD, Ledger
+from ultramarket.services.payment.models import (
+    LedgerEntry,
+    Payment,
+    PaymentEvent,
+    PaymentRefund,
+    WalletAccount,
+)
+from ultramarket.services.payment.providers import Providers
+from ultramarket.services.payment.providers.base import (
+    ChargeRequest,
+    PaymentProvider,
+    ProviderResult,
+)
+from ultramarket.services.payment.providers.wallet import WalletProvider
+
+PAY = Payment.__table__
+REFUND = PaymentRefund.__table__
+REFUNDABLE = ("succeeded", "partially_refunded")
+
+
+class PaymentNotFound(NotFound):
+    code = "PAYMENT_NOT_FOUND"
+    message = "No such payment"
+
+
+class PaymentBlocked(PaymentFailed):
+    code = "PAYMENT_BLOCKED"
+    message = "The payment was blocked by our fraud checks"
+    persist_changes = True
+
+
+class PaymentDeclined(PaymentFailed):
+    code = "PAYMENT_FAILED"
+    message = "The payment was declined"
+    persist_changes = True
+
+
+class RefundExceedsRefundable(Conflict):
+    code = "REFUND_EXCEEDS_REFUNDABLE"
+    message = "The amount is more than what is left to refund"
+
+
+class IllegalPaymentState(Conflict):
+    code = "ILLEGAL_PAYMENT_STATE"
+    message = "The payment is not in a state that allows this"
+
+
+class RefundFailed(Conflict):
+    code = "REFUND_FAILED"
+    message = "The provider refused the refund"
+
+
+def money_of(value: Any, currency: str) -> Money:
+    try:
+        return Money.of(value, currency)
+    except ValueError as exc:
+        detail = [{"field": "amount", "message": str(exc)}]
+        raise ValidationFailed(str(exc), details=detail) from None
+
+
+def fingerprint_of(token: str | None) -> str | None:
+    return hashlib.sha256(token.encode()).hexdigest() if token else None
+
+
+class PaymentService:
+    def __init__(
+        self,
+        session: AsyncSession,
+        publisher: EventPublisher | None,
+        providers: Providers,
+        settings: PaymentSettings,
+        *,
+        actor: str | None = None,
+    ) -> None:
+        self.session = session
+        self.publisher = publisher
+        self.providers = providers
+        self.settings = settings
+        self.actor = actor
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _provider(self, payment: Payment) -> PaymentProvider:
+        if payment.provider == "wallet":
+            return WalletProvider(Ledger(self.session), str(payment.user_id))
+        return self.providers.get(payment.provider)
+
+    async def _transition(self, payment: Payment, expected: tuple[str, ...], **values: Any) -> bool:
+        result = await self.session.execute(
+            update(PAY)
+            .where(PAY.c.id == payment.id, PAY.c.status.in_(expected))
+            .values(updated_at=utcnow(), **values)
+        )
+        await self.session.refresh(payment)
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    async def _publish(self, event: Any) -> None:
+        if self.publisher is not None:
+            await self.publisher.publish(self.session, event)
+
+    def _event_fields(self, p: Payment) -> dict[str, Any]:
+        return {
+            "payment_id": p.id,
+            "order_id": p.order_id,
+            "user_id": p.user_id,
+            "method": p.method,
+            "provider": p.provider,
+            "amount": p.amount,
+            "currency": p.currency,
+        }
+
+    async def get(self, payment_id: uuid.UUID) -> Payment:
+        payment = await self.session.get(Payment, payment_id)
+        if payment is None:
+            raise PaymentNotFound()
+        return payment
+
+    async def get_visible(self, payment_id: uuid.UUID, user_id: str | None) -> Payment:
+        """``user_id`` None: any payment (MANAGER+); else only that user's (404 otherwise)."""
+        payment = await self.get(payment_id)
+        if user_id is not None and str(payment.user_id) != user_id:
+            raise PaymentNotFound()
+        return payment
+
+    async def _succeeded(self, payment: Payment) -> None:
+        await self._publish(events.PaymentSucceeded(**self._event_fields(payment)))
+
+    async def _failed(self, payment: Payment) -> None:
+        await self._publish(
+            events.PaymentFailed(**self._event_fields(payment), decline_code=payment.decline_code)
+        )
+
+    # -- create --------------------------------------------------------------------------
+
+    async def create(
+        self,
+        user_id: uuid.UUID,
+        body: s.PaymentCreate,
+        *,
+        ip: str | None,
+        idempotency_key: str | None,
+        owner: str,
+    ) -> tuple[s.PaymentRead, bool]:
+        """Charge (or authorise) once. Returns the payment and whether it is new."""
+        request = body.model_dump(mode="json", exclude={"ip"})
+        idem = Idempotency(self.session, "payment.create", owner, idempotency_key, request)
+        replay = await idem.begin()
+        if replay is not None:
+            return s.PaymentRead.model_validate(replay[1]), False
+        try:
+            read = await self._create(user_id, body, ip=ip, key=idempotency_key)
+        except DomainError as error:
+            if error.persist_changes:
+                await idem.fail(error)
+            raise
+        await idem.finish(201, read.model_dump(mode="json"))
+        return read, True
+
+    async def _create(
+        self, user_id: uuid.UUID, body: s.PaymentCreate, *, ip: str | None, key: str | None
+    ) -> s.PaymentRead:
+        money = money_of(body.amount, body.currency)
+        if body.method == "card" and not body.token:
+            raise ValidationFailed(
+                "A card payment needs a token",
+                details=[{"field": "token", "message": "required for method card"}],
+            )
+        if body.method == "wallet":
+            provider_slug = "wallet"
+        elif body.method == "paypal":
+            provider_slug = "paypal"
+        else:
+            provider_slug = self.settings.card_provider
+        payment = Payment(
+            id=uuid.uuid4(),
+            user_id=user_id,
+            order_id=body.order_id,
+            method=body.method,
+            provider=provider_slug,
+            status="processing",
+            amount=money.amount,
+            currency=money.currency,
+            refunded_amount=0,
+            fingerprint=fingerprint_of(body.token) if body.method == "card" else None,
+            ip=ip,
+            actor=self.actor,
+        )
+        self.session.add(payment)
+        await self.session.flush()
+
+        # Fraud rules guard money coming from outside; wallet money was checked on deposit.
+        review = False
+        if body.method != "wallet":
+            assessment = await fraud.assess(
+                self.session,
+                self.settings,
+                user_id=user_id,
+                money=money,
+                fingerprint=payment.fingerprint,
+                ip=ip,
+                exclude=payment.id,
+            )
+            await fraud.record(self.session, assessment, user_id, payment.id)
+            payment.risk_score = assessment.score
+            if assessment.score >= self.settings.fraud_block_score:
+                payment.status = "failed"
+                payment.decline_code = "blocked"
+                payment.failure_message = "blocked by fraud checks"
+                await self.session.flush()
+                await self._failed(payment)
+                raise PaymentBlocked(
+                    details=[
+                        {
+                            "risk_score": assessment.score,
+                            "rules": [r for r, _, _ in assessment.signals],
+                        }
+                    ]
+                )
+            review = assessment.score >= self.settings.fraud_review_score
+            payment.review_required = review
+            await self.session.flush()
+
+        provider = self._provider(payment)
+        charge = ChargeRequest(
+            payment_id=str(payment.id),
+            amount=money.amount,
+            currency=money.currency,
+            token=body.token,
+            idempotency_key=f"{key}:{user_id}" if key else str(payment.id),
+            description=f"order {body.order_id}",
+            user_id=str(user_id),
+        )
+        authorize_only = review or not body.capture
+        result = await (provider.authorize(charge) if authorize_only else provider.charge(charge))
+        await self._apply_result(payment, result)
+        return s.PaymentRead.of(payment)
+
+    async def _apply_result(self, payment: Payment, result: ProviderResult) -> None:
+        if result.status == "failed":
+            await self._transition(
+                payment,
+                ("processing",),
+                status="failed",
+                provider_ref=result.provider_ref,
+                decline_code=result.decline_code or "declined",
+                failure_message=(result.message or "declined")[:500],
+            )
+            await self._failed(payment)
+            raise PaymentDeclined(
+                result.message or "The payment was declined",
+                details=[
+                    {
+                        "decline_code": payment.decline_code,
+                        "payment_id": str(payment.id),
+                        "provider": payment.provider,
+                    }
+                ],
+            )
+        values: dict[str, Any] = {"status": result.status, "provider_ref": result.provider_ref}
+        if result.status == "succeeded":
+            values["succeeded_at"] = utcnow()
+        await self._transition(payment, ("processing",), **values)
+        if result.status == "succeeded":
+            await self._succeeded(payment)
+
+    # -- capture / void ------------------------------------------------------------------
+
+    async def capture(self, payment_id: uuid.UUID) -> s.PaymentRead:
+        payment = await self.get(payment_id)
+        moved = await self._transition(
+            payment,
+            ("requires_capture",),
+            status="succeeded",
+            succeeded_at=utcnow(),
+            review_required=False,
+        )
+        if not moved:
+            raise IllegalPaymentState(f"Cannot capture a payment that is {payment.status}")
+        result = await self._provider(payment).capture(
+            payment.provider_ref or "", payment.amount, payment.currency
+        )
+        if result.status != "succeeded":
+            # Raising rolls the status change back: the authorisation stays as it was.
+            raise PaymentFailed(
+                result.message or "The capture failed",
+                details=[{"decline_code": result.decline_code}],
+            )
+        await self._succeeded(payment)
+        return s.PaymentRead.of(payment)
+
+    async def void(self, payment_id: uuid.UUID) -> s.PaymentRead:
+        payment = await self.get(payment_id)
+        moved = await self._transition(payment, ("requires_capture",), status="canceled")
+        if not moved:
+            raise IllegalPaymentState(f"Cannot void a payment that is {payment.status}")
+        provider = self._provider(payment)
+        if isinstance(provider, WalletProvider):
+            await provider.release(payment.provider_ref or "", payment.amount, payment.currency)
+        else:
+            await provider.void(payment.provider_ref or "")
+        return s.PaymentRead.of(payment)
+
+    # -- refunds -------------------------------------------------------------------------
+
+    async def refund(
+        self,
+        payment_id: uuid.UUID,
+        body: s.RefundCreate,
+        *,
+        idempotency_key: str | None,
+        owner: str,
+    ) -> s.RefundResult:
+        request = {"payment_id": str(payment_id), **body.model_dump(mode="json")}
+        idem = Idempotency(self.session, "payment.refund", owner, idempotency_key, request)
+        replay = await idem.begin()
+        if replay is not None:
+            return s.RefundResult.model_validate(replay[1])
+        result = await self._refund(payment_id, body, idempotency_key)
+        await idem.finish(201, result.model_dump(mode="json"))
+        return result
+
+    async def _refund(
+        self, payment_id: uuid.UUID, body: s.RefundCreate, key: str | None
+    ) -> s.RefundResult:
+        payment = await self.get(payment_id)
+        if payment.status not in REFUNDABLE:
+            raise IllegalPaymentState(f"Cannot refund a payment that is {payment.status}")
+        refundable = payment.amount - payment.refunded_amount
+        amount = money_of(body.amount, payment.currency).amount if body.amount else refundable
+        if amount > refundable or amount <= 0:
+            raise RefundExceedsRefundable(
+                details=[{"refundable": s.money_str(refundable, payment.currency)}]
+            )
+        # THE rule, in one statement: never refund more than was paid, even when two
+        # refunds race (the second re-reads the row after the first commits).
+        result = await self.session.execute(
+            update(PAY)
+            .where(
+                PAY.c.id == payment.id,
+                PAY.c.status.in_(REFUNDABLE),
+                PAY.c.refunded_amount + amount <= PAY.c.amount,
+            )
+            .values(
+                refunded_amount=PAY.c.refunded_amount + amount,
+                status=case(
+                    (PAY.c.refunded_amount + amount == PAY.c.amount, "refunded"),
+                    else_="partially_refunded",
+                ),
+                updated_at=utcnow(),
+            )
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise RefundExceedsRefundable()
+        await self.session.refresh(payment)
+        refund_id = uuid.uuid4()
+        answer = await self._provider(payment).refund(
+            payment.provider_ref or "",
+            amount,
+            payment.currency,
+            f"{key}:refund" if key else str(refund_id),
+        )
+        if answer.status != "succeeded":
+            raise RefundFailed(answer.message or None)
+        refund = PaymentRefund(
+            id=refund_id,
+            payment_id=payment.id,
+            amount=amount,
+            currency=payment.currency,
+            reason=body.reason,
+            status="succeeded",
+            provider_ref=answer.provider_ref,
+            actor=self.actor,
+            created_at=utcnow(),
+        )
+        self.session.add(refund)
+        await self.session.flush()
+        await self._publish(
+            events.PaymentRefunded(
+                **self._event_fields(payment),
+                refund_id=refund.id,
+                refund_amount=amount,
+                refunded_amount=payment.refunded_amount,
+                reason=body.reason,
+                fully_refunded=payment.status == "refunded",
+            )
+        )
+        return s.RefundResult(refund=refund_read(refund), payment=s.PaymentRead.of(payment))
+
+    # -- webhooks ------------------------------------------------------------------------
+
+    async def webhook(self, slug: str, payload: bytes, headers: Any) -> s.WebhookAck:
+        provider = self.providers.get(slug)
+        event = await provider.verify_webhook(payload, headers)
+        try:
+            async with self.session.begin_nested():
+                self.session.add(
+                    PaymentEvent(
+                        id=uuid.uuid4(),
+                        provider=slug,
+                        event_id=event.id,
+                        event_type=event.type,
+                        payload=event.payload,
+                        received_at=utcnow(),
+                    )
+                )
+                await self.session.flush()
+        except IntegrityError:
+            return s.WebhookAck(replayed=True, event_id=event.id, event_type=event.type)
+        if event.provider_ref and event.outcome in ("succeeded", "failed", "canceled"):
+            payment = await self.session.scalar(
+                select(Payment).where(
+                    Payment.provider == slug, Payment.provider_ref == event.provider_ref
+                )
+            )
+            if payment is not None:
+                await self._apply_webhook(payment, event.outcome, event.decline_code)
+        return s.WebhookAck(event_id=event.id, event_type=event.type)
+
+    async def _apply_webhook(self, payment: Payment, outcome: str, decline: str | None) -> None:
+        if outcome == "succeeded":
+            if await self._transition(
+                payment,
+                ("processing", "requires_capture"),
+                status="succeeded",
+                succeeded_at=utcnow(),
+            ):
+                await self._succeeded(payment)
+        elif outcome == "failed":
+            if await self._transition(
+                payment, ("processing",), status="failed", decline_code=decline or "declined"
+            ):
+                await self._failed(payment)
+        elif outcome == "canceled":
+            await self._transition(payment, ("requires_capture", "processing"), status="canceled")
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def list(
+        self,
+        *,
+        user_id: uuid.UUID | None,
+        status: str | None,
+        order_id: str | None,
+        offset: int,
+        limit: int,
+        sort: str | None,
+    ) -> tuple[list[Payment], int]:
+        query = select(Payment)
+        if user_id is not None:
+            query = query.where(Payment.user_id == user_id)
+        if status:
+            query = query.where(Payment.status == status)
+        if order_id:
+            query = query.where(Payment.order_id == order_id)
+        total = await self.session.scalar(select(func.count()).select_from(query.subquery()))
+        sortable = {
+            "created_at": Payment.created_at,
+            "amount": Payment.amount,
+            "status": Payment.status,
+        }
+        column = sortable.get((sort or "-created_at").lstrip("-"), Payment.created_at)
+        order = column.desc() if (sort or "-created_at").startswith("-") else column.asc()
+        rows = await self.session.scalars(
+            query.order_by(order, Payment.id).offset(offset).limit(limit)
+        )
+        return list(rows), int(total or 0)
+
+    async def analytics(self, days: int) -> s.PaymentAnalytics:
+        until = utcnow()
+        since = until - timedelta(days=days)
+        day = func.date(PAY.c.created_at)
+        rows = (
+            await self.session.execute(
+                select(
+                    PAY.c.provider,
+                    PAY.c.currency,
+                    PAY.c.status,
+                    day.label("day"),
+                    func.count().label("n"),
+                    func.coalesce(func.sum(PAY.c.amount), 0).label("amount"),
+                    func.coalesce(func.sum(PAY.c.refunded_amount), 0).label("refunded"),
+                )
+                .where(PAY.c.created_at >= since)
+                .group_by(PAY.c.provider, PAY.c.currency, PAY.c.status, day)
+            )
+        ).all()
+        paid = {"succeeded", "refunded", "partially_refunded"}
+
+        def blank() -> dict[str, int]:
+            return {"count": 0, "succeeded": 0, "failed": 0, "volume": 0, "refunded": 0}
+
+        totals: dict[str, dict[str, int]] = defaultdict(blank)
+        providers: dict[tuple[str, str], dict[str, int]] = defaultdict(blank)
+        days_: dict[tuple[str, str], dict[str, int]] = defaultdict(blank)
+        for r in rows:
+            day_key = str(r.day)[:10]
+            for bucket in (
+                totals[r.currency],
+                providers[(r.provider, r.currency)],
+                days_[(day_key, r.currency)],
+            ):
+                bucket["count"] += r.n
+                if r.status in paid:
+                    bucket["succeeded"] += r.n
+                    bucket["volume"] += int(r.amount)
+                    bucket["refunded"] += int(r.refunded)
+                elif r.status == "failed":
+                    bucket["failed"] += r.n
+
+        def rate(b: dict[str, int]) -> float:
+            tried = b["succeeded"] + b["failed"]
+            return round(b["succeeded"] / tried, 4) if tried else 0.0
+
+        count = sum(b["count"] for b in totals.values())
+        succeeded = sum(b["succeeded"] for b in totals.values())
+        failed = sum(b["failed"] for b in totals.values())
+        return s.PaymentAnalytics(
+            since=since,
+            until=until,
+            count=count,
+            succeeded=succeeded,
+            failed=failed,
+            success_rate=round(succeeded / (succeeded + failed), 4) if succeeded + failed else 0.0,
+            totals=[
+                s.CurrencyTotals(
+                    currency=c,
+                    count=b["count"],
+                    succeeded=b["succeeded"],
+                    failed=b["failed"],
+                    success_rate=rate(b),
+                    volume=s.money_str(b["volume"], c),
+                    refunded=s.money_str(b["refunded"], c),
+                    net=s.money_str(b["volume"] - b["refunded"], c),
+                )
+                for c, b in sorted(totals.items())
+            ],
+            by_provider=[
+                s.ProviderStats(
+                    provider=p,
+                    currency=c,
+                    count=b["count"],
+                    succeeded=b["succeeded"],
+                    failed=b["failed"],
+                    success_rate=rate(b),
+                    volume=s.money_str(b["volume"], c),
+                    refunded=s.money_str(b["refunded"], c),
+                )
+                for (p, c), b in sorted(providers.items())
+            ],
+            by_day=[
+                s.DayStats(
+                    day=datetime.fromisoformat(d).date(),
+                    currency=c,
+                    count=b["count"],
+                    succeeded=b["succeeded"],
+                    failed=b["failed"],
+                    volume=s.money_str(b["volume"], c),
+                    refunded=s.money_str(b["refunded"], c),
+                )
+                for (d, c), b in sorted(days_.items())
+            ],
+        )
+
+
+def refund_read(refund: PaymentRefund) -> s.RefundRead:
+    return s.RefundRead(
+        id=refund.id,
+        payment_id=refund.payment_id,
+        amount=s.money_str(refund.amount, refund.currency),
+        currency=refund.currency,
+        reason=refund.reason,
+        status=refund.status,
+        provider_reference=refund.provider_ref,
+        created_at=refund.created_at,
+    )
+
+
+class WalletService:
+    """Deposits (charged through the card provider), withdrawals, balance, history."""
+
+    def __init__(
+        self, session: AsyncSession, providers: Providers, settings: PaymentSettings
+    ) -> None:
+        self.session = session
+        self.ledger = Ledger(session)
+        self.providers = providers
+        self.settings = settings
+
+    async def balance(self, user_id: uuid.UUID, currency: str | None) -> s.WalletRead:
+        currency = currency or self.settings.default_currency
+        amount = await self.ledger.balance(str(user_id), currency)
+        return s.WalletRead(balance=s.money_str(amount, currency), currency=currency)
+
+    async def transactions(
+        self, user_id: uuid.UUID, currency: str | None, offset: int, limit: int
+    ) -> tuple[list[s.WalletTransaction], int]:
+        entry, account = LedgerEntry.__table__, WalletAccount.__table__
+        where = [account.c.owner == str(user_id)]
+        if currency:
+            where.append(account.c.currency == currency)
+        base = select(entry).join(account, account.c.id == entry.c.account_id).where(*where)
+        total = await self.session.scalar(select(func.count()).select_from(base.subquery()))
+        rows = (
+            await self.session.execute(
+                base.order_by(entry.c.created_at.desc(), entry.c.id).offset(offset).limit(limit)
+            )
+        ).all()
+        items = [
+            s.WalletTransaction(
+                id=r.id,
+                transaction_id=r.transaction_id,
+                kind=r.kind,
+                amount=s.money_str(r.amount, r.currency),
+                currency=r.currency,
+                balance_after=(
+                    None if r.balance_after is None else s.money_str(r.balance_after, r.currency)
+                ),
+                reference=r.reference,
+                created_at=r.created_at,
+            )
+            for r in rows
+        ]
+        return items, int(total or 0)
+
+    async def deposit(
+        self, user_id: uuid.UUID, body: s.WalletDeposit, *, idempotency_key: str | None
+    ) -> tuple[s.WalletMoveResult, bool]:
+        idem = Idempotency(
+            self.session,
+            "wallet.deposit",
+            str(user_id),
+            idempotency_key,
+            body.model_dump(mode="json"),
+        )
+        replay = await idem.begin()
+        if replay is not None:
+            return s.WalletMoveResult.model_validate(replay[1]), False
+        money = money_of(body.amount, body.currency)
+        deposit_id = uuid.uuid4()
+        answer = await self.providers.card().charge(
+            ChargeRequest(
+                payment_id=f"deposit:{deposit_id}",
+                amount=money.amount,
+                currency=money.currency,
+                token=body.token,
+                idempotency_key=f"{idempotency_key}:{user_id}"
+                if idempotency_key
+                else str(deposit_id),
+                description="wallet deposit",
+                user_id=str(user_id),
+            )
+        )
+        if answer.status != "succeeded":
+            error = PaymentDeclined(
+                answer.message or "The card was declined",
+                details=[{"decline_code": answer.decline_code or "declined"}],
+            )
+            await idem.fail(error)
+            raise error
+        move = await self.ledger.transfer(
+            EXTERNAL_CARD,
+            str(user_id),
+            money.amount,
+            money.currency,
+            kind="deposit",
+            reference=answer.provider_ref,
+        )
+        result = s.WalletMoveResult(
+            transaction_id=move.transaction_id,
+            kind="deposit",
+            amount=str(money),
+            currency=money.currency,
+            balance=s.money_str(move.balance_after or 0, money.currency),
+            provider_reference=answer.provider_ref,
+        )
+        await idem.finish(201, result.model_dump(mode="json"))
+        return result, True
+
+    async def withdraw(
+        self, user_id: uuid.UUID, body: s.WalletWithdraw, *, idempotency_key: str | None
+    ) -> tuple[s.WalletMoveResult, bool]:
+        idem = Idempotency(
+            self.session,
+            "wallet.withdraw",
+            str(user_id),
+            idempotency_key,
+            body.model_dump(mode="json"),
+        )
+        replay = await idem.begin()
+        if replay is not None:
+            return s.WalletMoveResult.model_validate(replay[1]), False
+        money = money_of(body.amount, body.currency)
+        move = await self.ledger.transfer(
+            str(user_id), EXTERNAL_BANK, money.amount, money.currency, kind="withdrawal"
+        )
+        result = s.WalletMoveResult(
+            transaction_id=move.transaction_id,
+            kind="withdrawal",
+            amount=str(money),
+            currency=money.currency,
+            balance=s.money_str(move.balance_after or 0, money.currency),
+        )
+        await idem.finish(201, result.model_dump(mode="json"))
+        return result, True

@@ -1,0 +1,229 @@
+"""Payments over HTTP with the built-in test provider."""
+
+from __future__ import annotations
+
+import asyncio
+
+from payment_helpers import API, assert_error, card, ok
+from sqlalchemy import func, select
+
+from ultramarket.services.payment.models import Payment
+
+
+async def outbox_types(container) -> list[str]:
+    table = container.events("payment").outbox
+    async with container.db("payment").read_session() as session:
+        return list(await session.scalars(select(table.c.event_type)))
+
+
+async def test_payment_card_succeeds_and_publishes(client, make_user, container):
+    user = await make_user()
+    data = ok(await client.post(API, json=card(), headers=user.headers), 201)
+    assert data["status"] == "succeeded"
+    assert data["amount"] == "25.00"
+    assert data["currency"] == "USD"
+    assert data["provider"] == "test"
+    assert data["refundable_amount"] == "25.00"
+    assert "payment.succeeded.v1" in await outbox_types(container)
+    got = ok(await client.get(f"{API}/{data['id']}", headers=user.headers))
+    assert got["id"] == data["id"]
+    listed = await client.get(API, headers=user.headers)
+    assert listed.json()["meta"]["total"] == 1
+
+
+async def test_payment_declined_card_is_402(client, make_user, container):
+    user = await make_user()
+    error = assert_error(
+        await client.post(API, json=card(token="tok_0002"), headers=user.headers),
+        402,
+        "PAYMENT_FAILED",
+    )
+    assert error["details"][0]["decline_code"] == "card_declined"
+    error = assert_error(
+        await client.post(API, json=card(token="tok_9995"), headers=user.headers),
+        402,
+        "PAYMENT_FAILED",
+    )
+    assert error["details"][0]["decline_code"] == "insufficient_funds"
+    # The failed payments are kept, with their event.
+    payments = ok(await client.get(API, headers=user.headers))
+    assert {p["status"] for p in payments} == {"failed"}
+    assert "payment.failed.v1" in await outbox_types(container)
+
+
+async def test_payment_validation(client, make_user):
+    user = await make_user()
+    assert_error(
+        await client.post(API, json=card(amount="-1"), headers=user.headers),
+        422,
+        "VALIDATION_ERROR",
+    )
+    assert_error(
+        await client.post(API, json=card(amount="1.001"), headers=user.headers),
+        422,
+        "VALIDATION_ERROR",
+    )
+    assert_error(await client.post(API, json=card()), 401, "UNAUTHENTICATED")
+
+
+async def test_payment_idempotency_key(client, make_user, container):
+    user = await make_user()
+    headers = {**user.headers, "Idempotency-Key": "pay-1"}
+    first = ok(await client.post(API, json=card(), headers=headers), 201)
+    again = ok(await client.post(API, json=card(), headers=headers), 200)
+    assert again["id"] == first["id"]
+    assert_error(
+        await client.post(API, json=card(amount="30.00"), headers=headers), 409, "CONFLICT"
+    )
+    # A decline is replayed as the same 402, and charges nothing more.
+    decline = {**user.headers, "Idempotency-Key": "pay-2"}
+    for _ in range(2):
+        assert_error(
+            await client.post(API, json=card(token="tok_0002"), headers=decline),
+            402,
+            "PAYMENT_FAILED",
+        )
+    async with container.db("payment").read_session() as session:
+        assert await session.scalar(select(func.count()).select_from(Payment)) == 2
+
+
+async def test_payment_same_key_retried_concurrently_charges_once(client, make_user, container):
+    user = await make_user()
+    headers = {**user.headers, "Idempotency-Key": "retry-me"}
+    responses = await asyncio.gather(
+        *(client.post(API, json=card(order="ord-r"), headers=headers) for _ in range(20))
+    )
+    assert sorted(r.status_code for r in responses) == [200] * 19 + [201]
+    assert len({r.json()["data"]["id"] for r in responses}) == 1
+    async with container.db("payment").read_session() as session:
+        assert await session.scalar(select(func.count()).select_from(Payment)) == 1
+    events = await outbox_types(container)
+    assert events.count("payment.succeeded.v1") == 1
+
+
+async def test_payment_refunds_partial_full_and_over(client, make_user, container):
+    user = await make_user()
+    manager = await make_user("MANAGER")
+    payment = ok(await client.post(API, json=card(amount="100.00"), headers=user.headers), 201)
+    url = f"{API}/{payment['id']}/refund"
+    assert_error(
+        await client.post(url, json={"amount": "10", "reason": "x"}, headers=user.headers),
+        403,
+        "FORBIDDEN",
+    )
+    part = ok(
+        await client.post(
+            url, json={"amount": "30.00", "reason": "damaged"}, headers=manager.headers
+        ),
+        201,
+    )
+    assert part["refund"]["amount"] == "30.00"
+    assert part["payment"]["status"] == "partially_refunded"
+    assert part["payment"]["refundable_amount"] == "70.00"
+    assert_error(
+        await client.post(url, json={"amount": "70.01", "reason": "x"}, headers=manager.headers),
+        409,
+        "REFUND_EXCEEDS_REFUNDABLE",
+    )
+    rest = ok(await client.post(url, json={"reason": "returned"}, headers=manager.headers), 201)
+    assert rest["refund"]["amount"] == "70.00"
+    assert rest["payment"]["status"] == "refunded"
+    assert_error(
+        await client.post(url, json={"reason": "again"}, headers=manager.headers),
+        409,
+        "ILLEGAL_PAYMENT_STATE",
+    )
+    assert (await outbox_types(container)).count("payment.refunded.v1") == 2
+
+
+async def test_payment_two_concurrent_full_refunds_refund_once(client, make_user, container):
+    user = await make_user()
+    manager = await make_user("MANAGER")
+    payment = ok(await client.post(API, json=card(amount="50.00"), headers=user.headers), 201)
+    url = f"{API}/{payment['id']}/refund"
+    responses = await asyncio.gather(
+        *(client.post(url, json={"reason": "race"}, headers=manager.headers) for _ in range(2))
+    )
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [201, 409], [r.text for r in responses]
+    loser = next(r for r in responses if r.status_code == 409)
+    assert loser.json()["error"]["code"] in {"REFUND_EXCEEDS_REFUNDABLE", "ILLEGAL_PAYMENT_STATE"}
+    got = ok(await client.get(f"{API}/{payment['id']}", headers=manager.headers))
+    assert got["refunded_amount"] == "50.00"
+    assert got["status"] == "refunded"
+    assert (await outbox_types(container)).count("payment.refunded.v1") == 1
+
+
+async def test_payment_customer_cannot_read_anothers(client, make_user):
+    alice, bob = await make_user(), await make_user()
+    manager = await make_user("MANAGER")
+    payment = ok(await client.post(API, json=card(), headers=alice.headers), 201)
+    assert_error(
+        await client.get(f"{API}/{payment['id']}", headers=bob.headers), 404, "PAYMENT_NOT_FOUND"
+    )
+    assert ok(await client.get(API, headers=bob.headers)) == []
+    assert ok(await client.get(f"{API}/{payment['id']}", headers=manager.headers))
+    everyone = await client.get(API, headers=manager.headers)
+    assert everyone.json()["meta"]["total"] == 1
+
+
+async def test_payment_analytics_manager_only(client, make_user):
+    user = await make_user()
+    manager = await make_user("MANAGER")
+    ok(await client.post(API, json=card(amount="10.00"), headers=user.headers), 201)
+    assert_error(
+        await client.post(API, json=card(token="tok_0002"), headers=user.headers),
+        402,
+        "PAYMENT_FAILED",
+    )
+    assert_error(await client.get(f"{API}/analytics", headers=user.headers), 403, "FORBIDDEN")
+    data = ok(await client.get(f"{API}/analytics", headers=manager.headers))
+    assert data["count"] == 2
+    assert data["succeeded"] == 1
+    assert data["failed"] == 1
+    assert data["success_rate"] == 0.5
+    assert data["totals"][0]["volume"] == "10.00"
+    assert data["by_provider"][0]["provider"] == "test"
+    assert len(data["by_day"]) == 1
+
+
+async def test_payment_authorize_capture_void(client, make_user):
+    user = await make_user()
+    manager = await make_user("MANAGER")
+    held = ok(await client.post(API, json=card(capture=False), headers=user.headers), 201)
+    assert held["status"] == "requires_capture"
+    captured = ok(await client.post(f"{API}/{held['id']}/capture", headers=manager.headers))
+    assert captured["status"] == "succeeded"
+    assert_error(
+        await client.post(f"{API}/{held['id']}/void", headers=manager.headers),
+        409,
+        "ILLEGAL_PAYMENT_STATE",
+    )
+    other = ok(
+        await client.post(API, json=card(order="o2", capture=False), headers=user.headers), 201
+    )
+    voided = ok(await client.post(f"{API}/{other['id']}/void", headers=manager.headers))
+    assert voided["status"] == "canceled"
+
+
+async def test_payment_fraud_review_and_block(client, make_user, settings):
+    user = await make_user()
+    # A first payment over the new-account threshold is held for review.
+    settings.payments.fraud_new_account_amount = type(settings.payments.fraud_new_account_amount)(
+        "100"
+    )
+    settings.payments.fraud_review_score = 40
+    held = ok(await client.post(API, json=card(amount="500.00"), headers=user.headers), 201)
+    assert held["status"] == "requires_capture"
+    assert held["review_required"] is True
+    assert held["risk_score"] >= 40
+    # One card used by many accounts is blocked.
+    settings.payments.fraud_fingerprint_max_users = 1
+    settings.payments.fraud_block_score = 50
+    other = await make_user()
+    error = assert_error(
+        await client.post(API, json=card(amount="500.00"), headers=other.headers),
+        402,
+        "PAYMENT_BLOCKED",
+    )
+    assert "card_fingerprint" in error["details"][0]["rules"]

@@ -1,0 +1,228 @@
+"""Stripe (SDK against localstripe; webhook signatures computed as Stripe does) and
+PayPal (Orders v2 on an httpx.MockTransport)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ultramarket.services.payment.providers import providers_of
+from ultramarket.services.payment.providers.paypal import PayPalProvider
+from ultramarket.services.payment.providers.stripe import StripeProvider
+
+API = "/api/v1/payments"
+SECRET = "whsec_test_secret"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def localstripe():
+    exe = shutil.which("localstripe") or str(Path(sys.executable).parent / "localstripe")
+    if not Path(exe).exists():
+        pytest.skip("localstripe is not installed (dev dependency)")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [exe, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(50):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.skip("localstripe did not start")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=5)
+
+
+def sign(payload: bytes, secret: str = SECRET, at: int | None = None) -> str:
+    at = at or int(time.time())
+    mac = hmac.new(secret.encode(), f"{at}.".encode() + payload, hashlib.sha256).hexdigest()
+    return f"t={at},v1={mac}"
+
+
+async def test_payment_stripe_charge_refund_and_webhooks(client, make_user, container, localstripe):
+    stripe_provider = StripeProvider("sk_test_local", api_base=localstripe, webhook_secret=SECRET)
+    providers_of(container).set(stripe_provider)
+    container.settings.payments.card_provider = "stripe"
+    user = await make_user()
+    manager = await make_user("MANAGER")
+    pm = await stripe_provider.client.v1.payment_methods.create_async(
+        {
+            "type": "card",
+            "card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"},
+        }
+    )
+    body = {
+        "order_id": "o-s",
+        "amount": "12.34",
+        "currency": "USD",
+        "method": "card",
+        "token": pm.id,
+    }
+    response = await client.post(API, json=body, headers=user.headers)
+    assert response.status_code == 201, response.text
+    payment = response.json()["data"]
+    assert payment["provider"] == "stripe"
+    assert payment["status"] == "succeeded"
+    assert payment["provider_reference"].startswith("pi_")
+    refund = await client.post(
+        f"{API}/{payment['id']}/refund",
+        json={"amount": "2.34", "reason": "x"},
+        headers=manager.headers,
+    )
+    assert refund.status_code == 201, refund.text
+    assert refund.json()["data"]["refund"]["provider_reference"].startswith("re_")
+
+    # An authorisation, then Stripe tells us it succeeded: the webhook moves it.
+    held = await client.post(
+        API, json={**body, "order_id": "o-h", "capture": False}, headers=user.headers
+    )
+    held_data = held.json()["data"]
+    assert held_data["status"] == "requires_capture"
+    event = {
+        "id": "evt_1",
+        "object": "event",
+        "type": "payment_intent.succeeded",
+        "data": {"object": {"id": held_data["provider_reference"], "object": "payment_intent"}},
+    }
+    payload = json.dumps(event).encode()
+    url = f"{API}/webhooks/stripe"
+    good = await client.post(url, content=payload, headers={"Stripe-Signature": sign(payload)})
+    assert good.status_code == 200, good.text
+    assert good.json()["data"]["replayed"] is False
+    got = await client.get(f"{API}/{held_data['id']}", headers=user.headers)
+    assert got.json()["data"]["status"] == "succeeded"
+    replay = await client.post(url, content=payload, headers={"Stripe-Signature": sign(payload)})
+    assert replay.status_code == 200
+    assert replay.json()["data"]["replayed"] is True
+    bad = await client.post(
+        url, content=payload, headers={"Stripe-Signature": sign(payload, "whsec_wrong")}
+    )
+    assert bad.status_code == 400
+    assert bad.json()["error"]["code"] == "INVALID_SIGNATURE"
+    old = await client.post(
+        url,
+        content=payload,
+        headers={"Stripe-Signature": sign(payload, at=int(time.time()) - 3600)},
+    )
+    assert old.status_code == 400
+    missing = await client.post(url, content=payload)
+    assert missing.status_code == 400
+
+
+def paypal_transport(state: dict) -> httpx.MockTransport:
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        state.setdefault("calls", []).append(path)
+        if path == "/v1/oauth2/token":
+            return httpx.Response(200, json={"access_token": "A21", "expires_in": 3600})
+        assert request.headers["authorization"] == "Bearer A21"
+        if path == "/v2/checkout/orders":
+            amount = json.loads(request.content)["purchase_units"][0]["amount"]
+            state["amount"] = amount
+            return httpx.Response(201, json={"id": "ORDER1", "status": "CREATED"})
+        if path.endswith("/capture") and path.startswith("/v2/checkout/orders/"):
+            if "DECLINE" in path:
+                return httpx.Response(
+                    422,
+                    json={
+                        "name": "UNPROCESSABLE_ENTITY",
+                        "details": [{"issue": "INSTRUMENT_DECLINED"}],
+                    },
+                )
+            return httpx.Response(
+                201,
+                json={
+                    "id": "ORDER1",
+                    "status": "COMPLETED",
+                    "purchase_units": [
+                        {"payments": {"captures": [{"id": "CAP1", "status": "COMPLETED"}]}}
+                    ],
+                },
+            )
+        if path == "/v2/payments/captures/CAP1/refund":
+            return httpx.Response(201, json={"id": "REF1", "status": "COMPLETED"})
+        if path == "/v1/notifications/verify-webhook-signature":
+            good = (
+                request.headers.get("content-type")
+                and json.loads(request.content)["transmission_sig"] == "good"
+            )
+            return httpx.Response(
+                200, json={"verification_status": "SUCCESS" if good else "FAILURE"}
+            )
+        return httpx.Response(404, json={"name": "NOT_FOUND"})
+
+    return httpx.MockTransport(handler)
+
+
+async def test_payment_paypal_orders_and_webhook(client, make_user, container):
+    state: dict = {}
+    providers_of(container).set(
+        PayPalProvider(
+            "https://paypal.test",
+            "cid",
+            "secret",
+            webhook_id="WH1",
+            transport=paypal_transport(state),
+        )
+    )
+    user = await make_user()
+    manager = await make_user("MANAGER")
+    body = {"order_id": "o-p", "amount": "19.99", "currency": "USD", "method": "paypal"}
+    response = await client.post(API, json=body, headers=user.headers)
+    assert response.status_code == 201, response.text
+    payment = response.json()["data"]
+    assert payment["provider"] == "paypal"
+    assert payment["provider_reference"] == "CAP1"
+    assert state["amount"] == {"currency_code": "USD", "value": "19.99"}
+    declined = await client.post(
+        API, json={**body, "order_id": "o-d", "token": "DECLINE"}, headers=user.headers
+    )
+    assert declined.status_code == 402
+    assert declined.json()["error"]["details"][0]["decline_code"] == "instrument_declined"
+    refund = await client.post(
+        f"{API}/{payment['id']}/refund", json={"reason": "x"}, headers=manager.headers
+    )
+    assert refund.status_code == 201, refund.text
+    event = {
+        "id": "WH-EVT-1",
+        "event_type": "PAYMENT.CAPTURE.COMPLETED",
+        "resource": {"id": "CAP1"},
+    }
+    headers = {
+        "paypal-auth-algo": "SHA256withRSA",
+        "paypal-cert-url": "https://api.paypal.com/cert",
+        "paypal-transmission-id": "t1",
+        "paypal-transmission-sig": "good",
+        "paypal-transmission-time": "2026-11-21T00:00:00Z",
+    }
+    url = f"{API}/webhooks/paypal"
+    first = await client.post(url, content=json.dumps(event), headers=headers)
+    assert first.status_code == 200, first.text
+    again = await client.post(url, content=json.dumps(event), headers=headers)
+    assert again.json()["data"]["replayed"] is True
+    bad = await client.post(
+        url, content=json.dumps(event), headers={**headers, "paypal-transmission-sig": "forged"}
+    )
+    assert bad.status_code == 400
+    assert bad.json()["error"]["code"] == "INVALID_SIGNATURE"
