@@ -100,7 +100,7 @@ class ServiceClient:
         if isinstance(error, dict):
             raise cls(
                 str(error.get("message") or cls.message),
-                code=error.get("code"),
+                code=error.get("reason") or error.get("code"),
                 details=error.get("details") or [],
             )
         raise cls()

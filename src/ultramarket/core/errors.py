@@ -115,6 +115,7 @@ class Unavailable(DomainError):
 _STATUS_CODES = {
     400: "BAD_REQUEST",
     401: "UNAUTHENTICATED",
+    402: "PAYMENT_FAILED",
     403: "FORBIDDEN",
     404: "NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
@@ -143,15 +144,37 @@ ERROR_CLASSES: dict[int, type[DomainError]] = {
 }
 
 
+# Codes the contract names beside its one-code-per-status table.
+CONTRACT_EXTRA_CODES = frozenset({"INSUFFICIENT_STOCK", "PAYMENT_BLOCKED"})
+
+
+def public_code(status: int, code: str) -> tuple[str, str | None]:
+    """The envelope's ``code`` for a status, and the precise ``reason`` when it differs.
+
+    The contract fixes one code per status (409 CONFLICT, 404 NOT_FOUND...); a service's
+    own, finer code (EMAIL_TAKEN, SKU_TAKEN, TOKEN_EXPIRED) travels as ``reason``.
+    """
+    contract = _STATUS_CODES.get(status)
+    if contract is None or code == contract or code in CONTRACT_EXTRA_CODES:
+        return code, None
+    return contract, code
+
+
 def error_body(
-    request: Request | None, code: str, message: str, details: list[Any] | None = None
+    request: Request | None,
+    code: str,
+    message: str,
+    details: list[Any] | None = None,
+    *,
+    status: int | None = None,
 ) -> dict[str, Any]:
     request_id = getattr(request.state, "request_id", None) if request is not None else None
-    return {
-        "success": False,
-        "error": {"code": code, "message": message, "details": details or []},
-        "request_id": request_id,
-    }
+    error: dict[str, Any] = {"code": code, "message": message, "details": details or []}
+    if status is not None:
+        error["code"], reason = public_code(status, code)
+        if reason is not None:
+            error["reason"] = reason
+    return {"success": False, "error": error, "request_id": request_id}
 
 
 def error_response(
@@ -163,7 +186,9 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     return JSONResponse(
-        error_body(request, code, message, details), status_code=status, headers=headers
+        error_body(request, code, message, details, status=status),
+        status_code=status,
+        headers=headers,
     )
 
 

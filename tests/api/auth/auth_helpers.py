@@ -11,36 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from tests.support import assert_error, ok  # noqa: F401 - re-exported for the tests
 
 from ultramarket.core.container import Container
 
 API = "/api/v1/auth"
 NEW_PASSWORD = "Brand-New-Secret-77"
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """Assert the status, the error code and the exact shape of the error envelope."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"success", "error", "request_id"}, body
-    assert body["success"] is False
-    assert set(body["error"]) == {"code", "message", "details"}, body
-    assert body["error"]["code"] == code, body
-    assert isinstance(body["error"]["message"], str)
-    assert body["error"]["message"]
-    assert isinstance(body["error"]["details"], list)
-    assert isinstance(body["request_id"], str)
-    assert body["request_id"]
-    assert response.headers["x-request-id"] == body["request_id"]
-    error: dict[str, Any] = body["error"]
-    return error
-
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["success"] is True
-    return body["data"]
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 from sqlalchemy import select
+from tests.support import assert_error, ok  # noqa: F401 - re-exported for the tests
 
 from ultramarket.core.container import Container
 from ultramarket.services.cart.config import SETTINGS_KEY, CartSettings
@@ -35,21 +36,6 @@ def configure(container: Container, **overrides: Any) -> CartSettings:
     settings = CartSettings(**values)
     container.extras[SETTINGS_KEY] = settings
     return settings
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["success"] is False, body
-    assert body["error"]["code"] == code, body
-    return body["error"]  # type: ignore[no-any-return]
-
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["success"] is True
-    return body["data"]
 
 
 async def set_stock(container: Container, variant_id: str, on_hand: int) -> None:

@@ -18,6 +18,7 @@ from moto.server import ThreadedMotoServer
 from PIL import Image
 from pydantic import SecretStr
 from sqlalchemy import func, select
+from tests.support import assert_error, ok  # noqa: F401 - re-exported for the tests
 
 from ultramarket import registry
 from ultramarket.core.config import FileSettings, Settings
@@ -126,13 +127,6 @@ def png_claiming_size(width: int, height: int) -> bytes:
     data[16:29] = ihdr
     data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr) & 0xFFFFFFFF)
     return bytes(data)
-
-
-def assert_error(response: Any, status: int, code: str) -> None:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["success"] is False
-    assert body["error"]["code"] == code, body
 
 
 async def upload(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import httpx
 from sqlalchemy import func, select
+from tests.support import assert_error, ok  # noqa: F401 - re-exported for the tests
 
 from ultramarket.core.container import Container
 from ultramarket.services.inventory.models import StockItem, StockMovement
@@ -14,21 +14,6 @@ from ultramarket.services.inventory.schemas import StockUpdate
 from ultramarket.services.inventory.service import InventoryService
 
 API = "/api/v1/inventory"
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["success"] is False, body
-    assert body["error"]["code"] == code, body
-    return body["error"]
-
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["success"] is True
-    return body["data"]
 
 
 async def stocked(

@@ -4,25 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
+from tests.support import assert_error, ok  # noqa: F401 - re-exported for the tests
 
 API = "/api/v1/payments"
 WALLET = "/api/v1/wallet"
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["success"] is False, body
-    assert body["error"]["code"] == code, body
-    return body["error"]
-
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["success"] is True
-    return body["data"]
 
 
 def card(order: str = "ord-1", amount: str = "25.00", token: str = "tok_4242", **extra: Any):

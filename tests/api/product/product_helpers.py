@@ -7,26 +7,12 @@ from typing import Any
 
 import httpx
 from sqlalchemy import func, select
+from tests.support import assert_error, ok  # noqa: F401 - re-exported for the tests
 
 from ultramarket.core.container import Container
 
 API = "/api/v1/products"
 CATEGORIES = "/api/v1/categories"
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["success"] is False, body
-    assert body["error"]["code"] == code, body
-    return body["error"]
-
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["success"] is True
-    return body["data"]
 
 
 def variant(**overrides: Any) -> dict[str, Any]:

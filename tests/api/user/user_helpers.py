@@ -5,30 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import httpx
 from sqlalchemy import select
+from tests.support import assert_error, ok  # noqa: F401 - re-exported for the tests
 
 from ultramarket.core.container import Container
 from ultramarket.core.events import Event
 
 API = "/api/v1/users"
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """Assert the status, the error code and the shape of the error envelope."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["success"] is False, body
-    assert set(body["error"]) == {"code", "message", "details"}, body
-    assert body["error"]["code"] == code, body
-    return body["error"]
-
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["success"] is True
-    return body["data"]
 
 
 def address(**overrides: Any) -> dict[str, Any]:

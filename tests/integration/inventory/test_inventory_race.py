@@ -9,6 +9,7 @@ import uuid
 
 import httpx
 from sqlalchemy import func, select
+from tests.support import error_reason
 
 from ultramarket.core.container import Container
 from ultramarket.core.errors import Conflict
@@ -117,9 +118,7 @@ async def test_200_concurrent_reservations_over_http(
     statuses = [r.status_code for r in responses]
     assert statuses.count(201) == 50, statuses
     assert statuses.count(409) == 150, statuses
-    assert {r.json()["error"]["code"] for r in responses if r.status_code == 409} == {
-        "INSUFFICIENT_STOCK"
-    }
+    assert {error_reason(r) for r in responses if r.status_code == 409} == {"INSUFFICIENT_STOCK"}
     state = await audit(container, item_id)
     assert (state["on_hand"], state["reserved"]) == (50, 50)
     assert (state["moved_on_hand"], state["moved_reserved"]) == (50, 50)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from sqlalchemy import func, select
+from tests.support import error_reason
 
 from ultramarket.services.payment.models import LedgerEntry, WalletAccount
 
@@ -77,7 +78,7 @@ async def test_wallet_100_concurrent_moves_exactly_10_succeed(client, make_user,
     for r in responses:
         if r.status_code == 201:
             continue
-        code = r.json()["error"]["code"]
+        code = error_reason(r)
         assert (r.status_code, code) in {(409, "INSUFFICIENT_FUNDS"), (402, "PAYMENT_FAILED")}, (
             r.text
         )
