@@ -8,8 +8,9 @@ across the platform.
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +27,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.pool import NullPool
+
+log = logging.getLogger("ultramarket.db")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -84,6 +87,12 @@ class IdMixin:
 class TimestampMixin:
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+def after_commit(session: AsyncSession, callback: Callable[[], Awaitable[None]]) -> None:
+    """Run ``callback`` once the unit of work of ``session`` has committed (never if it
+    rolls back): cache invalidation and other follow-ups that must see the new state."""
+    session.info.setdefault("after_commit", []).append(callback)
 
 
 def is_sqlite(url: str) -> bool:
@@ -158,6 +167,13 @@ class Database:
         if session.info.pop("outbox_written", False):
             for hook in self.after_commit_hooks:
                 hook()
+        for callback in session.info.pop("after_commit", []):
+            try:
+                await callback()
+            except Exception:
+                # The write is committed; a failed follow-up (a cache invalidation with
+                # Redis down) must not turn it into an error the client would retry.
+                log.exception("after-commit callback failed")
 
     @asynccontextmanager
     async def read_session(self) -> AsyncIterator[AsyncSession]:

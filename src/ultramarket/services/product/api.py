@@ -95,15 +95,15 @@ class ListingQuery:
     def __init__(
         self,
         request: Request,
-        category: Annotated[str | None, Query(max_length=140, description="id or slug")] = None,
-        brand: Annotated[str | None, Query(max_length=120)] = None,
-        min_price: Annotated[Decimal | None, Query(ge=0, le=10**12)] = None,
-        max_price: Annotated[Decimal | None, Query(ge=0, le=10**12)] = None,
-        currency: Annotated[str | None, Query(pattern=r"^[A-Z]{3}$")] = None,
+        category: str | None = None,
+        brand: str | None = None,
+        min_price: Decimal | None = None,
+        max_price: Decimal | None = None,
+        currency: str | None = None,
         in_stock: bool | None = None,
-        min_rating: Annotated[float | None, Query(ge=0, le=5)] = None,
+        min_rating: float | None = None,
         featured: bool | None = None,
-        q: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+        q: str | None = None,
     ) -> None:
         self.category = category
         attributes: list[tuple[str, str]] = []
@@ -130,7 +130,27 @@ class ListingQuery:
         self.cache_key = "&".join(f"{k}={v}" for k, v in sorted(request.query_params.multi_items()))
 
 
-Listing = Annotated[ListingQuery, Depends()]
+async def listing_query(
+    request: Request,
+    category: Annotated[str | None, Query(max_length=140, description="id or slug")] = None,
+    brand: Annotated[str | None, Query(max_length=120)] = None,
+    min_price: Annotated[Decimal | None, Query(ge=0, le=10**12)] = None,
+    max_price: Annotated[Decimal | None, Query(ge=0, le=10**12)] = None,
+    currency: Annotated[str | None, Query(pattern=r"^[A-Z]{3}$")] = None,
+    in_stock: bool | None = None,
+    min_rating: Annotated[float | None, Query(ge=0, le=5)] = None,
+    featured: bool | None = None,
+    q: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+) -> ListingQuery:
+    # An async dependency: a class dependency (sync __init__) would be run in the thread
+    # pool on every request, a thread hop on the listing's hot path.
+    return ListingQuery(
+        request, category, brand, min_price, max_price, currency, in_stock, min_rating,
+        featured, q,
+    )  # fmt: skip
+
+
+Listing = Annotated[ListingQuery, Depends(listing_query)]
 
 
 async def _listing(
