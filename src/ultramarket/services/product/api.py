@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ultramarket.core.container import Container
+from ultramarket.core.db import after_commit
 from ultramarket.core.deps import ContainerDep, read_session, unit_of_work
 from ultramarket.core.errors import Forbidden, ValidationFailed
 from ultramarket.core.schemas import Envelope, Page, PageParams, page_params
@@ -395,6 +396,8 @@ async def _written(
 
 def _product_data(body: s.ProductFields | s.ProductPatch, *, partial: bool) -> dict[str, Any]:
     data = body.model_dump(exclude_unset=partial, exclude={"variants"})
+    if "vendor_id" not in body.model_fields_set:
+        data.pop("vendor_id", None)  # not given: keep the owner (also on PUT)
     if body.variants is not None and (not partial or "variants" in body.model_fields_set):
         data["variants"] = list(body.variants)
     return data
@@ -410,8 +413,7 @@ async def create_product(
 ) -> Response:
     product = await service.create(_product_data(body, partial=False), principal)
     result = await _written(service, container, product.id, locale)
-    await service.session.commit()
-    await invalidate(container)
+    after_commit(service.session, lambda: invalidate(container))
     return json_response(result, 201)
 
 
@@ -426,8 +428,7 @@ async def replace_product(
 ) -> Response:
     product = await service.update(key, _product_data(body, partial=False), principal, replace=True)
     result = await _written(service, container, product.id, locale)
-    await service.session.commit()
-    await invalidate(container)
+    after_commit(service.session, lambda: invalidate(container))
     return json_response(result)
 
 
@@ -442,8 +443,7 @@ async def update_product(
 ) -> Response:
     product = await service.update(key, _product_data(body, partial=True), principal, replace=False)
     result = await _written(service, container, product.id, locale)
-    await service.session.commit()
-    await invalidate(container)
+    after_commit(service.session, lambda: invalidate(container))
     return json_response(result)
 
 
@@ -458,8 +458,7 @@ async def archive_product(
 ) -> Response:
     product = await service.archive(key, principal)
     result = await _written(service, container, product.id, locale)
-    await service.session.commit()
-    await invalidate(container)
+    after_commit(service.session, lambda: invalidate(container))
     return json_response(result)
 
 
@@ -518,8 +517,7 @@ async def create_category(
 ) -> Envelope[s.CategoryRead]:
     category = await CategoryService(session).create(body.model_dump())
     result = s.CategoryRead.model_validate(category)
-    await session.commit()
-    await invalidate(container)
+    after_commit(session, lambda: invalidate(container))
     return Envelope(data=result)
 
 
@@ -536,8 +534,7 @@ async def update_category(
     their category; the subtree's paths follow a move."""
     category = await CategoryService(session).update(key, body.model_dump(exclude_unset=True))
     result = s.CategoryRead.model_validate(category)
-    await session.commit()
-    await invalidate(container)
+    after_commit(session, lambda: invalidate(container))
     return Envelope(data=result)
 
 
@@ -554,6 +551,5 @@ async def delete_category(
     """Refused with 409 CATEGORY_NOT_EMPTY when it has products or subcategories,
     unless ``move_to`` names the category that takes them."""
     await CategoryService(session).delete(key, move_to)
-    await session.commit()
-    await invalidate(container)
+    after_commit(session, lambda: invalidate(container))
     return Response(status_code=204)

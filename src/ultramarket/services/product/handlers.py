@@ -8,6 +8,7 @@ next stock event.
 
 from __future__ import annotations
 
+from ultramarket.core.db import after_commit
 from ultramarket.core.events import HandlerContext, Subscription, subscription
 from ultramarket.services.inventory import events as inventory_events
 from ultramarket.services.product.repository import CACHE_PREFIX
@@ -17,7 +18,8 @@ from ultramarket.services.product.service import ProductService
 async def on_stock_event(ctx: HandlerContext) -> None:
     event = inventory_events.StockEvent.model_validate(ctx.envelope.data)
     if await ProductService(ctx.session).record_stock(event.variant_id, event.variant_available):
-        await ctx.services.cache.invalidate_prefix(CACHE_PREFIX)
+        cache = ctx.services.cache
+        after_commit(ctx.session, lambda: cache.invalidate_prefix(CACHE_PREFIX))
 
 
 def subscriptions() -> list[Subscription]:

@@ -109,6 +109,15 @@ class VariantIn(Schema):
         return parse_price(self.compare_at_price, self.currency)
 
 
+def _check_variants(variants: list[VariantIn]) -> None:
+    skus = [v.sku.lower() for v in variants]
+    if len(set(skus)) != len(skus):
+        raise ValueError("variant SKUs must be unique within a product")
+    if len({v.currency for v in variants}) > 1:
+        # Listing filters and sorts on the cheapest variant's price: one currency a product.
+        raise ValueError("all variants of a product must share one currency")
+
+
 class ProductFields(Schema):
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
     slug: Slug | None = None
@@ -126,9 +135,7 @@ class ProductFields(Schema):
 
     @model_validator(mode="after")
     def _unique_skus(self) -> ProductFields:
-        skus = [v.sku.lower() for v in self.variants]
-        if len(set(skus)) != len(skus):
-            raise ValueError("variant SKUs must be unique within a product")
+        _check_variants(self.variants)
         return self
 
 
@@ -163,9 +170,7 @@ class ProductPatch(Schema):
     @model_validator(mode="after")
     def _unique_skus(self) -> ProductPatch:
         if self.variants:
-            skus = [v.sku.lower() for v in self.variants]
-            if len(set(skus)) != len(skus):
-                raise ValueError("variant SKUs must be unique within a product")
+            _check_variants(self.variants)
         return self
 
 

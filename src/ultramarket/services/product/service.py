@@ -280,6 +280,12 @@ class ProductService:
                 details=[{"field": "variants.sku", "message": f"{sku!r} is taken"} for sku in taken]
             )
 
+    @staticmethod
+    def _check_merchandising(principal: Principal) -> None:
+        """Featuring a product is the shop's decision, not the vendor's."""
+        if not (principal.can("product:write:any") or principal.is_service):
+            raise Forbidden("Only MANAGER+ may feature a product", code="NOT_ALLOWED_TO_FEATURE")
+
     def _vendor(self, principal: Principal, requested: uuid.UUID | None) -> uuid.UUID | None:
         if principal.can("product:write:any") or principal.is_service:
             return requested
@@ -298,6 +304,8 @@ class ProductService:
             if principal is not None
             else data.get("vendor_id")
         )
+        if data.get("featured") and principal is not None:
+            self._check_merchandising(principal)
         await self._check_category(data.get("category_id"))
         await self._check_skus(variants, None)
         product = Product(
@@ -313,7 +321,12 @@ class ProductService:
         )
         product.attributes = dict(data.get("attributes") or {})
         self.session.add(product)
-        rows = [self._new_variant(product.id, v, i) for i, v in enumerate(variants)]
+        # Variant ids are the server's to choose on create (a client-chosen id could
+        # collide or take over a deleted variant's stock).
+        rows = [
+            self._new_variant(product.id, v.model_copy(update={"id": None}), i)
+            for i, v in enumerate(variants)
+        ]
         self.session.add_all(rows)
         self._denormalise(product, rows)
         await self._flush()
@@ -327,8 +340,9 @@ class ProductService:
         if "vendor_id" in data and data["vendor_id"] != product.vendor_id:
             if not principal.can("product:write:any"):
                 raise Forbidden("Only MANAGER+ may change a product's vendor")
-            if data["vendor_id"] is not None or replace:
-                product.vendor_id = data["vendor_id"]
+            product.vendor_id = data["vendor_id"]
+        if data.get("featured") and not product.featured:
+            self._check_merchandising(principal)
         if "category_id" in data and data["category_id"] != product.category_id:
             await self._check_category(data["category_id"])
         new_slug = data.get("slug")
