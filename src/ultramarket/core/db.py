@@ -18,6 +18,8 @@ from typing import Any
 
 from sqlalchemy import JSON, DateTime, MetaData, Select, TypeDecorator, event, text
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -93,6 +95,14 @@ def after_commit(session: AsyncSession, callback: Callable[[], Awaitable[None]])
     """Run ``callback`` once the unit of work of ``session`` has committed (never if it
     rolls back): cache invalidation and other follow-ups that must see the new state."""
     session.info.setdefault("after_commit", []).append(callback)
+
+
+def insert_for(session: AsyncSession, table: Any) -> Any:
+    """The dialect's own INSERT for ``table`` (a model or Table), which can say
+    ``ON CONFLICT DO NOTHING / DO UPDATE`` on PostgreSQL and SQLite alike."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql_insert(table)
+    return sqlite_insert(table)
 
 
 def is_sqlite(url: str) -> bool:

@@ -22,7 +22,7 @@ from sqlalchemy import Row, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ultramarket.core.db import Database, utcnow
+from ultramarket.core.db import Database, insert_for, utcnow
 from ultramarket.core.errors import Conflict, NotFound, ValidationFailed
 from ultramarket.core.events import EventPublisher
 from ultramarket.services.inventory import events
@@ -151,17 +151,6 @@ class ItemQuery:
     warehouse: str | None = None  # id or code
     variant_id: uuid.UUID | None = None
     low_stock: bool | None = None
-
-
-def _dialect_insert(session: AsyncSession, table: Any) -> Any:
-    """An INSERT that can say ON CONFLICT DO NOTHING on both databases."""
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(table)
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert(table)
 
 
 @dataclass(frozen=True)
@@ -424,7 +413,7 @@ class InventoryService:
         if body.low_stock_threshold is not None:
             values["low_stock_threshold"] = body.low_stock_threshold
         item_id = await self.session.scalar(
-            _dialect_insert(self.session, ITEM)
+            insert_for(self.session, ITEM)
             .values(**values)
             .on_conflict_do_nothing(index_elements=["variant_id", "warehouse_id"])
             .returning(ITEM.c.id)
@@ -508,7 +497,7 @@ class InventoryService:
 
     async def ensure_default_warehouse(self) -> uuid.UUID:
         await self.session.execute(
-            _dialect_insert(self.session, Warehouse.__table__)
+            insert_for(self.session, Warehouse.__table__)
             .values(
                 id=DEFAULT_WAREHOUSE_ID,
                 code=DEFAULT_WAREHOUSE_CODE,
@@ -527,7 +516,7 @@ class InventoryService:
         warehouse_id = await self.ensure_default_warehouse()
         now = self.clock()
         await self.session.execute(
-            _dialect_insert(self.session, ITEM)
+            insert_for(self.session, ITEM)
             .values(
                 id=uuid.uuid4(),
                 variant_id=variant_id,
@@ -622,7 +611,7 @@ class InventoryService:
         now = self.clock()
         expires_at = now + timedelta(seconds=ttl_seconds)
         reservation_id = await self.session.scalar(
-            _dialect_insert(self.session, RES)
+            insert_for(self.session, RES)
             .values(
                 id=uuid.uuid4(),
                 key=key,

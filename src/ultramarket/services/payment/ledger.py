@@ -13,11 +13,9 @@ import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ultramarket.core.db import utcnow
+from ultramarket.core.db import insert_for, utcnow
 from ultramarket.core.errors import Conflict, ValidationFailed
 from ultramarket.services.payment.models import LedgerEntry, WalletAccount
 
@@ -79,9 +77,9 @@ class Ledger:
             "created_at": utcnow(),
             "updated_at": utcnow(),
         }
-        dialect = self.session.bind.dialect.name
-        maker = pg_insert if dialect == "postgresql" else sqlite_insert
-        await self.session.execute(maker(ACCOUNT).values(**values).on_conflict_do_nothing())
+        await self.session.execute(
+            insert_for(self.session, ACCOUNT).values(**values).on_conflict_do_nothing()
+        )
         found = await self._find(owner, currency)
         assert found is not None
         return found

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Date, Select, bindparam, cast, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ultramarket.core.db import utcnow
+from ultramarket.core.db import insert_for, utcnow
 from ultramarket.core.errors import Conflict, NotFound, ValidationFailed
 from ultramarket.core.events import EventPublisher
 from ultramarket.core.security import Principal
@@ -66,15 +66,6 @@ class UserQuery:
     limit: int = 20
 
 
-def _insert(session: AsyncSession, entity: Any) -> Any:
-    """The dialect's INSERT, which knows ON CONFLICT (PostgreSQL and SQLite both do)."""
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(entity)
-
-
 def _like(term: str) -> str:
     escaped = term.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
@@ -121,7 +112,7 @@ class UserService:
             return profile
         now = self.now()
         await self.session.execute(
-            _insert(self.session, Profile)
+            insert_for(self.session, Profile)
             .values(
                 id=user_id,
                 email=principal.email or "",
@@ -189,7 +180,7 @@ class UserService:
         profile up to date. Safe to run any number of times."""
         mirror = {"email": email, "role": role, "verified": verified}
         names = {"first_name": first_name, "last_name": last_name}
-        stmt = _insert(self.session, Profile).values(
+        stmt = insert_for(self.session, Profile).values(
             id=user_id,
             **mirror,
             **names,
@@ -221,7 +212,7 @@ class UserService:
 
     async def _ensure_preferences(self, user_id: uuid.UUID) -> None:
         await self.session.execute(
-            _insert(self.session, Preferences)
+            insert_for(self.session, Preferences)
             .values(user_id=user_id, updated_at=self.now(), **DEFAULT_PREFERENCES)
             .on_conflict_do_nothing(index_elements=["user_id"])
         )
