@@ -25,7 +25,9 @@ S = ProductSlug.__table__
 
 CACHE_PREFIX = "product"
 CATEGORY_CACHE_PREFIX = "category"
-CACHE_TTL = 300
+# Cached pages may show a stock count up to this old (in/out-of-stock flips and every
+# product write invalidate at once).
+CACHE_TTL = 60
 DEFAULT_LOCALE = "en_US"
 
 PRODUCT_COLUMNS = (

@@ -6,6 +6,7 @@ its event in the same transaction and invalidates the response cache after it.
 
 from __future__ import annotations
 
+import enum
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -51,6 +52,12 @@ def _uuid(key: str) -> uuid.UUID | None:
         return uuid.UUID(key)
     except ValueError:
         return None
+
+
+class StockChange(enum.Enum):
+    NONE = "none"  # the mirror already had this figure
+    FIGURE = "figure"  # a variant's available count changed
+    FLIPPED = "flipped"  # ...and the product went in or out of stock
 
 
 def can_manage(principal: Principal | None, vendor_id: uuid.UUID | None) -> bool:
@@ -396,26 +403,30 @@ class ProductService:
                 )
         return product
 
-    async def record_stock(self, variant_id: uuid.UUID, available: int) -> bool:
-        """Mirror inventory's per-variant availability (absolute, so replays are harmless)."""
+    async def record_stock(self, variant_id: uuid.UUID, available: int) -> StockChange:
+        """Mirror inventory's per-variant availability (absolute, so replays are harmless).
+
+        Says whether the figure changed and whether the product's ``in_stock`` flipped
+        (only a flip changes which products a listing shows)."""
         result = await self.session.execute(
             update(ProductVariant)
-            .where(ProductVariant.id == variant_id)
+            .where(ProductVariant.id == variant_id, ProductVariant.available != max(0, available))
             .values(available=max(0, available))
             .returning(ProductVariant.product_id)
         )
         product_id = result.scalar_one_or_none()
         if product_id is None:
-            return False
-        in_stock = exists().where(
-            ProductVariant.product_id == product_id, ProductVariant.available > 0
-        )
-        await self.session.execute(
+            return StockChange.NONE
+        in_stock = select(
+            exists().where(ProductVariant.product_id == product_id, ProductVariant.available > 0)
+        ).scalar_subquery()
+        flipped = await self.session.execute(
             update(Product)
-            .where(Product.id == product_id)
-            .values(in_stock=select(in_stock).scalar_subquery())
+            .where(Product.id == product_id, Product.in_stock.is_distinct_from(in_stock))
+            .values(in_stock=in_stock)
+            .returning(Product.id)
         )
-        return True
+        return StockChange.FLIPPED if flipped.first() is not None else StockChange.FIGURE
 
     async def record_sales(self, quantities: Mapping[uuid.UUID, int]) -> int:
         """Add sold quantities per variant to their products' ``sales_count`` (the order
