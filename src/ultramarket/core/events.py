@@ -360,7 +360,11 @@ class OutboxRelay:
 
     async def _drain(self, source: OutboxSource) -> int:
         rows = await self._claim(source)
+        if not rows:
+            return 0
         outbox = source.tables.outbox
+        published: list[uuid.UUID] = []
+        failed: list[tuple[uuid.UUID, dict[str, Any]]] = []
         for row in rows:
             envelope = EventEnvelope(
                 id=row.id,
@@ -372,21 +376,33 @@ class OutboxRelay:
             )
             attempts = row.attempts + 1
             final = attempts >= self.settings.max_attempts
-            values: dict[str, Any]
             try:
                 await self.bus.publish(envelope, final_attempt=final, attempt=attempts)
-                values = {"published_at": utcnow(), "attempts": attempts}
+                published.append(row.id)
                 self.stats.published += 1
             except Exception as exc:
-                error = str(exc)[:4000]
                 self.stats.retried += 1
-                values = {
-                    "attempts": attempts,
-                    "last_error": error,
-                    "available_at": utcnow() + self._backoff(attempts),
-                }
-            async with source.database.session() as session:
-                await session.execute(update(outbox).where(outbox.c.id == row.id).values(**values))
+                failed.append(
+                    (
+                        row.id,
+                        {
+                            "attempts": attempts,
+                            "last_error": str(exc)[:4000],
+                            "available_at": utcnow() + self._backoff(attempts),
+                        },
+                    )
+                )
+        # The outcome of the whole batch in one transaction. A crash before it only means
+        # the batch is delivered again once its lease ends; handlers are idempotent.
+        async with source.database.session() as session:
+            if published:
+                await session.execute(
+                    update(outbox)
+                    .where(outbox.c.id.in_(published))
+                    .values(published_at=utcnow(), attempts=outbox.c.attempts + 1)
+                )
+            for row_id, values in failed:
+                await session.execute(update(outbox).where(outbox.c.id == row_id).values(**values))
         return len(rows)
 
     async def lag(self) -> dict[str, int]:
