@@ -9,9 +9,8 @@ from fastapi import APIRouter, Depends, File, Form, Header, Query, UploadFile
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from ultramarket.core.deps import ContainerDep
-from ultramarket.core.errors import Forbidden
 from ultramarket.core.schemas import Envelope
-from ultramarket.core.security import CurrentPrincipal, OptionalPrincipal, Principal
+from ultramarket.core.security import CurrentPrincipal, OptionalPrincipal, Principal, require
 from ultramarket.services.file.downloads import content_disposition, etag_matches, parse_range
 from ultramarket.services.file.schemas import FileDeletedRead, FileRead, Visibility
 from ultramarket.services.file.service import FileService
@@ -39,15 +38,9 @@ async def file_service(container: ContainerDep) -> FileService:
     )
 
 
-async def writer(principal: CurrentPrincipal) -> Principal:
-    """Customers and vendors hold ``file:write``; staff (MANAGER+, services) may too."""
-    if not (principal.can("file:write") or principal.is_staff()):
-        raise Forbidden("Missing permission file:write")
-    return principal
-
-
 Files = Annotated[FileService, Depends(file_service)]
-Writer = Annotated[Principal, Depends(writer)]
+# Customers, vendors and MANAGER hold file:write; ADMIN and platform services hold "*".
+Writer = Annotated[Principal, require("file:write")]
 
 NOT_FOUND = {404: {"description": "No such file, or a private file that is not yours"}}
 UPLOAD_ERRORS = {

@@ -774,7 +774,10 @@ class InventoryService:
         await self.session.refresh(reservation)
         return await self._read(reservation)
 
-    async def _unreserve(self, reservation_id: uuid.UUID, key: str, *, sale: bool) -> None:
+    async def _unreserve(
+        self, reservation_id: uuid.UUID, key: str, *, sale: bool, reason: str | None = None
+    ) -> None:
+        """Give back (or, for a sale, take out of on_hand) every line's reserved units."""
         lines = (
             await self.session.execute(
                 select(LINE.c.item_id, LINE.c.quantity)
@@ -788,7 +791,7 @@ class InventoryService:
                 on_hand=-line.quantity if sale else 0,
                 reserved=-line.quantity,
                 guard=ITEM.c.reserved >= line.quantity,
-                reason="sale" if sale else "release",
+                reason=reason or ("sale" if sale else "release"),
                 reference=key,
             )
             if row is None:  # the check constraints make this unreachable
@@ -803,21 +806,7 @@ class InventoryService:
         )
         if expired is None:
             return False
-        lines = (
-            await self.session.execute(
-                select(LINE.c.item_id, LINE.c.quantity)
-                .where(LINE.c.reservation_id == reservation_id)
-                .order_by(LINE.c.item_id)
-            )
-        ).all()
-        for line in lines:
-            await self._change(
-                line.item_id,
-                reserved=-line.quantity,
-                guard=ITEM.c.reserved >= line.quantity,
-                reason="expiry",
-                reference=key,
-            )
+        await self._unreserve(reservation_id, key, sale=False, reason="expiry")
         return True
 
     # -- alerts ----------------------------------------------------------------------------------
