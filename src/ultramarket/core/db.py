@@ -191,6 +191,9 @@ class Database:
             try:
                 yield session
             finally:
+                # Detach first: what was read stays readable after the block (the
+                # rollback would otherwise expire it).
+                session.expunge_all()
                 await session.rollback()
 
     async def fetch_one(self, statement: Select[Any], **params: Any) -> Mapping[str, Any] | None:

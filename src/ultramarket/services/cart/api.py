@@ -260,6 +260,23 @@ async def internal_quote(
     return Envelope(data=await carts.quote(user_id, country, region))
 
 
+@router.post(
+    "/internal/quote",
+    response_model=Envelope[s.CartRead],
+    responses={
+        **INTERNAL_ERRORS,
+        **ITEM_ERRORS,
+        409: {"description": "CURRENCY_MISMATCH (lines in several currencies)"},
+    },
+    summary="Price a checkout: the user's cart or explicit lines (services only)",
+)
+async def internal_checkout_quote(
+    body: s.CheckoutQuote, _caller: ServiceCaller, container: ContainerDep, session: ReadSession
+) -> Envelope[s.CartRead]:
+    carts = build_service(container, session)
+    return Envelope(data=await carts.checkout_quote(body))
+
+
 @router.delete(
     "/internal/users/{user_id}",
     response_model=Envelope[s.CartRead],

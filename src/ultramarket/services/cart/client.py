@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 
 from ultramarket.core.clients import ServiceClient
 from ultramarket.services.cart.schemas import CartRead, RedemptionRead
@@ -26,6 +27,31 @@ class CartClient(ServiceClient):
         self, user_id: uuid.UUID, country: str | None, region: str | None = None
     ) -> CartRead:
         return await self.get_cart(user_id, country, region)
+
+    async def checkout_quote(
+        self,
+        user_id: uuid.UUID,
+        *,
+        items: Iterable[tuple[uuid.UUID, int]] | None = None,
+        coupon: str | None = None,
+        country: str | None = None,
+        region: str | None = None,
+    ) -> CartRead:
+        """What a checkout charges now: the user's cart (or ``items``) re-priced from the
+        product service, with ``coupon`` (else the cart's; ``""`` for none), shipping and
+        tax for ``country``/``region``. No stock is read: reserving is the stock check.
+        Raises 404 VARIANT_NOT_FOUND / 409 CURRENCY_MISMATCH for bad ``items``."""
+        body = {
+            "user_id": str(user_id),
+            "items": None
+            if items is None
+            else [{"variant_id": str(v), "quantity": q} for v, q in items],
+            "coupon": coupon,
+            "country": country,
+            "region": region,
+        }
+        data = await self.request("POST", f"{PREFIX}/quote", json=body, idempotent=True)
+        return CartRead.model_validate(data)
 
     async def clear(self, user_id: uuid.UUID) -> CartRead:
         """Empty the user's cart (lines and coupon); safe to repeat."""

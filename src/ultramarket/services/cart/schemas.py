@@ -166,6 +166,25 @@ class CouponRead(ReadSchema):
 # -- service-to-service --------------------------------------------------------------------------
 
 
+class CheckoutQuote(Schema):
+    """Price a checkout: the user's cart, or ``items`` when given (at most one line per
+    variant); ``coupon`` replaces the cart's coupon, ``""`` prices without one."""
+
+    user_id: uuid.UUID
+    items: Annotated[list[ItemAdd], Field(min_length=1, max_length=100)] | None = None
+    coupon: Annotated[str, Field(max_length=40)] | None = None
+    country: Country | None = None
+    region: Region | None = None
+
+    @model_validator(mode="after")
+    def _distinct_variants(self) -> CheckoutQuote:
+        if self.items is not None:
+            ids = [line.variant_id for line in self.items]
+            if len(set(ids)) != len(ids):
+                raise ValueError("each variant may appear only once")
+        return self
+
+
 class RedeemCoupon(Schema):
     code: Annotated[str, Field(min_length=1, max_length=40)]
     user_id: uuid.UUID

@@ -498,16 +498,22 @@ class CartService:
             log.warning("inventory unavailable for the cart", extra={"error": exc.code})
             return {}
 
-    async def _price(self, cart: Cart) -> list[Priced]:
-        items = await self._items(cart.id)
+    async def _price(
+        self, cart: Cart, items: list[CartItem] | None = None, *, stock: bool = True
+    ) -> list[Priced]:
+        if items is None:
+            items = await self._items(cart.id)
         if not items:
             return []
         ids = [i.variant_id for i in items]
-        variants, stock = await asyncio.gather(
-            self.products.get_variants(ids), self._availability(ids)
-        )
+        if stock:
+            variants, available = await asyncio.gather(
+                self.products.get_variants(ids), self._availability(ids)
+            )
+        else:
+            variants, available = await self.products.get_variants(ids), {}
         by_id = {v.id: v for v in variants}
-        return [Priced(i, by_id.get(i.variant_id), stock.get(i.variant_id)) for i in items]
+        return [Priced(i, by_id.get(i.variant_id), available.get(i.variant_id)) for i in items]
 
     @staticmethod
     def _buyable(p: Priced) -> bool:
@@ -545,10 +551,14 @@ class CartService:
         token: str | None = None,
         country: str | None = None,
         region: str | None = None,
+        items: list[CartItem] | None = None,
+        stock: bool = True,
     ) -> s.CartRead:
+        """The cart priced now. ``items`` prices these lines instead of the stored ones;
+        ``stock=False`` skips the stock lookup (and its warnings)."""
         if cart is None:
             return self._empty(country, region)
-        priced = await self._price(cart)
+        priced = await self._price(cart, items, stock=stock)
         currency = cart.currency or self.settings.default_currency
         lines: list[s.CartItemRead] = []
         for p in priced:
@@ -680,6 +690,67 @@ class CartService:
     ) -> s.CartRead:
         cart = await self._user_cart(user_id)
         return await self.view(cart, country=country, region=region)
+
+    async def checkout_quote(self, body: s.CheckoutQuote) -> s.CartRead:
+        """What a checkout charges now: the user's cart, or ``body.items`` when given, at
+        current product prices, with ``body.coupon`` (else the cart's), shipping and tax
+        for the address. Nothing is stored: the lines and the coupon are priced as given."""
+        stored = await self._user_cart(body.user_id)
+        coupon = body.coupon
+        if coupon is None and stored is not None:
+            coupon = stored.coupon_code
+        if body.items is None:
+            if stored is None:
+                return self._empty(body.country, body.region)
+            items = await self._items(stored.id)
+            currency = stored.currency
+        else:
+            items, currency = await self._transient_items(body.items)
+        if not items:
+            return self._empty(body.country, body.region)
+        cart = Cart(
+            id=stored.id if stored is not None and body.items is None else None,
+            user_id=body.user_id,
+            currency=currency,
+            coupon_code=coupon or None,
+        )
+        return await self.view(
+            cart, country=body.country, region=body.region, items=items, stock=False
+        )
+
+    async def _transient_items(self, lines: list[s.ItemAdd]) -> tuple[list[CartItem], str | None]:
+        """Unsaved lines for ``lines`` at today's prices (404 naming unknown variants)."""
+        variants = {
+            v.id: v for v in await self.products.get_variants([x.variant_id for x in lines])
+        }
+        unknown = [
+            str(x.variant_id)
+            for x in lines
+            if x.variant_id not in variants or variants[x.variant_id].status != "active"
+        ]
+        if unknown:
+            raise errors.VariantNotFound(
+                details=[{"variant_id": v, "message": "unknown or not for sale"} for v in unknown]
+            )
+        currencies = {variants[x.variant_id].currency for x in lines}
+        if len(currencies) > 1:
+            raise errors.CurrencyMismatch("An order is paid in one currency")
+        for x in lines:
+            self._check_quantity(x.quantity)
+        items = [
+            CartItem(
+                id=uuid.uuid4(),
+                variant_id=x.variant_id,
+                product_id=variants[x.variant_id].product_id,
+                sku=variants[x.variant_id].sku,
+                name=variants[x.variant_id].name,
+                quantity=x.quantity,
+                price_amount=variants[x.variant_id].price_amount,
+                currency=variants[x.variant_id].currency,
+            )
+            for x in lines
+        ]
+        return items, currencies.pop()
 
 
 # -- coupons ------------------------------------------------------------------------------------

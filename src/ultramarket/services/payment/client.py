@@ -24,6 +24,7 @@ class PaymentClient(ServiceClient):
         token: str | None,
         idempotency_key: str,
         capture: bool,
+        ip: str | None = None,
     ) -> PaymentRead:
         body = {
             "order_id": order_id,
@@ -33,6 +34,7 @@ class PaymentClient(ServiceClient):
             "method": method,
             "token": token,
             "capture": capture,
+            "ip": ip,
         }
         # Safe to retry: the key makes a repeated call return the first payment.
         data = await self.request(
@@ -53,10 +55,11 @@ class PaymentClient(ServiceClient):
         method: str,
         token: str | None,
         idempotency_key: str,
+        ip: str | None = None,
     ) -> PaymentRead:
         """Charge now (402 PaymentFailed on a decline, PAYMENT_BLOCKED on fraud)."""
         return await self._pay(
-            order_id, user_id, amount, currency, method, token, idempotency_key, True
+            order_id, user_id, amount, currency, method, token, idempotency_key, True, ip
         )
 
     async def authorize(
@@ -68,10 +71,11 @@ class PaymentClient(ServiceClient):
         method: str,
         token: str | None,
         idempotency_key: str,
+        ip: str | None = None,
     ) -> PaymentRead:
         """Authorise only (``requires_capture``); capture or void it later."""
         return await self._pay(
-            order_id, user_id, amount, currency, method, token, idempotency_key, False
+            order_id, user_id, amount, currency, method, token, idempotency_key, False, ip
         )
 
     async def capture(self, payment_id: uuid.UUID) -> PaymentRead:
@@ -102,3 +106,10 @@ class PaymentClient(ServiceClient):
     async def get(self, payment_id: uuid.UUID) -> PaymentRead:
         data = await self.request("GET", f"{PREFIX}/{payment_id}")
         return PaymentRead.model_validate(data)
+
+    async def find_for_order(self, order_id: str) -> PaymentRead | None:
+        """The newest payment taken for ``order_id``, or None (the order sweeper asks)."""
+        data = await self.request(
+            "GET", PREFIX, params={"order_id": order_id, "limit": 1, "sort": "-created_at"}
+        )
+        return PaymentRead.model_validate(data[0]) if data else None

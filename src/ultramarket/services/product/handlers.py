@@ -1,4 +1,6 @@
-"""The product service's reactions to inventory's events: a per-variant stock mirror.
+"""The product service's reactions to other services' events: a per-variant stock
+mirror fed by inventory, and best-seller counters fed by confirmed (and cancelled)
+orders.
 
 Each event carries ``variant_available`` (summed over warehouses), stored as is on
 the variant, so a replay or a duplicate is harmless; the product's ``in_stock``
@@ -8,9 +10,12 @@ delivered out of order may briefly show an older figure until the next stock eve
 
 from __future__ import annotations
 
+import uuid
+
 from ultramarket.core.db import after_commit
 from ultramarket.core.events import HandlerContext, Subscription, subscription
 from ultramarket.services.inventory import events as inventory_events
+from ultramarket.services.order import events as order_events
 from ultramarket.services.product.repository import CACHE_PREFIX
 from ultramarket.services.product.service import ProductService, StockChange
 
@@ -29,8 +34,33 @@ async def on_stock_event(ctx: HandlerContext) -> None:
         after_commit(ctx.session, lambda: cache.invalidate_prefix(CACHE_PREFIX))
 
 
+async def on_order_confirmed(ctx: HandlerContext) -> None:
+    """Confirmed lines count towards ``sales_count`` (the inbox makes a redelivery a
+    no-op, so each order counts once)."""
+    event = order_events.OrderConfirmed.model_validate(ctx.envelope.data)
+    await _record(ctx, {line.variant_id: line.quantity for line in event.items}, sign=1)
+
+
+async def on_order_cancelled(ctx: HandlerContext) -> None:
+    """A cancelled order that had been confirmed no longer counts as sold."""
+    event = order_events.OrderCancelled.model_validate(ctx.envelope.data)
+    if event.was_confirmed:
+        await _record(ctx, {line.variant_id: line.quantity for line in event.items}, sign=-1)
+
+
+async def _record(ctx: HandlerContext, quantities: dict[uuid.UUID, int], *, sign: int) -> None:
+    changed = await ProductService(ctx.session).record_sales(
+        {variant: sign * units for variant, units in quantities.items()}
+    )
+    if changed:
+        cache = ctx.services.cache
+        after_commit(ctx.session, lambda: cache.invalidate_prefix(CACHE_PREFIX))
+
+
 def subscriptions() -> list[Subscription]:
     return [
+        subscription("product", order_events.OrderConfirmed, on_order_confirmed),
+        subscription("product", order_events.OrderCancelled, on_order_cancelled),
         subscription("product", inventory_events.StockChanged, on_stock_event),
         subscription("product", inventory_events.OutOfStock, on_stock_event),
         subscription("product", inventory_events.BackInStock, on_stock_event),

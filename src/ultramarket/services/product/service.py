@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import case, delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -445,7 +445,12 @@ class ProductService:
             await self.session.execute(
                 update(Product)
                 .where(Product.id == product_id)
-                .values(sales_count=Product.sales_count + sold)
+                .values(
+                    # A late cancellation never takes the counter below zero.
+                    sales_count=case(
+                        (Product.sales_count + sold < 0, 0), else_=Product.sales_count + sold
+                    )
+                )
             )
         return len(per_product)
 

@@ -1,0 +1,602 @@
+"""The checkout saga (ARCHITECTURE.md, "Checkout"), and the sweeper that finishes
+checkouts a crash left behind.
+
+    quote (cart prices the lines from the product service, with coupon, shipping, tax)
+    -> order ``pending`` (committed: from here every step has a row to record against)
+    -> reserve every line (inventory, key ``order:<id>``, with a TTL)
+    -> redeem the coupon (cart, idempotent per order)
+    -> charge (payment, idempotency key ``order:<id>``)
+    -> commit the reservation -> ``confirmed`` + ``order.confirmed`` -> empty the cart
+
+Any refusal compensates in reverse (release the stock and the coupon, refund a
+charge) and ends the order ``cancelled`` or ``payment_failed`` with the error stored,
+so a retry with the same Idempotency-Key gets the same answer. An *unknown* outcome
+(a service unreachable) compensates nothing: the order stays ``pending`` and the
+sweeper settles it from what the other services say happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import secrets
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from ultramarket.core.errors import (
+    ERROR_CLASSES,
+    Conflict,
+    DomainError,
+    NotFound,
+    RateLimited,
+    Unavailable,
+    ValidationFailed,
+)
+from ultramarket.core.money import Money
+from ultramarket.core.security import Principal
+from ultramarket.services.cart.schemas import CartRead
+from ultramarket.services.order import events
+from ultramarket.services.order import schemas as s
+from ultramarket.services.order.errors import (
+    CartEmpty,
+    CheckoutInProgress,
+    IdempotencyKeyReused,
+    IllegalTransition,
+    LinesUnavailable,
+    PriceChanged,
+    ReservationLost,
+)
+from ultramarket.services.order.flows import Flow, failure_of, log, reservation_key
+from ultramarket.services.order.models import Order, OrderItem, OrderNote, OrderStatusChange
+from ultramarket.services.order.service import OrderService, actor_of, allocate, line_events
+from ultramarket.services.payment.schemas import PaymentRead
+
+# Crockford-style alphabet without 0/O/1/I: numbers read aloud over the phone.
+NUMBER_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
+# Failures that say nothing about what happened remotely: compensate nothing.
+UNKNOWN_OUTCOME = (Unavailable, RateLimited)
+COUPON_STATUS = {"COUPON_NOT_FOUND": 404, "COUPON_EXHAUSTED": 409, "COUPON_USER_LIMIT": 409}
+
+
+def request_hash(body: s.CheckoutCreate) -> str:
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def replayed_error(failure: dict[str, Any]) -> DomainError:
+    cls = ERROR_CLASSES.get(int(failure.get("status", 409)), Conflict)
+    return cls(
+        failure.get("message"),
+        code=failure.get("code"),
+        details=failure.get("details") or [],
+        persist_changes=False,
+    )
+
+
+class Checkout(Flow):
+    # -- the saga -------------------------------------------------------------------------------
+
+    async def run(
+        self,
+        principal: Principal,
+        body: s.CheckoutCreate,
+        key: str | None,
+        ip: str | None = None,
+    ) -> tuple[s.OrderRead, bool]:
+        """Place the order; (the order, True) when this call placed it, (the first
+        result, False) when ``key`` was used before with the same body."""
+        user_id = principal.user_id
+        digest = request_hash(body)
+        if key is not None:
+            async with self.rx() as orders:
+                existing = await orders.by_key(user_id, key)
+            if existing is not None:
+                return await self._replay(existing.id, digest), False
+
+        shipping = await self._shipping_address(user_id, body)
+        quote = await self.parts.cart.checkout_quote(
+            user_id,
+            items=None if body.items is None else [(i.variant_id, i.quantity) for i in body.items],
+            # Explicit lines take only the coupon named with them, never the cart's.
+            coupon=body.coupon if body.coupon is not None or body.items is None else "",
+            country=shipping["country"],
+            region=shipping.get("region"),
+        )
+        self._check_quote(quote)
+
+        order = await self._create(principal, body, key, digest, quote, shipping)
+        if order is None:  # a concurrent retry with the same key created it first
+            assert key is not None
+            async with self.rx() as orders:
+                existing = await orders.by_key(user_id, key)
+            assert existing is not None
+            return await self._replay(existing.id, digest), False
+        self.fault("after_create")
+
+        try:
+            await self.parts.inventory.reserve(
+                reservation_key(order.id),
+                [(i.variant_id, i.quantity) for i in quote.items],
+                ttl_seconds=self.settings.reservation_ttl_seconds,
+            )
+        except UNKNOWN_OUTCOME:
+            raise  # maybe reserved, maybe not: the sweeper settles the order
+        except DomainError as exc:
+            await self._abort(order, exc, "cancelled")
+            raise
+        self.fault("after_reserve")
+
+        try:
+            if quote.coupon is not None:
+                await self._redeem(order, quote)
+            payment = await self._charge(order, body, ip)
+        except UNKNOWN_OUTCOME:
+            raise
+        except DomainError as exc:
+            await self._abort(
+                order, exc, "payment_failed" if exc.status_code == 402 else "cancelled"
+            )
+            raise
+        self.fault("after_payment")
+
+        if payment.status == "requires_capture":
+            await self._hold(order, payment)
+        else:
+            await self._complete(order, payment)
+        async with self.rx() as orders:
+            return await orders.read(await orders.get(order.id), staff=False), True
+
+    async def _shipping_address(self, user_id: uuid.UUID, body: s.CheckoutCreate) -> dict[str, Any]:
+        if body.shipping_address is not None:
+            return body.shipping_address.model_dump(exclude_none=True)
+        address = await self.parts.users.get_default_address(user_id)
+        if address is None:
+            raise ValidationFailed(
+                "A shipping address is needed (none given and no default address)",
+                details=[{"field": "body.shipping_address", "message": "required"}],
+            )
+        return s.Address.model_validate(
+            address.model_dump(include=set(s.Address.model_fields))
+        ).model_dump(exclude_none=True)
+
+    @staticmethod
+    def _check_quote(quote: CartRead) -> None:
+        if not quote.items:
+            raise CartEmpty()
+        unavailable = [
+            {"variant_id": str(i.variant_id), "sku": i.sku, "message": "no longer for sale"}
+            for i in quote.items
+            if not i.available
+        ]
+        if unavailable:
+            raise LinesUnavailable(details=unavailable)
+        coupon = quote.coupon
+        if coupon is not None and not coupon.valid:
+            reason = coupon.reason or "COUPON_INVALID"
+            cls = ERROR_CLASSES[COUPON_STATUS.get(reason, 422)]
+            raise cls(
+                f"The coupon {coupon.code} cannot be used: {reason}",
+                code=reason,
+                details=[{"field": "coupon", "code": coupon.code, "reason": reason}],
+            )
+
+    def _number(self) -> str:
+        day = self.clock().strftime("%y%m%d")
+        tail = "".join(secrets.choice(NUMBER_ALPHABET) for _ in range(6))
+        return f"{self.settings.number_prefix}-{day}-{tail}"
+
+    async def _create(
+        self,
+        principal: Principal,
+        body: s.CheckoutCreate,
+        key: str | None,
+        digest: str,
+        quote: CartRead,
+        shipping: dict[str, Any],
+    ) -> Order | None:
+        """Write the ``pending`` order with its lines; None when ``key`` is taken."""
+        now = self.clock()
+        currency = quote.currency
+        subtotals = [i.line_total_amount for i in quote.items]
+        discounts = allocate(quote.discount_amount, subtotals)
+        taxes = allocate(
+            quote.tax_amount, [a - d for a, d in zip(subtotals, discounts, strict=True)]
+        )
+        for attempt in range(3):
+            order_id = uuid.uuid4()
+            order = Order(
+                id=order_id,
+                number=self._number(),
+                user_id=principal.user_id,
+                email=principal.email,
+                status="pending",
+                payment_status="unpaid",
+                currency=currency,
+                subtotal_amount=quote.subtotal_amount,
+                discount_amount=quote.discount_amount,
+                shipping_amount=quote.shipping_amount,
+                tax_amount=quote.tax_amount,
+                total_amount=quote.total_amount,
+                coupon_code=quote.coupon.code if quote.coupon is not None else None,
+                shipping_address=shipping,
+                billing_address=(
+                    body.billing_address.model_dump(exclude_none=True)
+                    if body.billing_address is not None
+                    else None
+                ),
+                shipping_rate_id=body.shipping_rate_id,
+                payment_method=body.payment.method,
+                from_cart=body.items is None,
+                idempotency_key=key,
+                request_hash=digest,
+                created_at=now,
+                updated_at=now,
+            )
+            lines = [
+                OrderItem(
+                    order_id=order_id,
+                    position=n,
+                    variant_id=i.variant_id,
+                    product_id=i.product_id,
+                    sku=i.sku,
+                    name=i.name,
+                    quantity=i.quantity,
+                    unit_price_amount=i.unit_price_amount,
+                    subtotal_amount=i.line_total_amount,
+                    discount_amount=discounts[n],
+                    tax_amount=taxes[n],
+                    total_amount=i.line_total_amount - discounts[n] + taxes[n],
+                )
+                for n, i in enumerate(quote.items)
+            ]
+            actor = actor_of(principal)
+            try:
+                async with self.tx() as orders:
+                    orders.session.add(order)
+                    await orders.session.flush()
+                    orders.session.add_all(lines)
+                    orders.session.add(
+                        OrderStatusChange(
+                            order_id=order_id, to_status="pending", actor=actor, created_at=now
+                        )
+                    )
+                    if body.note:
+                        orders.session.add(
+                            OrderNote(
+                                order_id=order_id,
+                                author_id=actor,
+                                author_role=principal.role.value if principal.role else None,
+                                body=body.note,
+                                created_at=now,
+                            )
+                        )
+                return order
+            except IntegrityError:
+                if key is not None:
+                    async with self.rx() as orders:
+                        if await orders.by_key(principal.user_id, key) is not None:
+                            return None
+                if attempt == 2:
+                    raise
+                # Otherwise the number collided (one in a billion a day): draw another.
+        raise AssertionError("unreachable")
+
+    async def _redeem(self, order: Order, quote: CartRead) -> None:
+        assert quote.coupon is not None
+        redemption = await self.parts.cart.redeem_coupon(
+            quote.coupon.code, order.user_id, order.id, quote.subtotal_amount, quote.currency
+        )
+        if redemption.discount_amount != quote.discount_amount:
+            # The coupon changed between the quote and its use: charge nothing.
+            raise PriceChanged(
+                details=[
+                    {
+                        "field": "coupon",
+                        "quoted_discount": quote.discount,
+                        "discount_now": redemption.discount,
+                    }
+                ]
+            )
+
+    async def _charge(self, order: Order, body: s.CheckoutCreate, ip: str | None) -> PaymentRead:
+        token = getattr(body.payment, "token", None)
+        payment = await self.parts.payments.charge(
+            str(order.id),
+            order.user_id,
+            str(Money(order.total_amount, order.currency)),
+            order.currency,
+            body.payment.method,
+            token,
+            idempotency_key=reservation_key(order.id),
+            ip=ip,
+        )
+        async with self.tx() as orders:
+            fresh = await orders.get(order.id)
+            fresh.payment_id = payment.id
+        order.payment_id = payment.id
+        return payment
+
+    async def _abort(self, order: Order, error: DomainError, target: str) -> None:
+        """Compensate a refused step: give back the stock and the coupon, end the order
+        in ``target`` with the error stored for replays."""
+        async with self.tx() as orders:
+            fresh = await orders.get(order.id)
+            moved = await orders.move(
+                fresh,
+                ["pending"],
+                target,
+                actor="system:checkout",
+                note=f"{error.code}: {error.message}"[:1000],
+                failure=failure_of(error),
+                settled=False,
+                payment_status="failed" if target == "payment_failed" else fresh.payment_status,
+                cancel_reason=error.code if target == "cancelled" else None,
+                cancelled_at=self.clock() if target == "cancelled" else None,
+            )
+            if moved:
+                await self._publish_end(orders, fresh, target, error.code)
+        await self.settle(order, restock=True)
+
+    async def _publish_end(
+        self, orders: OrderService, order: Order, target: str, reason: str
+    ) -> None:
+        if target == "payment_failed":
+            await orders.publish(
+                events.OrderPaymentFailed(
+                    order_id=order.id,
+                    number=order.number,
+                    user_id=order.user_id,
+                    currency=order.currency,
+                    total_amount=order.total_amount,
+                    reason=reason,
+                )
+            )
+        else:
+            await orders.publish(
+                events.OrderCancelled(
+                    order_id=order.id,
+                    number=order.number,
+                    user_id=order.user_id,
+                    currency=order.currency,
+                    previous_status="pending",
+                    reason=reason,
+                    items=[],
+                    was_confirmed=False,
+                    refund_amount=0,
+                )
+            )
+
+    async def _complete(self, order: Order, payment: PaymentRead) -> None:
+        """The money is in: turn the reservation into a sale, confirm, empty the cart."""
+        try:
+            await self.parts.inventory.commit(reservation_key(order.id))
+        except UNKNOWN_OUTCOME:
+            raise  # paid, stock state unknown: the sweeper commits or refunds
+        except DomainError as exc:
+            if not await self._committed_already(order):
+                # The hold ran out (or was released) before we could use it: undo the charge.
+                lost = ReservationLost(details=[{"reason": exc.code}])
+                await self._refund_checkout(order, payment, lost)
+                raise lost from exc
+        if not await self._confirm(order, payment, actor="system:checkout"):
+            # Cancelled meanwhile (by the owner or the sweeper): the charge goes back.
+            await self._refund_checkout(order, payment, None)
+            raise IllegalTransition("The order was cancelled during checkout")
+        if order.from_cart:
+            try:
+                await self.parts.cart.clear(order.user_id)
+            except DomainError as exc:  # the order stands; a stale cart is only cosmetic
+                log.warning("cart not emptied after checkout", extra={"error": exc.code})
+
+    async def _committed_already(self, order: Order) -> bool:
+        try:
+            reservation = await self.parts.inventory.get_reservation(reservation_key(order.id))
+        except NotFound:
+            return False
+        return reservation.status == "committed"
+
+    async def _confirm(self, order: Order, payment: PaymentRead, *, actor: str) -> bool:
+        async with self.tx() as orders:
+            fresh = await orders.get(order.id)
+            now = self.clock()
+            moved = await orders.move(
+                fresh,
+                ["pending"],
+                "confirmed",
+                actor=actor,
+                payment_status="paid",
+                payment_id=payment.id,
+                paid_amount=fresh.total_amount,
+                on_hold=False,
+                confirmed_at=now,
+            )
+            if not moved:
+                return False
+            items = await orders.items(fresh.id)
+            await orders.publish(
+                events.OrderConfirmed(
+                    order_id=fresh.id,
+                    number=fresh.number,
+                    user_id=fresh.user_id,
+                    currency=fresh.currency,
+                    email=fresh.email,
+                    items=line_events(items),
+                    subtotal_amount=fresh.subtotal_amount,
+                    discount_amount=fresh.discount_amount,
+                    shipping_amount=fresh.shipping_amount,
+                    tax_amount=fresh.tax_amount,
+                    total_amount=fresh.total_amount,
+                    coupon_code=fresh.coupon_code,
+                    payment_method=fresh.payment_method,
+                    shipping_country=(fresh.shipping_address or {}).get("country"),
+                    confirmed_at=now,
+                )
+            )
+        return True
+
+    async def _refund_checkout(
+        self, order: Order, payment: PaymentRead, error: DomainError | None
+    ) -> None:
+        """Give a checkout's charge back (void an authorisation) and end the order."""
+        if payment.status == "requires_capture":
+            await self.parts.payments.void(payment.id)
+        elif payment.status == "succeeded":
+            await self.parts.payments.refund(
+                payment.id, None, "checkout_failed", idempotency_key=f"checkout:{order.id}"
+            )
+        if error is not None:
+            await self._abort(order, error, "cancelled")
+        async with self.tx() as orders:
+            fresh = await orders.get(order.id)
+            fresh.payment_status = "refunded" if payment.status == "succeeded" else "voided"
+
+    async def _hold(self, order: Order, payment: PaymentRead) -> None:
+        """Fraud review: the card is only authorised. Keep the stock (commit the
+        reservation, so no TTL frees it) and wait for a manager (``approve``/cancel)."""
+        try:
+            await self.parts.inventory.commit(reservation_key(order.id))
+        except UNKNOWN_OUTCOME:
+            raise
+        except DomainError as exc:
+            if not await self._committed_already(order):
+                lost = ReservationLost(details=[{"reason": exc.code}])
+                await self._refund_checkout(order, payment, lost)
+                raise lost from exc
+        async with self.tx() as orders:
+            fresh = await orders.get(order.id)
+            await orders.move(
+                fresh,
+                ["pending"],
+                "pending",
+                actor="system:fraud",
+                note="Held for review: payment authorised, not captured",
+                on_hold=True,
+                payment_status="authorized",
+                payment_id=payment.id,
+            )
+
+    async def approve(self, order: Order, actor: str) -> None:
+        """A manager clears a held order: capture the authorisation, confirm."""
+        if order.status != "pending" or not order.on_hold or order.payment_id is None:
+            raise IllegalTransition(
+                "Only an order held for review can be confirmed by hand",
+                details=[{"from": order.status, "to": "confirmed"}],
+            )
+        payment = await self.parts.payments.capture(order.payment_id)
+        if not await self._confirm(order, payment, actor=actor):
+            raise IllegalTransition("The order changed meanwhile; reload it")
+
+    # -- replays --------------------------------------------------------------------------------
+
+    async def _replay(self, order_id: uuid.UUID, digest: str) -> s.OrderRead:
+        """The first result of a checkout: wait while it is still running, then return
+        the order or raise the error it ended with."""
+        deadline = asyncio.get_running_loop().time() + self.settings.idempotency_wait_seconds
+        pause = 0.02
+        while True:
+            async with self.rx() as orders:
+                order = await orders.get(order_id)
+                if order.request_hash != digest:
+                    raise IdempotencyKeyReused()
+                if order.failure is not None:
+                    raise replayed_error(order.failure)
+                if order.status != "pending" or order.on_hold:
+                    return await orders.read(order, staff=False)
+            if asyncio.get_running_loop().time() >= deadline:
+                raise CheckoutInProgress()
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.25)
+
+    # -- the sweeper ----------------------------------------------------------------------------
+
+    async def reconcile_stale(self, *, limit: int = 100) -> int:
+        """Settle checkouts stuck in ``pending`` past the timeout (a crash, a service
+        that was down) from what the payment and inventory services say happened."""
+        cutoff = self.clock() - timedelta(seconds=self.settings.pending_timeout_seconds)
+        async with self.tx() as orders:
+            stale = list(
+                (
+                    await orders.session.scalars(
+                        select(Order.id)
+                        .where(
+                            Order.status == "pending",
+                            Order.on_hold.is_(False),
+                            Order.created_at < cutoff,
+                        )
+                        .order_by(Order.created_at)
+                        .limit(limit)
+                    )
+                ).all()
+            )
+        done = 0
+        for order_id in stale:
+            try:
+                await self._reconcile(order_id)
+                done += 1
+            except DomainError as exc:
+                log.warning(
+                    "pending order not reconciled yet",
+                    extra={"order_id": str(order_id), "error": exc.code},
+                )
+        return done
+
+    async def _reconcile(self, order_id: uuid.UUID) -> None:
+        async with self.tx() as orders:
+            order = await orders.get(order_id)
+        if order.status != "pending":
+            return
+        payment = await self._find_payment(order)
+        if payment is not None and payment.status in ("succeeded", "requires_capture"):
+            try:
+                if payment.status == "requires_capture":
+                    await self._hold(order, payment)
+                else:
+                    await self._complete(order, payment)
+            except DomainError as exc:
+                if isinstance(exc, UNKNOWN_OUTCOME):
+                    raise
+            return
+        error = Conflict(
+            "The checkout did not finish in time; nothing was charged",
+            code="CHECKOUT_TIMEOUT",
+        )
+        if payment is not None and payment.status == "processing":
+            raise Unavailable("The payment is still processing", code="PAYMENT_PROCESSING")
+        await self._abort(
+            order,
+            error,
+            "payment_failed" if payment is not None and payment.status == "failed" else "cancelled",
+        )
+
+    async def _find_payment(self, order: Order) -> PaymentRead | None:
+        if order.payment_id is not None:
+            return await self.parts.payments.get(order.payment_id)
+        return await self.parts.payments.find_for_order(str(order.id))
+
+    async def settle_pending(self, *, limit: int = 100) -> int:
+        """Retry giving back what failed or cancelled orders still hold."""
+        cutoff = self.clock() - timedelta(seconds=5)
+        async with self.tx() as orders:
+            rows = list(
+                (
+                    await orders.session.scalars(
+                        select(Order)
+                        .where(
+                            Order.settled.is_(False),
+                            Order.status.in_(["cancelled", "payment_failed"]),
+                            Order.updated_at < cutoff,
+                        )
+                        .limit(limit)
+                    )
+                ).all()
+            )
+        settled = 0
+        for order in rows:
+            if await self.settle(order, restock=order.shipped_at is None):
+                settled += 1
+        return settled

@@ -1,0 +1,412 @@
+"""Cancelling and refunding orders.
+
+Money goes back in two steps. First one transaction *claims* the refund: it grows
+``orders.refunded_amount`` (and each refunded line's ``refunded_quantity``) by
+conditional UPDATEs bounded by what was paid, and writes an ``order_refund`` row
+``pending``. Only then is the payment service asked to refund (keyed by the refund's
+id, so a retry cannot refund twice). Two concurrent full refunds cannot both claim:
+the second finds nothing left and gets 409. A refused refund gives its claim back;
+an unknown outcome leaves the row ``pending`` for the sweeper to retry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from ultramarket.core.errors import DomainError, RateLimited, Unavailable, ValidationFailed
+from ultramarket.core.money import Money
+from ultramarket.core.security import Principal
+from ultramarket.services.order import events, status
+from ultramarket.services.order import schemas as s
+from ultramarket.services.order.errors import (
+    IdempotencyKeyReused,
+    NotCancellable,
+    NotRefundable,
+    RefundExceedsPaid,
+    UnknownOrderLine,
+)
+from ultramarket.services.order.flows import Flow, log, reservation_key
+from ultramarket.services.order.models import Order, OrderItem, OrderRefund
+from ultramarket.services.order.service import (
+    ITEM,
+    ORDER,
+    REFUND,
+    OrderService,
+    actor_of,
+    line_events,
+)
+
+UNKNOWN_OUTCOME = (Unavailable, RateLimited)
+
+
+def _hash(body: Any) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def line_refund(item: OrderItem, quantity: int) -> int:
+    """What ``quantity`` more units of a line give back: the line's total shared over
+    its units, so refunding every unit, in any steps, returns exactly the total."""
+    before = item.total_amount * item.refunded_quantity // item.quantity
+    after = item.total_amount * (item.refunded_quantity + quantity) // item.quantity
+    return after - before
+
+
+class Refunds(Flow):
+    # -- cancel ---------------------------------------------------------------------------------
+
+    async def cancel(self, order_id: uuid.UUID, principal: Principal, reason: str | None) -> Order:
+        """Owner before shipping, staff before delivery: free or restock the units,
+        refund what was paid (void an authorisation), give the coupon back."""
+        async with self.rx() as orders:
+            order = await orders.get_for(principal, order_id)
+        staff = principal.can("order:write:any")
+        allowed = status.STAFF_CANCELLABLE if staff else status.OWNER_CANCELLABLE
+        if order.status not in allowed or (not staff and order.shipped_at is not None):
+            raise NotCancellable(
+                f"An order that is {order.status} cannot be cancelled"
+                + ("" if staff else " by its owner"),
+                details=[{"status": order.status}],
+            )
+        previous = order.status
+        refund: OrderRefund | None = None
+        async with self.tx() as orders:
+            order = await orders.get(order_id)
+            items = await orders.items(order.id)
+            moved = await orders.move(
+                order,
+                [previous],
+                "cancelled",
+                actor=actor_of(principal),
+                note=reason,
+                cancel_reason=reason or "cancelled",
+                cancelled_at=self.clock(),
+                settled=False,
+            )
+            if not moved:
+                raise NotCancellable("The order changed meanwhile; reload it")
+            left = order.paid_amount - order.refunded_amount
+            if left > 0 and order.payment_status in ("paid", "partially_refunded"):
+                refund = await self._claim(
+                    orders,
+                    order,
+                    items,
+                    amount=left,
+                    lines=[(i, i.quantity - i.refunded_quantity) for i in items],
+                    reason="order_cancelled",
+                    actor=actor_of(principal),
+                    restock=False,  # cancellation returns the stock itself (settle)
+                    key=None,
+                    digest=None,
+                )
+            await orders.publish(
+                events.OrderCancelled(
+                    order_id=order.id,
+                    number=order.number,
+                    user_id=order.user_id,
+                    currency=order.currency,
+                    previous_status=previous,
+                    reason=reason,
+                    items=line_events(items) if previous != "pending" else [],
+                    was_confirmed=previous != "pending",
+                    refund_amount=left if refund is not None else 0,
+                )
+            )
+        if order.payment_status == "authorized" and order.payment_id is not None:
+            await self._void(order)
+        if refund is not None:
+            await self._pay_out(order, refund)
+        await self.settle(order, restock=order.shipped_at is None)
+        return order
+
+    async def _void(self, order: Order) -> None:
+        assert order.payment_id is not None
+        try:
+            await self.parts.payments.void(order.payment_id)
+        except DomainError as exc:
+            log.warning("authorisation not voided", extra={"error": exc.code})
+            return
+        async with self.tx() as orders:
+            fresh = await orders.get(order.id)
+            fresh.payment_status = "voided"
+
+    # -- refund ---------------------------------------------------------------------------------
+
+    async def refund(
+        self,
+        order_id: uuid.UUID,
+        principal: Principal,
+        body: s.RefundCreate,
+        key: str | None,
+    ) -> tuple[OrderRefund, Order, bool]:
+        """Refund all that is left, an amount, or lines; (refund, order, created)."""
+        digest = _hash(body.model_dump(mode="json"))
+        async with self.tx() as orders:
+            order = await orders.get_for(principal, order_id)
+            if key is not None:
+                replay = await self._by_key(orders, order.id, key, digest)
+                if replay is not None:
+                    return replay, order, False
+            if order.status not in status.PAID or order.payment_status not in (
+                "paid",
+                "partially_refunded",
+            ):
+                raise NotRefundable(
+                    f"An order that is {order.status} has no payment to refund",
+                    details=[{"status": order.status, "payment_status": order.payment_status}],
+                )
+            items = await orders.items(order.id)
+            left = order.paid_amount - order.refunded_amount
+            lines: list[tuple[OrderItem, int]] = []
+            if body.lines is not None:
+                by_id = {i.id: i for i in items}
+                for line in body.lines:
+                    item = by_id.get(line.order_item_id)
+                    if item is None:
+                        raise UnknownOrderLine(details=[{"order_item_id": str(line.order_item_id)}])
+                    if line.quantity > item.quantity - item.refunded_quantity:
+                        raise RefundExceedsPaid(
+                            f"At most {item.quantity - item.refunded_quantity} more units of "
+                            f"{item.sku} can be refunded",
+                            details=[
+                                {
+                                    "order_item_id": str(item.id),
+                                    "refundable_quantity": item.quantity - item.refunded_quantity,
+                                }
+                            ],
+                        )
+                    lines.append((item, line.quantity))
+                amount = sum(line_refund(i, q) for i, q in lines)
+                everything = all(
+                    i.refunded_quantity + {x.id: q for x, q in lines}.get(i.id, 0) == i.quantity
+                    for i in items
+                )
+                if everything:
+                    amount = left  # the last units take the shipping back too
+            elif body.amount is not None:
+                try:
+                    amount = Money.of(body.amount, order.currency).amount
+                except ValueError as exc:
+                    raise ValidationFailed(
+                        str(exc), details=[{"field": "amount", "message": str(exc)}]
+                    ) from None
+            else:
+                amount = left
+                lines = [(i, i.quantity - i.refunded_quantity) for i in items]
+            if amount <= 0 or amount > left:
+                raise RefundExceedsPaid(
+                    f"At most {Money(left, order.currency)} {order.currency} can be refunded",
+                    details=[{"refundable": str(Money(left, order.currency))}],
+                )
+            restock = body.restock if body.restock is not None else order.shipped_at is None
+            refund = await self._claim(
+                orders,
+                order,
+                items,
+                amount=amount,
+                lines=lines,
+                reason=body.reason,
+                actor=actor_of(principal),
+                restock=restock and bool(lines),
+                key=key,
+                digest=digest,
+            )
+        await self._pay_out(order, refund)
+        async with self.rx() as orders:
+            fresh_refund = await orders.session.get(OrderRefund, refund.id)
+            assert fresh_refund is not None
+            return fresh_refund, await orders.get(order.id), True
+
+    async def _by_key(
+        self, orders: OrderService, order_id: uuid.UUID, key: str, digest: str
+    ) -> OrderRefund | None:
+        refund = (
+            await orders.session.scalars(
+                select(OrderRefund).where(
+                    OrderRefund.order_id == order_id, OrderRefund.idempotency_key == key
+                )
+            )
+        ).first()
+        if refund is not None and refund.request_hash != digest:
+            raise IdempotencyKeyReused()
+        return refund
+
+    async def _claim(
+        self,
+        orders: OrderService,
+        order: Order,
+        items: list[OrderItem],
+        *,
+        amount: int,
+        lines: list[tuple[OrderItem, int]],
+        reason: str,
+        actor: str,
+        restock: bool,
+        key: str | None,
+        digest: str | None,
+    ) -> OrderRefund:
+        session = orders.session
+        for item, quantity in lines:
+            if quantity <= 0:
+                continue
+            # Exactly the count we priced from: a concurrent refund of the line fails us.
+            grown = await session.scalar(
+                update(ITEM)
+                .where(ITEM.c.id == item.id, ITEM.c.refunded_quantity == item.refunded_quantity)
+                .values(refunded_quantity=ITEM.c.refunded_quantity + quantity)
+                .returning(ITEM.c.id)
+            )
+            if grown is None:
+                raise RefundExceedsPaid("The order changed meanwhile; reload it")
+        claimed = await session.scalar(
+            update(ORDER)
+            .where(
+                ORDER.c.id == order.id,
+                ORDER.c.refunded_amount + amount <= ORDER.c.paid_amount,
+            )
+            .values(refunded_amount=ORDER.c.refunded_amount + amount, updated_at=self.clock())
+            .returning(ORDER.c.id)
+        )
+        if claimed is None:
+            raise RefundExceedsPaid("Nothing is left to refund")
+        refund = OrderRefund(
+            id=uuid.uuid4(),
+            order_id=order.id,
+            amount=amount,
+            reason=reason,
+            lines=[
+                {"order_item_id": str(i.id), "variant_id": str(i.variant_id), "quantity": q}
+                for i, q in lines
+                if q > 0
+            ],
+            status="pending",
+            restock=restock,
+            idempotency_key=key,
+            request_hash=digest,
+            actor=actor,
+        )
+        session.add(refund)
+        try:
+            await session.flush()
+        except IntegrityError:
+            raise IdempotencyKeyReused(
+                "A refund with this Idempotency-Key is being made; retry shortly"
+            ) from None
+        await session.refresh(order)
+        return refund
+
+    async def _pay_out(self, order: Order, refund: OrderRefund) -> None:
+        """Move the claimed money; settle the claim from the answer."""
+        if order.payment_id is None:
+            raise NotRefundable("The order has no payment")
+        try:
+            result = await self.parts.payments.refund(
+                order.payment_id,
+                str(Money(refund.amount, order.currency)),
+                refund.reason,
+                idempotency_key=f"order-refund:{refund.id}",
+            )
+        except UNKNOWN_OUTCOME:
+            raise  # the claim stays pending; the sweeper retries with the same key
+        except DomainError as exc:
+            await self._give_back_claim(order, refund, exc)
+            raise
+        async with self.tx() as orders:
+            fresh = await orders.get(order.id)
+            done = await orders.session.scalar(
+                update(REFUND)
+                .where(REFUND.c.id == refund.id, REFUND.c.status == "pending")
+                .values(
+                    status="succeeded",
+                    payment_refund_id=result.refund.id,
+                    updated_at=self.clock(),
+                )
+                .returning(REFUND.c.id)
+            )
+            if done is None:
+                return  # another attempt (the sweeper) finished it
+            full = fresh.refunded_amount >= fresh.paid_amount
+            fresh.payment_status = "refunded" if full else "partially_refunded"
+            if fresh.status in status.PAID:
+                await orders.move(
+                    fresh,
+                    [fresh.status],
+                    "refunded" if full else "partially_refunded",
+                    actor=refund.actor or "system",
+                    note=f"Refunded {Money(refund.amount, fresh.currency)} {fresh.currency}",
+                )
+            await orders.publish(
+                events.OrderRefunded(
+                    order_id=fresh.id,
+                    number=fresh.number,
+                    user_id=fresh.user_id,
+                    currency=fresh.currency,
+                    refund_id=refund.id,
+                    amount=refund.amount,
+                    total_refunded=fresh.refunded_amount,
+                    full=full,
+                    reason=refund.reason,
+                    lines=list(refund.lines or []),
+                )
+            )
+        if refund.restock and refund.lines:
+            try:
+                await self.parts.inventory.restock(
+                    reservation_key(order.id),
+                    reference=f"refund:{refund.id}",
+                    lines=[(uuid.UUID(x["variant_id"]), int(x["quantity"])) for x in refund.lines],
+                )
+            except DomainError as exc:
+                log.warning("refunded units not restocked", extra={"error": exc.code})
+
+    async def _give_back_claim(self, order: Order, refund: OrderRefund, error: DomainError) -> None:
+        async with self.tx() as orders:
+            done = await orders.session.scalar(
+                update(REFUND)
+                .where(REFUND.c.id == refund.id, REFUND.c.status == "pending")
+                .values(status="failed", failure=f"{error.code}: {error.message}"[:500])
+                .returning(REFUND.c.id)
+            )
+            if done is None:
+                return
+            await orders.session.execute(
+                update(ORDER)
+                .where(ORDER.c.id == order.id)
+                .values(refunded_amount=ORDER.c.refunded_amount - refund.amount)
+            )
+            for line in refund.lines or []:
+                await orders.session.execute(
+                    update(ITEM)
+                    .where(ITEM.c.id == uuid.UUID(line["order_item_id"]))
+                    .values(refunded_quantity=ITEM.c.refunded_quantity - int(line["quantity"]))
+                )
+
+    async def retry_pending(self, *, limit: int = 50) -> int:
+        """The sweeper: finish refunds whose outcome was unknown (same key, so a refund
+        that did go through is not made twice)."""
+        cutoff = self.clock() - timedelta(seconds=30)
+        async with self.rx() as orders:
+            rows = list(
+                (
+                    await orders.session.execute(
+                        select(OrderRefund, Order)
+                        .join(Order, Order.id == OrderRefund.order_id)
+                        .where(OrderRefund.status == "pending", OrderRefund.updated_at < cutoff)
+                        .limit(limit)
+                    )
+                ).all()
+            )
+        done = 0
+        for refund, order in rows:
+            try:
+                await self._pay_out(order, refund)
+                done += 1
+            except DomainError as exc:
+                log.warning("refund not finished yet", extra={"error": exc.code})
+        return done

@@ -1,0 +1,79 @@
+"""The order status machine: which moves are legal, and who may make them.
+
+    pending ──> confirmed ──> processing ──> shipped ──> delivered
+       │            │              │            │            │
+       │            └──────────────┴─> cancelled             │
+       ├──> payment_failed             (staff also from shipped)
+       └──> cancelled      confirmed..delivered ──> partially_refunded ──> refunded
+
+A partial refund does not stop fulfilment: a ``partially_refunded`` order still moves
+on to processing, shipped and delivered. ``payment_failed``, ``cancelled`` and
+``refunded`` are final.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Status = Literal[
+    "pending",
+    "confirmed",
+    "processing",
+    "shipped",
+    "delivered",
+    "payment_failed",
+    "cancelled",
+    "refunded",
+    "partially_refunded",
+]
+STATUSES: tuple[Status, ...] = (
+    "pending",
+    "confirmed",
+    "processing",
+    "shipped",
+    "delivered",
+    "payment_failed",
+    "cancelled",
+    "refunded",
+    "partially_refunded",
+)
+
+REFUNDS: frozenset[Status] = frozenset({"refunded", "partially_refunded"})
+FINAL: frozenset[Status] = frozenset({"payment_failed", "cancelled", "refunded"})
+
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "pending": frozenset({"confirmed", "payment_failed", "cancelled"}),
+    "confirmed": frozenset({"processing", "shipped", "cancelled", *REFUNDS}),
+    "processing": frozenset({"shipped", "cancelled", *REFUNDS}),
+    "shipped": frozenset({"delivered", "cancelled", *REFUNDS}),
+    "delivered": REFUNDS,
+    "partially_refunded": frozenset({"processing", "shipped", "delivered", "cancelled", *REFUNDS}),
+    "payment_failed": frozenset(),
+    "cancelled": frozenset(),
+    "refunded": frozenset(),
+}
+
+# Where the money was taken and not all given back: a refund may follow.
+PAID: frozenset[str] = frozenset(
+    {"confirmed", "processing", "shipped", "delivered", "partially_refunded"}
+)
+# What an owner may cancel (nothing shipped yet); staff may also cancel a shipped order.
+OWNER_CANCELLABLE: frozenset[str] = frozenset(
+    {"pending", "confirmed", "processing", "partially_refunded"}
+)
+STAFF_CANCELLABLE: frozenset[str] = OWNER_CANCELLABLE | {"shipped"}
+# Units of these orders are still in the warehouse: a cancellation or a refund of lines
+# puts them back on the shelf. (After shipping, returns are a separate process.)
+UNSHIPPED: frozenset[str] = frozenset({"pending", "confirmed", "processing"})
+# What ``PUT /{id}/status`` may set; cancellation and refunds have their own routes (and
+# side effects), and confirmation comes from the checkout or a review approval.
+MANUAL: frozenset[str] = frozenset({"confirmed", "processing", "shipped", "delivered", "cancelled"})
+
+
+def can_move(current: str, target: str) -> bool:
+    return target in TRANSITIONS.get(current, frozenset())
+
+
+def sources_of(target: str) -> frozenset[str]:
+    """Every status from which ``target`` may be reached."""
+    return frozenset(s for s, targets in TRANSITIONS.items() if target in targets)
