@@ -16,11 +16,16 @@ from ultramarket.core.errors import Conflict
 from ultramarket.services.inventory.models import (
     Reservation,
     ReservationLine,
+    ReservationReturn,
     StockItem,
     StockMovement,
 )
 from ultramarket.services.inventory.schemas import StockUpdate
-from ultramarket.services.inventory.service import InsufficientStock, InventoryService
+from ultramarket.services.inventory.service import (
+    InsufficientStock,
+    InventoryService,
+    RestockExceedsReturnable,
+)
 
 API = "/api/v1/inventory"
 
@@ -182,3 +187,72 @@ async def test_crossing_multi_line_reservations_do_not_deadlock(container: Conta
     for item_id in (a, b):
         state = await audit(container, item_id)
         assert (state["reserved"], state["moved_reserved"], state["active_lines"]) == (30, 30, 30)
+
+
+async def sell(container: Container, item_id: uuid.UUID, quantity: int, key: str) -> uuid.UUID:
+    """Reserve and commit ``quantity`` of the item under ``key``; returns its variant."""
+    async with container.db("inventory").session() as session:
+        service = InventoryService(session, container.publisher("inventory"), actor="test")
+        reservation, _ = await service.reserve_item(item_id, quantity, key, 600)
+    async with container.db("inventory").session() as session:
+        await InventoryService(session, container.publisher("inventory")).commit(key)
+    return reservation.lines[0].variant_id
+
+
+async def restock_once(
+    container: Container, key: str, reference: str, lines: list[tuple[uuid.UUID, int]] | None
+) -> str:
+    try:
+        async with container.db("inventory").session() as session:
+            service = InventoryService(session, container.publisher("inventory"), actor="race")
+            await service.restock(key, reference, lines)
+    except RestockExceedsReturnable:
+        return "over"
+    return "ok"
+
+
+async def restocked(container: Container, item_id: uuid.UUID) -> tuple[int, int, int]:
+    """Units the item's lines say were returned, its restock movements, and the restocks kept
+    (a refused one keeps no row)."""
+    async with container.db("inventory").read_session() as session:
+        returned = await session.scalar(
+            select(func.sum(ReservationLine.returned)).where(ReservationLine.item_id == item_id)
+        )
+        moves = await session.scalar(
+            select(func.count())
+            .select_from(StockMovement)
+            .where(StockMovement.item_id == item_id, StockMovement.reason == "restock")
+        )
+        returns = await session.scalar(select(func.count()).select_from(ReservationReturn))
+    return int(returned or 0), int(moves or 0), int(returns or 0)
+
+
+async def test_20_concurrent_restocks_never_return_more_than_sold(container: Container) -> None:
+    item_id = await hot_item(container, 5)
+    variant_id = await sell(container, item_id, 5, "sold-5")
+    assert (await audit(container, item_id))["on_hand"] == 0
+
+    outcomes = await asyncio.gather(
+        *(restock_once(container, "sold-5", f"refund-{n}", [(variant_id, 1)]) for n in range(20))
+    )
+
+    assert outcomes.count("ok") == 5
+    assert outcomes.count("over") == 15
+    state = await audit(container, item_id)
+    assert (state["on_hand"], state["reserved"]) == (5, 0)
+    assert (state["moved_on_hand"], state["moved_reserved"]) == (5, 0)
+    assert await restocked(container, item_id) == (5, 5, 5)
+
+
+async def test_same_reference_concurrently_restocks_once(container: Container) -> None:
+    item_id = await hot_item(container, 10)
+    await sell(container, item_id, 4, "sold-4")
+
+    outcomes = await asyncio.gather(
+        *(restock_once(container, "sold-4", "cancel", None) for _ in range(10))
+    )
+
+    assert outcomes == ["ok"] * 10  # every caller gets the (same) answer
+    state = await audit(container, item_id)
+    assert (state["on_hand"], state["moved_on_hand"], state["reserved"]) == (10, 10, 0)
+    assert await restocked(container, item_id) == (4, 1, 1)

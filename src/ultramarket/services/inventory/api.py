@@ -64,6 +64,17 @@ CLOSE_ERRORS = {
     },
 }
 
+RESTOCK_ERRORS = {
+    **ERRORS,
+    404: {"description": "No such reservation (RESERVATION_NOT_FOUND)"},
+    409: {
+        "description": "RESERVATION_NOT_COMMITTED (only a sale can be restocked), "
+        "RESTOCK_EXCEEDS_RETURNABLE (details: requested and returnable per line) or "
+        "IDEMPOTENCY_KEY_REUSED (the reference was used with other lines)"
+    },
+    422: {"description": "Invalid input, or a variant that is not in the reservation"},
+}
+
 
 def item_read(row: object) -> s.ItemRead:
     return s.ItemRead.model_validate(row)
@@ -222,6 +233,22 @@ async def commit_reservation(key: str, inventory: Inventory) -> Envelope[s.Reser
 )
 async def release_reservation(key: str, inventory: Inventory) -> Envelope[s.ReservationRead]:
     return Envelope(data=await inventory.release(key))
+
+
+@router.post(
+    "/reservations/{key}/restock",
+    response_model=Envelope[s.ReservationRead],
+    responses=RESTOCK_ERRORS,
+)
+async def restock_reservation(
+    key: str, body: s.Restock, inventory: Inventory
+) -> Envelope[s.ReservationRead]:
+    """Give sold units back to stock (an order cancelled or refunded before shipping): the
+    given lines, or every unit not yet returned when `lines` is null. Never more than was
+    sold per line (`returned`); nothing changes when any line asks too much. The same
+    `reference` with the same lines restocks once and returns the reservation again."""
+    lines = None if body.lines is None else [(ln.variant_id, ln.quantity) for ln in body.lines]
+    return Envelope(data=await inventory.restock(key, body.reference, lines))
 
 
 # -- items ----------------------------------------------------------------------------------------

@@ -57,6 +57,29 @@ class InventoryClient(ServiceClient):
         data = await self.request("POST", f"{PREFIX}/reservations/{key}/release")
         return ReservationRead.model_validate(data)
 
+    async def restock(
+        self,
+        key: str,
+        reference: str,
+        lines: Iterable[tuple[uuid.UUID, int]] | None = None,
+    ) -> ReservationRead:
+        """Give sold units of a committed reservation back to stock: ``lines`` per variant, or
+        every unit not yet returned when None. 409 when the reservation is not committed
+        (RESERVATION_NOT_COMMITTED) or a line asks more than it has left to return
+        (RESTOCK_EXCEEDS_RETURNABLE); 422 for a variant not in the reservation. Idempotent
+        by ``reference``: the same reference and lines restock once (another lines: 409)."""
+        body = {
+            "reference": reference,
+            "lines": (
+                None if lines is None else [{"variant_id": str(v), "quantity": q} for v, q in lines]
+            ),
+        }
+        # Safe to retry: the reference makes a repeated call change nothing.
+        data = await self.request(
+            "POST", f"{PREFIX}/reservations/{key}/restock", json=body, idempotent=True
+        )
+        return ReservationRead.model_validate(data)
+
     async def get_reservation(self, key: str) -> ReservationRead:
         data = await self.request("GET", f"{PREFIX}/reservations/{key}")
         return ReservationRead.model_validate(data)

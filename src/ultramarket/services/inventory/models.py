@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ultramarket.core.db import IdMixin, TimestampMixin, service_base, utcnow
+from ultramarket.core.db import IdMixin, JSONType, TimestampMixin, service_base, utcnow
 from ultramarket.core.events import event_tables
 
 Base = service_base("inventory")
@@ -61,7 +62,7 @@ class StockMovement(IdMixin, Base):
     item_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("inventory.stock_item.id"))
     delta_on_hand: Mapped[int] = mapped_column(default=0)
     delta_reserved: Mapped[int] = mapped_column(default=0)
-    # adjustment | count | reservation | release | expiry | sale
+    # adjustment | count | reservation | release | expiry | sale | restock
     reason: Mapped[str] = mapped_column(String(200))
     actor: Mapped[str | None] = mapped_column(String(100))
     reference: Mapped[str | None] = mapped_column(String(200))  # e.g. the reservation key
@@ -82,7 +83,11 @@ class Reservation(TimestampMixin, IdMixin, Base):
 
 class ReservationLine(IdMixin, Base):
     __tablename__ = "reservation_line"
-    __table_args__ = (UniqueConstraint("reservation_id", "item_id"),)
+    __table_args__ = (
+        UniqueConstraint("reservation_id", "item_id"),
+        CheckConstraint("returned >= 0", name="returned_not_negative"),
+        CheckConstraint("returned <= quantity", name="returned_within_quantity"),
+    )
 
     reservation_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("inventory.reservation.id", ondelete="CASCADE")
@@ -90,6 +95,27 @@ class ReservationLine(IdMixin, Base):
     item_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("inventory.stock_item.id"))
     variant_id: Mapped[uuid.UUID]
     quantity: Mapped[int]
+    # Units of a committed (sold) line given back to stock; never more than were sold.
+    returned: Mapped[int] = mapped_column(default=0, server_default="0")
+
+
+class ReservationReturn(IdMixin, Base):
+    """One restock of a committed reservation, claimed first in its unit of work: the same
+    ``reference`` twice restocks once."""
+
+    __tablename__ = "reservation_return"
+    __table_args__ = (UniqueConstraint("reservation_id", "reference"),)
+
+    reservation_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("inventory.reservation.id", ondelete="CASCADE")
+    )
+    reference: Mapped[str] = mapped_column(String(200))
+    # The request's lines ([[variant_id, quantity], ...] by variant), null for "all of it":
+    # a replay must ask for the same.
+    lines: Mapped[list[Any] | None] = mapped_column(JSONType)
+    quantity: Mapped[int] = mapped_column(default=0)  # units given back
+    actor: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class StockAlert(IdMixin, Base):

@@ -129,18 +129,40 @@ class ReservationLineIn(Schema):
     quantity: Quantity
 
 
+Lines = Annotated[list[ReservationLineIn], Field(min_length=1, max_length=200)]
+
+
+def _one_line_per_variant(lines: list[ReservationLineIn] | None) -> None:
+    ids = [line.variant_id for line in lines or ()]
+    if len(set(ids)) != len(ids):
+        raise ValueError("each variant may appear only once")
+
+
 class ReservationCreate(Schema):
     """All or nothing: every line is reserved or none is."""
 
     key: Key
     ttl_seconds: TTL = DEFAULT_TTL
-    lines: Annotated[list[ReservationLineIn], Field(min_length=1, max_length=200)]
+    lines: Lines
 
     @model_validator(mode="after")
     def _distinct_variants(self) -> ReservationCreate:
-        ids = [line.variant_id for line in self.lines]
-        if len(set(ids)) != len(ids):
-            raise ValueError("each variant may appear only once")
+        _one_line_per_variant(self.lines)
+        return self
+
+
+class Restock(Schema):
+    """Give units of a committed reservation back to stock (an order cancelled or refunded
+    before shipping). Idempotent by ``reference``: the same reference and lines restock once."""
+
+    reference: Annotated[str, Field(min_length=1, max_length=200)]
+    lines: Lines | None = Field(
+        None, description="Units per variant; null: every unit sold and not yet returned"
+    )
+
+    @model_validator(mode="after")
+    def _distinct_variants(self) -> Restock:
+        _one_line_per_variant(self.lines)
         return self
 
 
@@ -148,6 +170,7 @@ class ReservationLineRead(ReadSchema):
     item_id: uuid.UUID
     variant_id: uuid.UUID
     quantity: int
+    returned: int = 0  # units given back to stock after the sale (restock)
 
 
 class ReservationRead(ReadSchema):

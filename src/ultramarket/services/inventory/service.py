@@ -6,7 +6,8 @@ Every change of ``on_hand`` or ``reserved`` is ONE conditional UPDATE whose
 in Python first. Each change writes a ``stock_movement`` row and its events (and,
 on a threshold crossing, an alert) in the same unit of work. Reservation status
 changes are conditional UPDATEs too (``WHERE status = 'active'``), so two commits,
-or a commit racing the sweeper, can never both win.
+or a commit racing the sweeper, can never both win. A restock gives sold units back
+(``reservation_line.returned``, raised by a conditional UPDATE), never more than were sold.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ultramarket.services.inventory.models import (
     DEFAULT_WAREHOUSE_NAME,
     Reservation,
     ReservationLine,
+    ReservationReturn,
     StockAlert,
     StockItem,
     StockMovement,
@@ -51,6 +53,7 @@ log = logging.getLogger("ultramarket.inventory")
 ITEM = StockItem.__table__
 RES = Reservation.__table__
 LINE = ReservationLine.__table__
+RETURNS = ReservationReturn.__table__
 ALERT = StockAlert.__table__
 MOVE = StockMovement.__table__
 ITEM_COLUMNS = (
@@ -125,6 +128,21 @@ class ReservationCommitted(Conflict):
 class ReservationExpired(Conflict):
     code = "RESERVATION_EXPIRED"
     message = "The reservation has expired"
+
+
+class ReservationNotCommitted(Conflict):
+    code = "RESERVATION_NOT_COMMITTED"
+    message = "Only a committed reservation can be restocked"
+
+
+class RestockExceedsReturnable(Conflict):
+    code = "RESTOCK_EXCEEDS_RETURNABLE"
+    message = "More units than were sold and not yet returned"
+
+
+class RestockReferenceReused(Conflict):
+    code = "IDEMPOTENCY_KEY_REUSED"
+    message = "This restock reference was used with other lines"
 
 
 class WarehouseInUse(Conflict):
@@ -711,7 +729,7 @@ class InventoryService:
     async def _read(self, reservation: Reservation) -> ReservationRead:
         lines = (
             await self.session.execute(
-                select(LINE.c.item_id, LINE.c.variant_id, LINE.c.quantity)
+                select(LINE.c.item_id, LINE.c.variant_id, LINE.c.quantity, LINE.c.returned)
                 .where(LINE.c.reservation_id == reservation.id)
                 .order_by(LINE.c.item_id)
             )
@@ -809,6 +827,89 @@ class InventoryService:
         await self._unreserve(reservation_id, key, sale=False, reason="expiry")
         return True
 
+    # -- restocks --------------------------------------------------------------------------------
+
+    async def restock(
+        self, key: str, reference: str, lines: Sequence[tuple[uuid.UUID, int]] | None = None
+    ) -> ReservationRead:
+        """Give sold units of a committed reservation back to on_hand (an order cancelled or
+        refunded before shipping): ``lines`` per variant, None for every unit not yet returned.
+
+        The same ``reference`` with the same lines restocks once (a replay changes nothing);
+        with other lines it is a 409. Asking for more than a line has left to return is a 409
+        and a variant not in the reservation a 422; either way nothing changes."""
+        reservation = await self.session.scalar(select(Reservation).where(Reservation.key == key))
+        if reservation is None:
+            raise ReservationNotFound()
+        if reservation.status != "committed":
+            raise ReservationNotCommitted(
+                f"The reservation is {reservation.status}; only a committed one can be restocked"
+            )
+        request = None if lines is None else sorted([str(v), q] for v, q in lines)
+        # The reference is claimed first: a concurrent call with the same one waits on it
+        # (the unique index on PostgreSQL, the write lock on SQLite), then replays.
+        return_id = await self.session.scalar(
+            insert_for(self.session, RETURNS)
+            .values(
+                id=uuid.uuid4(),
+                reservation_id=reservation.id,
+                reference=reference,
+                lines=request,
+                quantity=0,
+                actor=self.actor,
+                created_at=self.clock(),
+            )
+            .on_conflict_do_nothing(index_elements=["reservation_id", "reference"])
+            .returning(RETURNS.c.id)
+        )
+        if return_id is None:
+            first = await self.session.scalar(
+                select(RETURNS.c.lines).where(
+                    RETURNS.c.reservation_id == reservation.id, RETURNS.c.reference == reference
+                )
+            )
+            if first != request:
+                raise RestockReferenceReused(details=[{"key": key, "reference": reference}])
+            return await self._read(reservation)
+        # The lines are locked (in item order, like every other path to the items), so what
+        # is left to return is read once and cannot change before it is written.
+        held = (
+            await self.session.execute(
+                select(
+                    LINE.c.id, LINE.c.item_id, LINE.c.variant_id, LINE.c.quantity, LINE.c.returned
+                )
+                .where(LINE.c.reservation_id == reservation.id)
+                .order_by(LINE.c.item_id)
+                .with_for_update()
+            )
+        ).all()
+        total = 0
+        for line, units in _units_to_return(held, lines):
+            # THE rule, in the statement: never more back than was sold.
+            done = await self.session.scalar(
+                update(LINE)
+                .where(LINE.c.id == line.id, LINE.c.returned + units <= LINE.c.quantity)
+                .values(returned=LINE.c.returned + units)
+                .returning(LINE.c.id)
+            )
+            if done is None:  # the row lock makes this unreachable
+                raise RestockExceedsReturnable()
+            row = await self._change(
+                line.item_id,
+                on_hand=units,
+                guard=ITEM.c.id == line.item_id,
+                reason="restock",
+                reference=key,
+            )
+            if row is None:  # the foreign key makes this unreachable
+                raise ItemNotFound()
+            total += units
+        if total:
+            await self.session.execute(
+                update(RETURNS).where(RETURNS.c.id == return_id).values(quantity=total)
+            )
+        return await self._read(reservation)
+
     # -- alerts ----------------------------------------------------------------------------------
 
     async def alerts(
@@ -880,6 +981,40 @@ class InventoryService:
         if used is not None:
             raise WarehouseInUse()
         await self.session.execute(delete(Warehouse).where(Warehouse.id == warehouse_id))
+
+
+def _units_to_return(
+    held: Sequence[Row[Any]], lines: Sequence[tuple[uuid.UUID, int]] | None
+) -> list[tuple[Row[Any], int]]:
+    """The units each reservation line gives back (in the lines' order): what is left on
+    every line when ``lines`` is None, else what is asked per variant, all of it checked."""
+    if lines is None:
+        return [
+            (line, line.quantity - line.returned) for line in held if line.returned < line.quantity
+        ]
+    asked = dict(lines)
+    known = {line.variant_id for line in held}
+    unknown = [variant_id for variant_id in asked if variant_id not in known]
+    if unknown:
+        raise ValidationFailed(
+            "Some variants are not in the reservation",
+            details=[
+                {"loc": ["body", "lines"], "variant_id": str(v), "msg": "not in the reservation"}
+                for v in unknown
+            ],
+        )
+    over = [
+        {
+            "variant_id": str(line.variant_id),
+            "requested": asked[line.variant_id],
+            "returnable": line.quantity - line.returned,
+        }
+        for line in held
+        if line.variant_id in asked and asked[line.variant_id] > line.quantity - line.returned
+    ]
+    if over:
+        raise RestockExceedsReturnable(details=over)
+    return [(line, asked[line.variant_id]) for line in held if line.variant_id in asked]
 
 
 # -- the sweeper -----------------------------------------------------------------------------------
