@@ -97,6 +97,17 @@ def after_commit(session: AsyncSession, callback: Callable[[], Awaitable[None]])
     session.info.setdefault("after_commit", []).append(callback)
 
 
+async def release_connection(session: AsyncSession) -> None:
+    """Hand a read session's connection back to the pool before calling another service
+    (what was loaded stays loaded; the next query takes a connection again).
+
+    In all-in-one mode the services share one pool, and the called service needs a
+    connection of its own: requests that each hold one while they wait for another can
+    drain the pool. A write session keeps its transaction (and connection): no-op."""
+    if session.info.get("read_only") and session.in_transaction():
+        await session.commit()
+
+
 def insert_for(session: AsyncSession, table: Any) -> Any:
     """The dialect's own INSERT for ``table`` (a model or Table), which can say
     ``ON CONFLICT DO NOTHING / DO UPDATE`` on PostgreSQL and SQLite alike."""
@@ -140,6 +151,12 @@ class Database:
             kwargs["connect_args"] = {"timeout": 30}
             if path == ":memory:":
                 kwargs["poolclass"] = NullPool
+            else:
+                # A file connection is cheap, and in-process calls nest (a request's
+                # session open while the service it calls needs one): a bounded pool
+                # could run dry with every holder waiting on it. Writers still queue
+                # on SQLite's one write lock.
+                kwargs.update(pool_size=pool_size, max_overflow=-1)
         else:
             kwargs.update(pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800)
         self.engine: AsyncEngine = create_async_engine(url, execution_options=options, **kwargs)
@@ -188,6 +205,7 @@ class Database:
     @asynccontextmanager
     async def read_session(self) -> AsyncIterator[AsyncSession]:
         async with self._reader() as session:
+            session.info["read_only"] = True
             try:
                 yield session
             finally:

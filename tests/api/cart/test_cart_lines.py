@@ -226,10 +226,11 @@ async def test_cart_client_quotes_and_clears_for_the_order_service(
     assert (quote.subtotal_amount, quote.shipping_amount, quote.tax_amount) == (4000, 599, 290)
     assert quote.total == "48.89"
 
-    cleared = await carts.clear(uuid.UUID(user.id))
-    assert cleared.items == []
-    assert cleared.total_amount == 0
-    assert (await carts.get_cart(uuid.UUID(user.id))).items == []
+    assert await carts.clear(uuid.UUID(user.id)) is True
+    emptied = await carts.get_cart(uuid.UUID(user.id))
+    assert emptied.items == []
+    assert emptied.total_amount == 0
+    assert await carts.clear(uuid.uuid4()) is False  # no cart: nothing to do
     # Users cannot call the internal endpoints.
     response = await client.get(f"{API}/internal/users/{user.id}", headers=user.headers)
     assert_error(response, 403, "FORBIDDEN")

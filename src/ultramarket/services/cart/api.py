@@ -279,16 +279,16 @@ async def internal_checkout_quote(
 
 @router.delete(
     "/internal/users/{user_id}",
-    response_model=Envelope[s.CartRead],
+    response_model=Envelope[s.ClearResult],
     responses=INTERNAL_ERRORS,
     summary="Empty a user's cart after checkout (services only)",
 )
 async def internal_clear(
     user_id: uuid.UUID, _caller: ServiceCaller, container: ContainerDep, session: Session
-) -> Envelope[s.CartRead]:
-    carts = build_service(container, session)
-    cart = await carts.clear(Owner(user_id=user_id))
-    return Envelope(data=await carts.view(cart))
+) -> Envelope[s.ClearResult]:
+    # No pricing here: nothing but this write may happen while it holds the lock.
+    cart = await build_service(container, session).clear(Owner(user_id=user_id))
+    return Envelope(data=s.ClearResult(user_id=user_id, cleared=cart is not None))
 
 
 @router.post(

@@ -53,10 +53,10 @@ class CartClient(ServiceClient):
         data = await self.request("POST", f"{PREFIX}/quote", json=body, idempotent=True)
         return CartRead.model_validate(data)
 
-    async def clear(self, user_id: uuid.UUID) -> CartRead:
-        """Empty the user's cart (lines and coupon); safe to repeat."""
+    async def clear(self, user_id: uuid.UUID) -> bool:
+        """Empty the user's cart (lines and coupon); safe to repeat. False: no cart."""
         data = await self.request("DELETE", f"{PREFIX}/users/{user_id}")
-        return CartRead.model_validate(data)
+        return bool(data["cleared"])
 
     async def redeem_coupon(
         self,

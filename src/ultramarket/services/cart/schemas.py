@@ -207,6 +207,11 @@ class RedemptionRead(BaseModel):
     status: Literal["redeemed", "released"]
 
 
+class ClearResult(BaseModel):
+    user_id: uuid.UUID
+    cleared: bool = Field(description="False when the user had no open cart")
+
+
 class ReleaseCoupon(Schema):
     order_id: uuid.UUID
 

@@ -27,7 +27,7 @@ from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ultramarket.core.db import utcnow
+from ultramarket.core.db import release_connection, utcnow
 from ultramarket.core.errors import DomainError
 from ultramarket.core.events import EventPublisher
 from ultramarket.core.money import Money
@@ -506,6 +506,7 @@ class CartService:
         if not items:
             return []
         ids = [i.variant_id for i in items]
+        await release_connection(self.session)
         if stock:
             variants, available = await asyncio.gather(
                 self.products.get_variants(ids), self._availability(ids)
@@ -536,6 +537,7 @@ class CartService:
         if country:
             return country.upper(), region
         if cart.user_id is not None and self.users is not None:
+            await release_connection(self.session)
             try:
                 address = await self.users.get_default_address(cart.user_id)
             except DomainError:
@@ -705,6 +707,7 @@ class CartService:
             items = await self._items(stored.id)
             currency = stored.currency
         else:
+            await release_connection(self.session)
             items, currency = await self._transient_items(body.items)
         if not items:
             return self._empty(body.country, body.region)

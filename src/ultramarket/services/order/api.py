@@ -100,6 +100,7 @@ CHECKOUT_ERRORS: Responses = {
     responses=CHECKOUT_ERRORS,
     summary="Check out: the cart (or explicit items) becomes a paid, confirmed order",
 )
+@router.post("/", status_code=201, response_model=Envelope[s.OrderRead], include_in_schema=False)
 async def checkout(
     body: s.CheckoutCreate,
     principal: Buyer,
@@ -112,7 +113,7 @@ async def checkout(
     order; any refusal gives everything back and answers with the reason. The same
     ``Idempotency-Key`` returns the first result (``Idempotent-Replayed: true``),
     never a second order or charge; with another body it is 409."""
-    if not principal.kind == "user":
+    if principal.kind != "user":
         raise Forbidden("Orders are placed by users")
     order, created = await Checkout(parts(container)).run(principal, body, idempotency_key, ip)
     if not created:
@@ -124,6 +125,7 @@ async def checkout(
 
 
 @router.get("", response_model=Page[s.OrderSummary], responses=ERRORS)
+@router.get("/", response_model=Page[s.OrderSummary], include_in_schema=False)
 async def list_orders(
     orders: Orders,
     principal: CurrentPrincipal,

@@ -1,0 +1,308 @@
+"""After checkout: the status machine, tracking, cancellation, refunds, notes, stats."""
+
+from __future__ import annotations
+
+from order_helpers import (
+    API,
+    PAYMENTS,
+    assert_error,
+    checkout,
+    checkout_body,
+    configure,
+    make_variant,
+    ok,
+    payments_of,
+    stock,
+)
+
+
+async def set_status(client, manager, order, target: str):
+    url = f"{API}/{order['id']}/status"
+    return await client.put(url, json={"status": target}, headers=manager.headers)
+
+
+async def _placed(client, container, drain, make_user, *, price="20.00", quantity=2, stock_=10):
+    configure(container)
+    manager = await make_user(role="MANAGER")
+    v = await make_variant(client, container, drain, manager, price=price, stock=stock_)
+    user = await make_user()
+    order = ok(await checkout(client, user, checkout_body([(v["variant_id"], quantity)])), 201)
+    return manager, user, v, order
+
+
+async def test_fulfilment_moves_with_tracking_and_refuses_illegal_moves(
+    client, container, drain, make_user
+):
+    manager, user, _v, order = await _placed(client, container, drain, make_user)
+    url = f"{API}/{order['id']}/status"
+
+    assert_error(
+        await client.put(url, json={"status": "processing"}, headers=user.headers), 403, "FORBIDDEN"
+    )
+    ok(await client.put(url, json={"status": "processing"}, headers=manager.headers))
+    shipped = ok(
+        await client.put(
+            url,
+            json={
+                "status": "shipped",
+                "carrier": "UPS",
+                "tracking_number": "1Z999",
+                "tracking_url": "https://ups.example/1Z999",
+                "note": "left the warehouse",
+            },
+            headers=manager.headers,
+        )
+    )
+    assert shipped["status"] == "shipped"
+    assert shipped["shipped_at"] is not None
+    tracking = ok(await client.get(f"{API}/{order['id']}/tracking", headers=user.headers))
+    assert (tracking["carrier"], tracking["tracking_number"]) == ("UPS", "1Z999")
+    assert [h["status"] for h in tracking["history"]] == [
+        "pending",
+        "confirmed",
+        "processing",
+        "shipped",
+    ]
+    assert tracking["history"][-1]["note"] == "left the warehouse"
+
+    # Backwards, or to a status with its own route: 409.
+    for target in ("processing", "pending", "refunded", "payment_failed"):
+        response = await client.put(url, json={"status": target}, headers=manager.headers)
+        assert_error(response, 409, "ILLEGAL_TRANSITION")
+    assert_error(
+        await client.put(url, json={"status": "lost"}, headers=manager.headers),
+        422,
+        "VALIDATION_ERROR",
+    )
+    ok(await client.put(url, json={"status": "delivered"}, headers=manager.headers))
+    after = ok(await client.get(f"{API}/{order['id']}", headers=user.headers))
+    assert after["status"] == "delivered"
+    assert after["delivered_at"] is not None
+    # A stranger does not learn the order exists.
+    stranger = await make_user()
+    assert_error(
+        await client.get(f"{API}/{order['id']}", headers=stranger.headers), 404, "ORDER_NOT_FOUND"
+    )
+    assert_error(
+        await client.get(f"{API}/{order['id']}/tracking", headers=stranger.headers),
+        404,
+        "ORDER_NOT_FOUND",
+    )
+
+
+async def test_owner_cancel_refunds_and_restocks(client, container, drain, make_user):
+    manager, user, v, order = await _placed(client, container, drain, make_user)
+    assert (await stock(container, v["variant_id"]))["on_hand"] == 8
+
+    cancelled = ok(
+        await client.post(
+            f"{API}/{order['id']}/cancel", json={"reason": "changed my mind"}, headers=user.headers
+        )
+    )
+
+    assert cancelled["status"] == "cancelled"
+    assert cancelled["payment_status"] == "refunded"
+    assert cancelled["refunded"] == cancelled["total"]
+    assert [r["status"] for r in cancelled["refunds"]] == ["succeeded"]
+    s = await stock(container, v["variant_id"])
+    assert (s["on_hand"], s["reserved"], s["log_on_hand"]) == (10, 0, 10)
+    [payment] = await payments_of(client, manager, order["id"])
+    assert payment["status"] == "refunded"
+    assert payment["refunded_amount"] == order["total"]
+    # Twice is refused, and nothing moves again.
+    again = await client.post(f"{API}/{order['id']}/cancel", headers=user.headers)
+    assert_error(again, 409, "NOT_CANCELLABLE")
+    assert (await stock(container, v["variant_id"]))["on_hand"] == 10
+
+
+async def test_owner_cannot_cancel_after_shipping_but_staff_can_until_delivery(
+    client, container, drain, make_user
+):
+    manager, user, v, order = await _placed(client, container, drain, make_user)
+    url = f"{API}/{order['id']}"
+    ok(await client.put(f"{url}/status", json={"status": "shipped"}, headers=manager.headers))
+
+    assert_error(await client.post(f"{url}/cancel", headers=user.headers), 409, "NOT_CANCELLABLE")
+    done = ok(await client.post(f"{url}/cancel", headers=manager.headers))
+    assert done["status"] == "cancelled"
+    assert done["payment_status"] == "refunded"
+    # Shipped units are with the carrier: not back on the shelf.
+    assert (await stock(container, v["variant_id"]))["on_hand"] == 8
+
+    _m, _user2, _v2, second = await _placed(client, container, drain, make_user)
+    url2 = f"{API}/{second['id']}"
+    for target in ("shipped", "delivered"):
+        ok(await client.put(f"{url2}/status", json={"status": target}, headers=manager.headers))
+    assert_error(
+        await client.post(f"{url2}/cancel", headers=manager.headers), 409, "NOT_CANCELLABLE"
+    )
+
+
+async def test_partial_refunds_by_amount_and_lines_never_exceed_what_was_paid(
+    client, container, drain, make_user
+):
+    manager, user, v, order = await _placed(client, container, drain, make_user, quantity=4)
+    url = f"{API}/{order['id']}/refund"
+    # 4 x 20.00 = 80.00, free shipping, CA tax 5.80 -> 85.80
+    assert order["total"] == "85.80"
+    assert_error(
+        await client.post(url, json={"amount": "1.00"}, headers=user.headers), 403, "FORBIDDEN"
+    )
+
+    part = ok(
+        await client.post(
+            url, json={"amount": "10.00", "reason": "scratch"}, headers=manager.headers
+        ),
+        201,
+    )
+    assert part["status"] == "partially_refunded"
+    assert part["refunded"] == "10.00"
+
+    [line] = part["items"]
+    by_line = ok(
+        await client.post(
+            url,
+            json={"lines": [{"order_item_id": line["id"], "quantity": 1}]},
+            headers=manager.headers,
+        ),
+        201,
+    )
+    assert by_line["refunded"] == "31.45"  # + one unit's share of the line: 85.80 / 4
+    assert by_line["items"][0]["refunded_quantity"] == 1
+    assert (await stock(container, v["variant_id"]))["on_hand"] == 7  # not shipped: restocked
+
+    too_much = await client.post(url, json={"amount": "60.00"}, headers=manager.headers)
+    assert_error(too_much, 409, "REFUND_EXCEEDS_PAID")
+    too_many = await client.post(
+        url, json={"lines": [{"order_item_id": line["id"], "quantity": 4}]}, headers=manager.headers
+    )
+    assert_error(too_many, 409, "REFUND_EXCEEDS_PAID")
+    both = await client.post(
+        url,
+        json={"amount": "1.00", "lines": [{"order_item_id": line["id"], "quantity": 1}]},
+        headers=manager.headers,
+    )
+    assert_error(both, 422, "VALIDATION_ERROR")
+    for bad in ({"amount": "-1"}, {"amount": "abc"}, {"amount": "1.001"}):
+        assert_error(
+            await client.post(url, json=bad, headers=manager.headers), 422, "VALIDATION_ERROR"
+        )
+    unknown = await client.post(
+        url,
+        json={"lines": [{"order_item_id": order["id"], "quantity": 1}]},
+        headers=manager.headers,
+    )
+    assert_error(unknown, 422, "UNKNOWN_ORDER_LINE")
+
+    rest = ok(await client.post(url, json={}, headers=manager.headers), 201)
+    assert rest["status"] == "refunded"
+    assert rest["refunded"] == "85.80"
+    assert rest["payment_status"] == "refunded"
+    assert_error(
+        await client.post(url, json={"amount": "0.01"}, headers=manager.headers),
+        409,
+        "NOT_REFUNDABLE",
+    )
+    payment = ok(await client.get(f"{PAYMENTS}/{order['payment_id']}", headers=manager.headers))
+    assert payment["refunded_amount"] == "85.80"
+    assert payment["status"] == "refunded"
+
+
+async def test_refund_idempotency_key_replays(client, container, drain, make_user):
+    manager, _user, _v, order = await _placed(client, container, drain, make_user)
+    url = f"{API}/{order['id']}/refund"
+    headers = {**manager.headers, "Idempotency-Key": "r-1"}
+
+    first = ok(await client.post(url, json={"amount": "5.00"}, headers=headers), 201)
+    again = await client.post(url, json={"amount": "5.00"}, headers=headers)
+    assert ok(again)["refunded"] == first["refunded"] == "5.00"
+    assert again.headers["Idempotent-Replayed"] == "true"
+    other = await client.post(url, json={"amount": "6.00"}, headers=headers)
+    assert_error(other, 409, "IDEMPOTENCY_KEY_REUSED")
+
+
+async def test_notes_customer_and_internal(client, container, drain, make_user):
+    manager, user, _v, order = await _placed(client, container, drain, make_user)
+    url = f"{API}/{order['id']}/notes"
+
+    ok(await client.post(url, json={"body": "Please knock twice"}, headers=user.headers), 201)
+    ok(await client.post(url, json={"body": "VIP", "internal": True}, headers=manager.headers), 201)
+    assert_error(
+        await client.post(url, json={"body": "x", "internal": True}, headers=user.headers),
+        403,
+        "FORBIDDEN",
+    )
+    assert_error(
+        await client.post(url, json={"body": ""}, headers=user.headers), 422, "VALIDATION_ERROR"
+    )
+
+    mine = ok(await client.get(url, headers=user.headers))
+    assert [n["body"] for n in mine] == ["Please knock twice"]
+    staff = ok(await client.get(url, headers=manager.headers))
+    assert [(n["body"], n["internal"]) for n in staff] == [
+        ("Please knock twice", False),
+        ("VIP", True),
+    ]
+    shown = ok(await client.get(f"{API}/{order['id']}", headers=user.headers))
+    assert [n["body"] for n in shown["notes"]] == ["Please knock twice"]
+
+
+async def test_stats_and_manager_filters(client, container, drain, make_user):
+    manager, user, v, order = await _placed(client, container, drain, make_user)
+    second = ok(await checkout(client, user, checkout_body([(v["variant_id"], 1)])), 201)
+    ok(await client.post(f"{API}/{second['id']}/cancel", headers=user.headers))
+
+    assert_error(await client.get(f"{API}/stats", headers=user.headers), 403, "FORBIDDEN")
+    stats = ok(await client.get(f"{API}/stats", headers=manager.headers))
+    assert stats["total_orders"] == 2
+    assert stats["by_status"]["confirmed"] == 1
+    assert stats["by_status"]["cancelled"] == 1
+    [usd] = stats["revenue"]
+    assert usd["orders"] == 2
+    # 40.00 + 5.99 shipping + 2.90 tax = 48.89; 20.00 + 5.99 + 1.45 = 27.44 (refunded)
+    assert usd["revenue"] == "76.33"
+    assert usd["refunded"] == "27.44"
+    assert usd["net_revenue"] == "48.89"
+    assert usd["average_order_value"] == "38.16"
+
+    confirmed = ok(await client.get(API, headers=manager.headers, params={"status": "confirmed"}))
+    assert [o["id"] for o in confirmed] == [order["id"]]
+    mine = ok(await client.get(API, headers=user.headers, params={"user_id": str(manager.id)}))
+    assert {o["id"] for o in mine} == {order["id"], second["id"]}  # user_id ignored for customers
+
+
+async def test_fraud_review_holds_the_order_until_a_manager_decides(
+    client, container, drain, make_user
+):
+    configure(container)
+    container.settings.payments.fraud_review_score = 0  # every payment goes to review
+    manager = await make_user(role="MANAGER")
+    v = await make_variant(client, container, drain, manager, price="20.00", stock=10)
+    user = await make_user()
+
+    held = ok(await checkout(client, user, checkout_body([(v["variant_id"], 2)])), 201)
+    rejected = ok(await checkout(client, user, checkout_body([(v["variant_id"], 3)])), 201)
+
+    for order in (held, rejected):
+        assert order["status"] == "pending"
+        assert order["on_hold"] is True
+        assert order["payment_status"] == "authorized"
+    # The units are kept for the held orders: no TTL will free them.
+    assert (await stock(container, v["variant_id"]))["on_hand"] == 5
+    assert_error(await set_status(client, manager, held, "processing"), 409, "ILLEGAL_TRANSITION")
+
+    approved = ok(await set_status(client, manager, held, "confirmed"))
+    assert approved["status"] == "confirmed"
+    assert approved["payment_status"] == "paid"
+    assert approved["on_hold"] is False
+    [payment] = await payments_of(client, manager, held["id"])
+    assert payment["status"] == "succeeded"
+
+    cancelled = ok(await client.post(f"{API}/{rejected['id']}/cancel", headers=manager.headers))
+    assert cancelled["status"] == "cancelled"
+    assert cancelled["payment_status"] == "voided"
+    [voided] = await payments_of(client, manager, rejected["id"])
+    assert voided["status"] == "canceled"
+    assert (await stock(container, v["variant_id"]))["on_hand"] == 8
+    # Approving a confirmed order by hand is not a thing.
+    assert_error(await set_status(client, manager, held, "confirmed"), 409, "ILLEGAL_TRANSITION")

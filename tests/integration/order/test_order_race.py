@@ -1,0 +1,206 @@
+"""THE RACES of checkout, each fired for real (concurrent requests through the whole
+stack, each its own units of work) on SQLite and on PostgreSQL:
+
+- 100 checkouts for a variant with 30 in stock: 30 orders, 70 clean 409s, 30 charges;
+- one checkout retried 20 times at once with one Idempotency-Key: one order, one charge;
+- declined payments after reserving: every unit back, no order left pending;
+- a crash between reserving and paying: after the TTL and the sweepers, stock is back
+  and the order is cancelled;
+- two concurrent full refunds of one order: one refund.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from tests.shop import (
+    DECLINED,
+    ORDERS,
+    checkout,
+    checkout_body,
+    configure,
+    make_variant,
+    no_fraud_checks,
+    payments_of,
+    reservation_status,
+    stock,
+)
+from tests.support import assert_error, error_reason, ok
+
+from ultramarket.core.container import Container
+from ultramarket.core.db import utcnow
+from ultramarket.services.inventory.service import release_expired
+from ultramarket.services.order.flows import FAULTS_KEY, SimulatedCrash
+from ultramarket.services.order.models import Order
+from ultramarket.services.order.sweeper import sweep
+
+
+async def order_counts(container: Container) -> dict[str, int]:
+    async with container.db("order").read_session() as session:
+        rows = await session.execute(select(Order.status, func.count()).group_by(Order.status))
+        return {status: int(n) for status, n in rows}
+
+
+async def shop(
+    client, container, drain, make_user, *, units: int
+) -> tuple[Any, dict[str, Any], Any]:
+    """Known settings, no fraud rules, a manager, one variant with ``units``, a buyer."""
+    configure(container)
+    no_fraud_checks(container)
+    manager = await make_user(role="MANAGER")
+    v = await make_variant(client, container, drain, manager, stock=units)
+    return manager, v, await make_user()
+
+
+async def crash_at(
+    client, container, user, point: str, variant: dict[str, Any], units: int
+) -> None:
+    """Check out with the fault hook armed at ``point``: the request dies there."""
+    container.extras[FAULTS_KEY] = {point}
+    try:
+        # The in-process transport re-raises what a server would log and answer 500 for.
+        with pytest.raises(SimulatedCrash):
+            await checkout(client, user, checkout_body([(variant["variant_id"], units)]))
+    finally:
+        container.extras[FAULTS_KEY] = set()
+
+
+async def test_100_checkouts_for_30_units(client, container, drain, make_user):
+    manager, v, first = await shop(client, container, drain, make_user, units=30)
+    buyers = [first, *[await make_user() for _ in range(9)]]
+
+    responses = await asyncio.gather(
+        *(
+            checkout(client, buyers[n % 10], checkout_body([(v["variant_id"], 1)]))
+            for n in range(100)
+        )
+    )
+
+    confirmed = [ok(r, 201) for r in responses if r.status_code == 201]
+    refused = [r for r in responses if r.status_code != 201]
+    assert len(confirmed) == 30
+    assert len(refused) == 70
+    for response in refused:
+        assert_error(response, 409, "INSUFFICIENT_STOCK")
+    assert {o["status"] for o in confirmed} == {"confirmed"}
+    assert await stock(container, v["variant_id"]) == {
+        "on_hand": 0,
+        "reserved": 0,
+        "available": 0,
+        "log_on_hand": 0,
+        "log_reserved": 0,
+    }
+    assert await order_counts(container) == {"confirmed": 30, "cancelled": 70}
+    charged = 0
+    for order in confirmed:
+        payments = await payments_of(client, manager, order["id"])
+        assert [p["status"] for p in payments] == ["succeeded"]
+        charged += 1
+    assert charged == 30
+    all_payments = ok(
+        await client.get("/api/v1/payments", headers=manager.headers, params={"limit": 100})
+    )
+    assert len(all_payments) == 30
+
+
+async def test_20_retries_with_one_key_make_one_order_and_one_charge(
+    client, container, drain, make_user
+):
+    manager, v, user = await shop(client, container, drain, make_user, units=10)
+    body = checkout_body([(v["variant_id"], 2)])
+
+    responses = await asyncio.gather(
+        *(checkout(client, user, body, key="same-key") for _ in range(20))
+    )
+
+    ids = {ok(r, 201)["id"] for r in responses}
+    assert len(ids) == 1
+    [order_id] = ids
+    assert len(await payments_of(client, manager, order_id)) == 1
+    assert await order_counts(container) == {"confirmed": 1}
+    assert (await stock(container, v["variant_id"]))["on_hand"] == 8
+
+
+async def test_declines_after_reserving_return_every_unit(client, container, drain, make_user):
+    _manager, v, first = await shop(client, container, drain, make_user, units=5)
+    users = [first, *[await make_user() for _ in range(3)]]
+
+    responses = await asyncio.gather(
+        *(
+            checkout(client, users[n % 4], checkout_body([(v["variant_id"], 1)], payment=DECLINED))
+            for n in range(20)
+        )
+    )
+
+    reasons = {error_reason(r) for r in responses}
+    # Each either reserved and was declined (402), or found the units held by another
+    # checkout at that moment (409); none was left holding anything.
+    assert reasons <= {"PAYMENT_FAILED", "INSUFFICIENT_STOCK"}
+    assert "PAYMENT_FAILED" in reasons
+    s = await stock(container, v["variant_id"])
+    assert (s["on_hand"], s["reserved"], s["log_reserved"]) == (5, 0, 0)
+    counts = await order_counts(container)
+    assert "pending" not in counts
+    assert sum(counts.values()) == 20
+
+
+async def test_crash_between_reserving_and_paying_is_put_right_by_the_sweepers(
+    client, container, drain, make_user
+):
+    manager, v, user = await shop(client, container, drain, make_user, units=5)
+    await crash_at(client, container, user, "after_reserve", v, 3)
+    [order] = ok(await client.get(ORDERS, headers=user.headers))
+    assert order["status"] == "pending"
+    assert (await stock(container, v["variant_id"]))["reserved"] == 3
+
+    # Before the timeouts nothing is touched.
+    assert (await sweep(container))["reconciled"] == 0
+    assert (await stock(container, v["variant_id"]))["reserved"] == 3
+
+    later = utcnow() + timedelta(hours=1)
+    assert await release_expired(container.db("inventory"), None, now=later) == 1
+    result = await sweep(container, clock=lambda: later)
+    assert result["reconciled"] == 1
+
+    after = ok(await client.get(f"{ORDERS}/{order['id']}", headers=user.headers))
+    assert after["status"] == "cancelled"
+    assert await reservation_status(container, order["id"]) == "expired"
+    s = await stock(container, v["variant_id"])
+    assert (s["on_hand"], s["reserved"], s["log_reserved"]) == (5, 0, 0)
+    assert await payments_of(client, manager, order["id"]) == []
+
+
+async def test_crash_after_payment_is_confirmed_by_the_sweeper(client, container, drain, make_user):
+    manager, v, user = await shop(client, container, drain, make_user, units=5)
+    await crash_at(client, container, user, "after_payment", v, 2)
+
+    later = utcnow() + timedelta(minutes=5)  # past the pending timeout, within the TTL
+    assert (await sweep(container, clock=lambda: later))["reconciled"] == 1
+    [order] = ok(await client.get(ORDERS, headers=user.headers))
+    assert order["status"] == "confirmed"
+    assert (await stock(container, v["variant_id"]))["on_hand"] == 3
+    assert [p["status"] for p in await payments_of(client, manager, order["id"])] == ["succeeded"]
+
+
+async def test_two_concurrent_full_refunds_refund_once(client, container, drain, make_user):
+    manager, v, user = await shop(client, container, drain, make_user, units=5)
+    order = ok(await checkout(client, user, checkout_body([(v["variant_id"], 2)])), 201)
+    url = f"{ORDERS}/{order['id']}/refund"
+
+    responses: list[Any] = await asyncio.gather(
+        *(client.post(url, json={}, headers=manager.headers) for _ in range(2))
+    )
+
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [201, 409]
+    refused = next(r for r in responses if r.status_code == 409)
+    assert error_reason(refused) in {"REFUND_EXCEEDS_PAID", "NOT_REFUNDABLE"}
+    final = ok(await client.get(f"{ORDERS}/{order['id']}", headers=manager.headers))
+    assert final["refunded"] == order["total"]
+    assert [r["status"] for r in final["refunds"]] == ["succeeded"]
+    [payment] = await payments_of(client, manager, order["id"])
+    assert payment["refunded_amount"] == order["total"]
