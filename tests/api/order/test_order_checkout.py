@@ -67,6 +67,9 @@ async def test_cart_checkout_confirms_pays_takes_stock_and_empties_cart(
     assert [o["id"] for o in mine] == [order["id"]]
     fetched = ok(await client.get(f"{API}/{order['id']}", headers=user.headers))
     assert fetched["total"] == "54.95"
+    metrics = (await client.get("/metrics")).text
+    assert 'orders_total{outcome="confirmed"}' in metrics
+    assert 'order_revenue_minor_total{currency="USD"}' in metrics
 
 
 async def test_explicit_items_leave_the_cart_alone(client, container, drain, make_user):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from order_helpers import (
     API,
     PAYMENTS,
@@ -14,6 +16,8 @@ from order_helpers import (
     payments_of,
     stock,
 )
+
+from ultramarket.services.payment.events import PaymentRefunded
 
 
 async def set_status(client, manager, order, target: str):
@@ -306,3 +310,37 @@ async def test_fraud_review_holds_the_order_until_a_manager_decides(
     assert (await stock(container, v["variant_id"]))["on_hand"] == 8
     # Approving a confirmed order by hand is not a thing.
     assert_error(await set_status(client, manager, held, "confirmed"), 409, "ILLEGAL_TRANSITION")
+
+
+async def test_a_refund_made_at_the_provider_shows_on_the_order(
+    client, container, drain, make_user
+):
+    manager, user, _v, order = await _placed(client, container, drain, make_user)
+    event = PaymentRefunded(
+        payment_id=order["payment_id"],
+        order_id=order["id"],
+        user_id=order["user_id"],
+        method="card",
+        provider="stripe",
+        amount=order["total_amount"],
+        currency="USD",
+        refund_id=uuid.uuid4(),
+        refund_amount=1000,
+        refunded_amount=1000,
+        reason="refunded at the provider",
+        fully_refunded=False,
+        external=True,
+    )
+    for _ in range(2):  # a redelivery (another envelope, same refund) counts once
+        async with container.db("payment").session() as session:
+            await container.publisher("payment").publish(session, event)
+        await drain()
+
+    shown = ok(await client.get(f"{API}/{order['id']}", headers=user.headers))
+    assert shown["refunded"] == "10.00"
+    assert shown["status"] == "partially_refunded"
+    assert [(r["amount"], r["status"]) for r in shown["refunds"]] == [("10.00", "succeeded")]
+    # What is left can still be refunded, and no more.
+    url = f"{API}/{order['id']}/refund"
+    too_much = await client.post(url, json={"amount": order["total"]}, headers=manager.headers)
+    assert_error(too_much, 409, "REFUND_EXCEEDS_PAID")

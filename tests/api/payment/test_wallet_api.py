@@ -95,3 +95,35 @@ async def test_wallet_deposit_declined_and_idempotent(client, make_user):
         "CONFLICT",
     )
     assert ok(await client.get(WALLET, headers=user.headers))["balance"] == "10.00"
+
+
+async def test_wallet_deposits_pass_the_fraud_rules(client, container, make_user):
+    """A new account topping up more than the new-account threshold from a card that
+    several other users have used: refused (402 PAYMENT_BLOCKED), nothing credited,
+    and the refusal replays for the same key."""
+    payments = container.settings.payments
+    payments.fraud_fingerprint_max_users = 1
+    payments.fraud_new_account_amount = 100
+    card = "tok_4242_shared"
+    first, second = await make_user(), await make_user()
+    ok(
+        await client.post(
+            f"{WALLET}/deposit",
+            json={"amount": "20", "currency": "USD", "token": card},
+            headers=first.headers,
+        ),
+        201,
+    )
+    # The second user pays with the same card (fingerprint +50) a large first deposit (+40).
+    paid = {"order_id": "o-1", "amount": "5.00", "currency": "USD", "method": "card", "token": card}
+    ok(await client.post(API, json=paid, headers=first.headers), 201)
+    headers = {**second.headers, "Idempotency-Key": "big-1"}
+    body = {"amount": "500", "currency": "USD", "token": card}
+    for _ in range(2):
+        blocked = await client.post(f"{WALLET}/deposit", json=body, headers=headers)
+        error = assert_error(blocked, 402, "PAYMENT_BLOCKED")
+        assert set(error["details"][0]["rules"]) == {"card_fingerprint", "new_account_amount"}
+    assert ok(await client.get(WALLET, headers=second.headers))["balance"] == "0.00"
+    # A small top-up from the user's own new card is fine.
+    own = {"amount": "20", "currency": "USD", "token": "tok_4242_own"}
+    ok(await client.post(f"{WALLET}/deposit", json=own, headers=second.headers), 201)

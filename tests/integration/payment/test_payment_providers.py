@@ -92,7 +92,40 @@ async def test_payment_stripe_charge_refund_and_webhooks(client, make_user, cont
         headers=manager.headers,
     )
     assert refund.status_code == 201, refund.text
-    assert refund.json()["data"]["refund"]["provider_reference"].startswith("re_")
+    own_refund = refund.json()["data"]["refund"]["provider_reference"]
+    assert own_refund.startswith("re_")
+    url = f"{API}/webhooks/stripe"
+
+    # Stripe reports refunds on the charge: ours (already recorded) changes nothing, one
+    # made in Stripe's dashboard is recorded once, however often it is delivered.
+    async def charge_refunded(event_id: str, total: int, latest: str, latest_amount: int):
+        event = {
+            "id": event_id,
+            "object": "event",
+            "type": "charge.refunded",
+            "data": {
+                "object": {
+                    "id": "ch_1",
+                    "object": "charge",
+                    "payment_intent": payment["provider_reference"],
+                    "amount_refunded": total,
+                    "refunds": {"data": [{"id": latest, "amount": latest_amount}]},
+                }
+            },
+        }
+        payload = json.dumps(event).encode()
+        answer = await client.post(
+            url, content=payload, headers={"Stripe-Signature": sign(payload)}
+        )
+        assert answer.status_code == 200, answer.text
+        got = await client.get(f"{API}/{payment['id']}", headers=manager.headers)
+        return got.json()["data"]
+
+    assert (await charge_refunded("evt_r1", 234, own_refund, 234))["refunded_amount"] == "2.34"
+    external = await charge_refunded("evt_r2", 734, "re_dashboard", 500)
+    assert (external["refunded_amount"], external["status"]) == ("7.34", "partially_refunded")
+    again = await charge_refunded("evt_r3", 734, "re_dashboard", 500)
+    assert again["refunded_amount"] == "7.34"
 
     # An authorisation, then Stripe tells us it succeeded: the webhook moves it.
     held = await client.post(
@@ -107,7 +140,6 @@ async def test_payment_stripe_charge_refund_and_webhooks(client, make_user, cont
         "data": {"object": {"id": held_data["provider_reference"], "object": "payment_intent"}},
     }
     payload = json.dumps(event).encode()
-    url = f"{API}/webhooks/stripe"
     good = await client.post(url, content=payload, headers={"Stripe-Signature": sign(payload)})
     assert good.status_code == 200, good.text
     assert good.json()["data"]["replayed"] is False

@@ -20,6 +20,12 @@ def _routers() -> list[APIRouter]:
     return [router]
 
 
+def _subscriptions():  # type: ignore[no-untyped-def]
+    from ultramarket.services.order.handlers import subscriptions
+
+    return subscriptions()
+
+
 async def _sweep(container: Any) -> None:
     from ultramarket.services.order.sweeper import sweep
 
@@ -32,6 +38,7 @@ SERVICE = ServiceSpec(
     routers=_routers,
     metadata=Base.metadata,
     events=EVENTS,
+    subscriptions=_subscriptions,
     migrations=Path(__file__).parent / "migrations",
     periodic=((SWEEP_SECONDS, _sweep),),
     prefixes=("/api/v1/orders",),

@@ -52,6 +52,7 @@ from ultramarket.services.order.errors import (
     ReservationLost,
 )
 from ultramarket.services.order.flows import Flow, failure_of, log, reservation_key
+from ultramarket.services.order.metrics import ORDERS, REVENUE
 from ultramarket.services.order.models import Order, OrderItem, OrderNote, OrderStatusChange
 from ultramarket.services.order.service import OrderService, actor_of, allocate, line_events
 from ultramarket.services.payment.schemas import PaymentRead
@@ -340,6 +341,8 @@ class Checkout(Flow):
             )
             if moved:
                 await self._publish_end(orders, fresh, target, error.code)
+        if moved:
+            ORDERS.labels(target).inc()
         await self.settle(order, restock=True)
 
     async def _publish_end(
@@ -437,6 +440,8 @@ class Checkout(Flow):
                     confirmed_at=now,
                 )
             )
+        ORDERS.labels("confirmed").inc()
+        REVENUE.labels(fresh.currency).inc(fresh.total_amount)
         return True
 
     async def _refund_checkout(

@@ -33,6 +33,7 @@ from ultramarket.services.order.errors import (
     UnknownOrderLine,
 )
 from ultramarket.services.order.flows import Flow, log, reservation_key
+from ultramarket.services.order.metrics import ORDERS, REFUNDED
 from ultramarket.services.order.models import Order, OrderItem, OrderRefund
 from ultramarket.services.order.service import (
     ITEM,
@@ -118,6 +119,7 @@ class Refunds(Flow):
                     refund_amount=left if refund is not None else 0,
                 )
             )
+        ORDERS.labels("cancelled").inc()
         if order.payment_status == "authorized" and order.payment_id is not None:
             await self._void(order)
         if refund is not None:
@@ -355,6 +357,7 @@ class Refunds(Flow):
                     lines=list(refund.lines or []),
                 )
             )
+        REFUNDED.labels(order.currency).inc(refund.amount)
         if refund.restock and refund.lines:
             try:
                 await self.parts.inventory.restock(

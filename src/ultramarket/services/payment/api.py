@@ -311,10 +311,14 @@ async def wallet_deposit(
     wallet: Wallet,
     principal: WalletUser,
     response: Response,
+    ip: ClientIP,
     idempotency_key: IdempotencyKey = None,
 ) -> Envelope[s.WalletMoveResult]:
-    """Top up the wallet, charged to a card through the card provider."""
-    result, created = await wallet.deposit(principal.user_id, body, idempotency_key=idempotency_key)
+    """Top up the wallet, charged to a card through the card provider, after the fraud
+    rules (402 PAYMENT_BLOCKED at the review score: a deposit cannot wait for review)."""
+    result, created = await wallet.deposit(
+        principal.user_id, body, idempotency_key=idempotency_key, ip=ip
+    )
     if not created:
         response.status_code = 200
     return Envelope(data=result)

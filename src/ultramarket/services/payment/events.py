@@ -33,3 +33,6 @@ class PaymentRefunded(PaymentEventBase):
     refunded_amount: int  # all refunds so far
     reason: str
     fully_refunded: bool
+    # Made at the provider (its dashboard, a dispute), not through our API: the order
+    # service records it on the order.
+    external: bool = False

@@ -51,6 +51,7 @@ from ultramarket.services.payment.providers.base import (
     ChargeRequest,
     PaymentProvider,
     ProviderResult,
+    WebhookEvent,
 )
 from ultramarket.services.payment.providers.wallet import WalletProvider
 
@@ -372,8 +373,25 @@ class PaymentService:
             raise RefundExceedsRefundable(
                 details=[{"refundable": s.money_str(refundable, payment.currency)}]
             )
-        # THE rule, in one statement: never refund more than was paid, even when two
-        # refunds race (the second re-reads the row after the first commits).
+        if not await self._claim_refund(payment, amount):
+            raise RefundExceedsRefundable()
+        refund_id = uuid.uuid4()
+        answer = await self._provider(payment).refund(
+            payment.provider_ref or "",
+            amount,
+            payment.currency,
+            f"{key}:refund" if key else str(refund_id),
+        )
+        if answer.status != "succeeded":
+            raise RefundFailed(answer.message or None)
+        refund = await self._record_refund(
+            payment, refund_id, amount, body.reason, answer.provider_ref, actor=self.actor
+        )
+        return s.RefundResult(refund=refund_read(refund), payment=s.PaymentRead.of(payment))
+
+    async def _claim_refund(self, payment: Payment, amount: int) -> bool:
+        """THE rule, in one statement: never refund more than was paid, even when two
+        refunds race (the second re-reads the row after the first commits)."""
         result = await self.session.execute(
             update(PAY)
             .where(
@@ -391,26 +409,30 @@ class PaymentService:
             )
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
-            raise RefundExceedsRefundable()
+            return False
         await self.session.refresh(payment)
-        refund_id = uuid.uuid4()
-        answer = await self._provider(payment).refund(
-            payment.provider_ref or "",
-            amount,
-            payment.currency,
-            f"{key}:refund" if key else str(refund_id),
-        )
-        if answer.status != "succeeded":
-            raise RefundFailed(answer.message or None)
+        return True
+
+    async def _record_refund(
+        self,
+        payment: Payment,
+        refund_id: uuid.UUID,
+        amount: int,
+        reason: str,
+        provider_ref: str | None,
+        *,
+        actor: str | None,
+        external: bool = False,
+    ) -> PaymentRefund:
         refund = PaymentRefund(
             id=refund_id,
             payment_id=payment.id,
             amount=amount,
             currency=payment.currency,
-            reason=body.reason,
+            reason=reason,
             status="succeeded",
-            provider_ref=answer.provider_ref,
-            actor=self.actor,
+            provider_ref=provider_ref,
+            actor=actor,
             created_at=utcnow(),
         )
         self.session.add(refund)
@@ -421,11 +443,12 @@ class PaymentService:
                 refund_id=refund.id,
                 refund_amount=amount,
                 refunded_amount=payment.refunded_amount,
-                reason=body.reason,
+                reason=reason,
                 fully_refunded=payment.status == "refunded",
+                external=external,
             )
         )
-        return s.RefundResult(refund=refund_read(refund), payment=s.PaymentRead.of(payment))
+        return refund
 
     # -- webhooks ------------------------------------------------------------------------
 
@@ -447,15 +470,41 @@ class PaymentService:
                 await self.session.flush()
         except IntegrityError:
             return s.WebhookAck(replayed=True, event_id=event.id, event_type=event.type)
-        if event.provider_ref and event.outcome in ("succeeded", "failed", "canceled"):
+        if event.provider_ref and event.outcome != "ignored":
             payment = await self.session.scalar(
                 select(Payment).where(
                     Payment.provider == slug, Payment.provider_ref == event.provider_ref
                 )
             )
-            if payment is not None:
+            if payment is not None and event.outcome == "refunded":
+                await self._external_refund(payment, event)
+            elif payment is not None:
                 await self._apply_webhook(payment, event.outcome, event.decline_code)
         return s.WebhookAck(event_id=event.id, event_type=event.type)
+
+    async def _external_refund(self, payment: Payment, event: WebhookEvent) -> None:
+        """A refund made at the provider (its dashboard, a dispute): record it, once. Our
+        own refunds are recorded before the provider's event arrives, so they match by
+        reference or leave no difference against the provider's total."""
+        if event.refund_ref and await self.session.scalar(
+            select(PaymentRefund.id).where(
+                PaymentRefund.payment_id == payment.id,
+                PaymentRefund.provider_ref == event.refund_ref,
+            )
+        ):
+            return
+        if event.refunded_total is not None:
+            amount = event.refunded_total - payment.refunded_amount
+        else:
+            amount = event.refund_amount or 0
+        amount = min(amount, payment.amount - payment.refunded_amount)
+        if amount <= 0:
+            return
+        if await self._claim_refund(payment, amount):
+            await self._record_refund(
+                payment, uuid.uuid4(), amount, "refunded at the provider", event.refund_ref,
+                actor="webhook", external=True,
+            )  # fmt: skip
 
     async def _apply_webhook(self, payment: Payment, outcome: str, decline: str | None) -> None:
         if outcome == "succeeded":
@@ -663,8 +712,49 @@ class WalletService:
         ]
         return items, int(total or 0)
 
+    async def _screen_deposit(
+        self,
+        user_id: uuid.UUID,
+        deposit_id: uuid.UUID,
+        money: Money,
+        token: str,
+        ip: str | None,
+        idem: Idempotency,
+    ) -> None:
+        """Card money entering the wallet passes the same fraud rules as a card payment.
+        A deposit cannot wait for a review, so at the review score it is refused too
+        (the signals are kept, and the refusal replays for the same key)."""
+        assessment = await fraud.assess(
+            self.session,
+            self.settings,
+            user_id=user_id,
+            money=money,
+            fingerprint=fingerprint_of(token),
+            ip=ip,
+            exclude=deposit_id,
+        )
+        await fraud.record(self.session, assessment, user_id, deposit_id)
+        if assessment.score >= min(
+            self.settings.fraud_review_score, self.settings.fraud_block_score
+        ):
+            error = PaymentBlocked(
+                details=[
+                    {
+                        "risk_score": assessment.score,
+                        "rules": [r for r, _, _ in assessment.signals],
+                    }
+                ]
+            )
+            await idem.fail(error)
+            raise error
+
     async def deposit(
-        self, user_id: uuid.UUID, body: s.WalletDeposit, *, idempotency_key: str | None
+        self,
+        user_id: uuid.UUID,
+        body: s.WalletDeposit,
+        *,
+        idempotency_key: str | None,
+        ip: str | None = None,
     ) -> tuple[s.WalletMoveResult, bool]:
         idem = Idempotency(
             self.session,
@@ -678,6 +768,7 @@ class WalletService:
             return s.WalletMoveResult.model_validate(replay[1]), False
         money = money_of(body.amount, body.currency)
         deposit_id = uuid.uuid4()
+        await self._screen_deposit(user_id, deposit_id, money, body.token, ip, idem)
         answer = await self.providers.card().charge(
             ChargeRequest(
                 payment_id=f"deposit:{deposit_id}",

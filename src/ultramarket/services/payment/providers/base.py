@@ -49,6 +49,12 @@ class WebhookEvent:
     provider_ref: str | None = None
     outcome: Literal["succeeded", "failed", "canceled", "refunded", "ignored"] = "ignored"
     decline_code: str | None = None
+    # outcome "refunded" (a refund made at the provider, e.g. from its dashboard): the
+    # refund's own reference and amount, and the payment's refunded total when known
+    # (all amounts in minor units).
+    refund_ref: str | None = None
+    refund_amount: int | None = None
+    refunded_total: int | None = None
 
 
 class InvalidWebhook(BadRequest):

@@ -8,6 +8,7 @@ JS SDK's ``orderID``); without one the order is created here with
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping
 from decimal import Decimal
@@ -16,7 +17,7 @@ from typing import Any
 import httpx
 
 from ultramarket.core.errors import Unavailable
-from ultramarket.core.money import exponent
+from ultramarket.core.money import Money, exponent
 from ultramarket.services.payment.providers.base import (
     ChargeRequest,
     InvalidWebhook,
@@ -218,10 +219,18 @@ class PayPalProvider(PaymentProvider):
             for link in resource.get("links", []):
                 if link.get("rel") == "up":
                     ref = str(link.get("href", "")).rstrip("/").rsplit("/", 1)[-1]
+        refund_ref = refund_amount = None
+        if kind == "PAYMENT.CAPTURE.REFUNDED":
+            refund_ref = resource.get("id")
+            amount = resource.get("amount") or {}
+            with contextlib.suppress(ValueError, TypeError):
+                refund_amount = Money.of(amount["value"], amount["currency_code"]).amount
         return WebhookEvent(
             id=str(event["id"]),
             type=kind,
             payload=event,
             provider_ref=ref,
             outcome=OUTCOMES.get(kind, "ignored"),  # type: ignore[arg-type]
+            refund_ref=refund_ref,
+            refund_amount=refund_amount,
         )

@@ -143,6 +143,7 @@ class StripeProvider(PaymentProvider):
         outcome = OUTCOMES.get(data["type"], "ignored")
         ref = obj.get("payment_intent") if obj.get("object") == "charge" else obj.get("id")
         error = obj.get("last_payment_error") or {}
+        refunds = (obj.get("refunds") or {}).get("data") or [{}]
         return WebhookEvent(
             id=data["id"],
             type=data["type"],
@@ -150,4 +151,8 @@ class StripeProvider(PaymentProvider):
             provider_ref=ref,
             outcome=outcome,  # type: ignore[arg-type]
             decline_code=error.get("decline_code") or error.get("code"),
+            # charge.refunded: the charge's cumulative amount_refunded, and its newest refund.
+            refund_ref=refunds[0].get("id") if outcome == "refunded" else None,
+            refund_amount=refunds[0].get("amount") if outcome == "refunded" else None,
+            refunded_total=obj.get("amount_refunded") if outcome == "refunded" else None,
         )

@@ -1,0 +1,90 @@
+"""The order service's reactions to other services' events.
+
+A refund made at the payment provider (its dashboard, a dispute) reaches us as
+``payment.refunded`` with ``external: true``: it is recorded on the order as a
+succeeded refund, with the same bounds as ours (never past what was paid), so the
+order's refunded total and status match the money. Refunds the order service made
+itself are already on the order and are not ``external``.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select, update
+
+from ultramarket.core.events import HandlerContext, Subscription, subscription
+from ultramarket.core.money import Money
+from ultramarket.services.order import events, status
+from ultramarket.services.order.metrics import REFUNDED
+from ultramarket.services.order.models import Order, OrderRefund
+from ultramarket.services.order.service import ORDER, OrderService
+from ultramarket.services.payment import events as payment_events
+
+
+async def on_payment_refunded(ctx: HandlerContext) -> None:
+    event = payment_events.PaymentRefunded.model_validate(ctx.envelope.data)
+    if not event.external:
+        return
+    try:
+        order_id = uuid.UUID(event.order_id)
+    except ValueError:
+        return  # a payment not taken by a checkout
+    orders = OrderService(ctx.session, ctx.services.publisher("order"))
+    order = await ctx.session.get(Order, order_id)
+    if order is None or order.payment_id != event.payment_id:
+        return
+    seen = await ctx.session.scalar(
+        select(OrderRefund.id).where(OrderRefund.payment_refund_id == event.refund_id)
+    )
+    if seen is not None:
+        return
+    amount = min(event.refund_amount, order.paid_amount - order.refunded_amount)
+    if amount <= 0:
+        return
+    await ctx.session.execute(
+        update(ORDER)
+        .where(ORDER.c.id == order.id, ORDER.c.refunded_amount + amount <= ORDER.c.paid_amount)
+        .values(refunded_amount=ORDER.c.refunded_amount + amount)
+    )
+    await ctx.session.refresh(order)
+    full = order.refunded_amount >= order.paid_amount
+    refund = OrderRefund(
+        id=uuid.uuid4(),
+        order_id=order.id,
+        amount=amount,
+        reason="refunded at the payment provider",
+        lines=[],
+        status="succeeded",
+        payment_refund_id=event.refund_id,
+        actor="payment-provider",
+    )
+    ctx.session.add(refund)
+    order.payment_status = "refunded" if full else "partially_refunded"
+    if order.status in status.PAID:
+        await orders.move(
+            order,
+            [order.status],
+            "refunded" if full else "partially_refunded",
+            actor="payment-provider",
+            note=f"Refunded at the provider: {Money(amount, order.currency)} {order.currency}",
+        )
+    await orders.publish(
+        events.OrderRefunded(
+            order_id=order.id,
+            number=order.number,
+            user_id=order.user_id,
+            currency=order.currency,
+            refund_id=refund.id,
+            amount=amount,
+            total_refunded=order.refunded_amount,
+            full=full,
+            reason=refund.reason,
+            lines=[],
+        )
+    )
+    REFUNDED.labels(order.currency).inc(amount)
+
+
+def subscriptions() -> list[Subscription]:
+    return [subscription("order", payment_events.PaymentRefunded, on_payment_refunded)]
