@@ -14,8 +14,6 @@ import uuid
 from sqlalchemy import select, update
 
 from ultramarket.core.events import HandlerContext, Subscription, subscription
-from ultramarket.core.money import Money
-from ultramarket.services.order import events, status
 from ultramarket.services.order.metrics import REFUNDED
 from ultramarket.services.order.models import Order, OrderRefund
 from ultramarket.services.order.service import ORDER, OrderService
@@ -48,7 +46,6 @@ async def on_payment_refunded(ctx: HandlerContext) -> None:
         .values(refunded_amount=ORDER.c.refunded_amount + amount)
     )
     await ctx.session.refresh(order)
-    full = order.refunded_amount >= order.paid_amount
     refund = OrderRefund(
         id=uuid.uuid4(),
         order_id=order.id,
@@ -60,29 +57,7 @@ async def on_payment_refunded(ctx: HandlerContext) -> None:
         actor="payment-provider",
     )
     ctx.session.add(refund)
-    order.payment_status = "refunded" if full else "partially_refunded"
-    if order.status in status.PAID:
-        await orders.move(
-            order,
-            [order.status],
-            "refunded" if full else "partially_refunded",
-            actor="payment-provider",
-            note=f"Refunded at the provider: {Money(amount, order.currency)} {order.currency}",
-        )
-    await orders.publish(
-        events.OrderRefunded(
-            order_id=order.id,
-            number=order.number,
-            user_id=order.user_id,
-            currency=order.currency,
-            refund_id=refund.id,
-            amount=amount,
-            total_refunded=order.refunded_amount,
-            full=full,
-            reason=refund.reason,
-            lines=[],
-        )
-    )
+    await orders.refunded(order, refund, note_prefix="Refunded at the provider:")
     REFUNDED.labels(order.currency).inc(amount)
 
 

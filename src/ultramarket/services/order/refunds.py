@@ -333,30 +333,7 @@ class Refunds(Flow):
             )
             if done is None:
                 return  # another attempt (the sweeper) finished it
-            full = fresh.refunded_amount >= fresh.paid_amount
-            fresh.payment_status = "refunded" if full else "partially_refunded"
-            if fresh.status in status.PAID:
-                await orders.move(
-                    fresh,
-                    [fresh.status],
-                    "refunded" if full else "partially_refunded",
-                    actor=refund.actor or "system",
-                    note=f"Refunded {Money(refund.amount, fresh.currency)} {fresh.currency}",
-                )
-            await orders.publish(
-                events.OrderRefunded(
-                    order_id=fresh.id,
-                    number=fresh.number,
-                    user_id=fresh.user_id,
-                    currency=fresh.currency,
-                    refund_id=refund.id,
-                    amount=refund.amount,
-                    total_refunded=fresh.refunded_amount,
-                    full=full,
-                    reason=refund.reason,
-                    lines=list(refund.lines or []),
-                )
-            )
+            await orders.refunded(fresh, refund, note_prefix="Refunded")
         REFUNDED.labels(order.currency).inc(refund.amount)
         if refund.restock and refund.lines:
             try:

@@ -355,6 +355,34 @@ class OrderService:
         )
         await self.session.flush()
 
+    async def refunded(self, order: Order, refund: OrderRefund, *, note_prefix: str) -> None:
+        """Money went back (``refunded_amount`` already includes ``refund``): the payment
+        status, the order's status while it is in a paid state, ``order.refunded``."""
+        full = order.refunded_amount >= order.paid_amount
+        order.payment_status = "refunded" if full else "partially_refunded"
+        if order.status in status.PAID:
+            await self.move(
+                order,
+                [order.status],
+                "refunded" if full else "partially_refunded",
+                actor=refund.actor or "system",
+                note=f"{note_prefix} {Money(refund.amount, order.currency)} {order.currency}",
+            )
+        await self.publish(
+            events.OrderRefunded(
+                order_id=order.id,
+                number=order.number,
+                user_id=order.user_id,
+                currency=order.currency,
+                refund_id=refund.id,
+                amount=refund.amount,
+                total_refunded=order.refunded_amount,
+                full=full,
+                reason=refund.reason,
+                lines=list(refund.lines or []),
+            )
+        )
+
     async def set_status(self, order: Order, body: s.StatusUpdate, actor: str) -> Order:
         """A manager's move along the fulfilment path (processing, shipped, delivered).
 
