@@ -192,8 +192,7 @@ class Database:
                     await session.rollback()
                 raise
         if session.info.pop("outbox_written", False):
-            for hook in self.after_commit_hooks:
-                hook()
+            self.outbox_written()
         for callback in session.info.pop("after_commit", []):
             try:
                 await callback()
@@ -235,6 +234,25 @@ class Database:
                 compiled[0], *(params[name] for name in compiled[1])
             )
             return None if record is None else dict(record)
+
+    async def run_statement(self, sql: str, *args: Any) -> Mapping[str, Any] | None:
+        """PostgreSQL only: one SQL statement (``$1``-style parameters) run by the driver
+        in autocommit, so it is its own transaction; its first row, or None.
+
+        For a hot write on a contended row: a single statement (data-modifying CTEs)
+        holds the row lock only while the server runs it, not across round trips and
+        event-loop turns. Call ``outbox_written()`` when it wrote outbox rows."""
+        if self.dialect != "postgresql":
+            raise RuntimeError("run_statement is for PostgreSQL")
+        async with self._read_engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            record = await raw.driver_connection.fetchrow(sql, *args)  # type: ignore[union-attr]
+            return None if record is None else dict(record)
+
+    def outbox_written(self) -> None:
+        """Wake the outbox relay (what a unit of work does when it wrote events)."""
+        for hook in self.after_commit_hooks:
+            hook()
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:

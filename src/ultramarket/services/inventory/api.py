@@ -32,7 +32,12 @@ async def inventory_service(
     container: ContainerDep, session: Session, principal: Writer
 ) -> InventoryService:
     actor = principal.service or principal.subject
-    return InventoryService(session, container.publisher("inventory"), actor=actor)
+    return InventoryService(
+        session,
+        container.publisher("inventory"),
+        actor=actor,
+        database=container.db("inventory"),
+    )
 
 
 async def inventory_reader(session: ReadSession, principal: Reader) -> InventoryService:

@@ -27,6 +27,7 @@ from ultramarket.core.db import Database, insert_for, utcnow
 from ultramarket.core.errors import Conflict, NotFound, ValidationFailed
 from ultramarket.core.events import EventPublisher
 from ultramarket.services.inventory import events
+from ultramarket.services.inventory.hot import reserve_in_one_statement
 from ultramarket.services.inventory.models import (
     DEFAULT_WAREHOUSE_CODE,
     DEFAULT_WAREHOUSE_ID,
@@ -188,11 +189,16 @@ class InventoryService:
         *,
         actor: str | None = None,
         clock: Callable[[], datetime] = utcnow,
+        database: Database | None = None,
     ) -> None:
         self.session = session
         self.publisher = publisher
         self.actor = actor
         self.clock = clock
+        # Given on PostgreSQL: one-item reservations take the one-statement path (hot.py).
+        self.database = (
+            database if database is not None and database.dialect == "postgresql" else None
+        )
 
     # -- the one way stock changes ---------------------------------------------------------------
 
@@ -265,9 +271,11 @@ class InventoryService:
         previous_threshold: int,
         reason: str,
         variant_available: int | None = None,
+        changed_written: bool = False,
     ) -> None:
         """Alerts on threshold crossings, and the events of the change (``variant_available``:
-        summed over the variant's items; read here when not given)."""
+        summed over the variant's items; read here when not given). ``changed_written``:
+        the ``stock_changed`` event is already in the outbox (the one-statement path)."""
         available = row.on_hand - row.reserved
         threshold = row.low_stock_threshold
         low, was_low = available <= threshold, previous_available <= previous_threshold
@@ -291,7 +299,8 @@ class InventoryService:
                 "available": available,
                 "variant_available": int(variant_available or 0),
             }
-            pending.append(events.StockChanged(**shape, reason=reason))
+            if not changed_written:
+                pending.append(events.StockChanged(**shape, reason=reason))
         if low and not was_low:
             await self._open_alert(row, "low_stock")
             if shape is not None:
@@ -560,12 +569,43 @@ class InventoryService:
         self, item_id: uuid.UUID, quantity: int, key: str, ttl_seconds: int
     ) -> tuple[ReservationRead, bool]:
         """Reserve ``quantity`` of one item. Returns the reservation and whether it is new."""
+        if self.database is not None and self.publisher is not None:
+            fast = await reserve_in_one_statement(
+                self.database,
+                self.publisher,
+                item_id=item_id,
+                quantity=quantity,
+                key=key,
+                ttl_seconds=ttl_seconds,
+                actor=self.actor,
+                clock=self.clock,
+                crossing=self._crossed,
+            )
+            if fast is not None:
+                return fast, True
         variant_id = await self.session.scalar(
             select(ITEM.c.variant_id).where(ITEM.c.id == item_id)
         )
         if variant_id is None:
             raise ItemNotFound()
         return await self._reserve(key, ttl_seconds, [Wanted(item_id, variant_id, quantity)])
+
+    async def _crossed(self, row: Any, previous_available: int, variant_available: int) -> None:
+        """A one-statement reservation crossed a threshold: its alert and events, in a
+        short unit of work of their own."""
+        assert self.database is not None
+        async with self.database.session() as session:
+            follow_up = InventoryService(
+                session, self.publisher, actor=self.actor, clock=self.clock
+            )
+            await follow_up._after_change(
+                row,
+                previous_available=previous_available,
+                previous_threshold=row.low_stock_threshold,
+                reason="reservation",
+                variant_available=variant_available,
+                changed_written=True,
+            )
 
     async def reserve_lines(
         self, key: str, ttl_seconds: int, lines: Sequence[tuple[uuid.UUID, int]]
