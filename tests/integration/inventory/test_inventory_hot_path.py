@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 from sqlalchemy import select
+from test_inventory_race import hot_item
 from tests.support import assert_error, ok
 
 from ultramarket.core.container import Container
@@ -30,18 +31,11 @@ API = "/api/v1/inventory"
 async def stocked_item(
     container: Container, on_hand: int, threshold: int
 ) -> tuple[uuid.UUID, uuid.UUID]:
-    variant_id = uuid.uuid4()
+    item_id = await hot_item(container, on_hand)
     async with container.db("inventory").session() as session:
         service = InventoryService(session, container.publisher("inventory"), actor="test")
-        await service.ensure_variant(variant_id, f"HOT-{variant_id.hex[:6]}")
-        item_id = await session.scalar(
-            select(StockItem.id).where(StockItem.variant_id == variant_id)
-        )
-        assert item_id is not None
-        await service.update_item(
-            item_id, StockUpdate(on_hand=on_hand, low_stock_threshold=threshold)
-        )
-    return item_id, variant_id
+        row = await service.update_item(item_id, StockUpdate(low_stock_threshold=threshold))
+    return item_id, row.variant_id
 
 
 async def outbox(container: Container, since_types: tuple[str, ...]) -> list[dict]:
