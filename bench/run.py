@@ -1,4 +1,4 @@
-"""UltraMarket HTTP benchmark: the app next to two ceilings, measured in the same run.
+"""UltraMarket HTTP benchmark: the app next to its ceilings, measured in the same run.
 
     .venv/bin/python bench/run.py [--duration 10] [--connections 64] [--threads 2]
 
@@ -9,8 +9,13 @@ What it does (see bench/README.md for the figures and knobs):
    account with the CLI and bulk-inserts ~10,000 more customers with asyncpg;
 3. serves the platform (``ultramarket serve --workers 2``) on a free loopback port with
    rate limits OFF, logs in once, and loads it with wrk for each scenario;
-4. serves the two ceilings from ``bench/ceilings.py`` (uvicorn, 2 workers) and loads them;
+4. serves the ceilings from ``bench/ceilings.py`` (uvicorn, 2 workers) and loads them;
 5. prints one table and writes ``bench/results/latest.json``.
+
+``--suite catalog`` adds a bulk-loaded catalogue (listing, detail, reservations) and
+``--suite checkout`` full checkouts (``POST /api/v1/orders``, 1-3 lines over 1,000 SKUs and
+one hot SKU, fraud rules off) beside a raw-asyncpg checkout ceiling, with an oversell
+check after each run; ``--suite all`` (the default) runs the three.
 
 Every child runs in its own process group, every wait is bounded, and every child is
 killed at the end, including on Ctrl-C or an exception. Load only ever targets 127.0.0.1.
@@ -37,6 +42,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -64,6 +70,11 @@ TARGET_P99_MS = 50.0
 # p99 < 100 ms; reservations on one hot SKU at >= 40 % of the raw reserve ceiling (hot).
 CATALOG_READ_RATIO, CATALOG_READ_P99_MS = 0.5, 100.0
 RESERVE_HOT_RATIO = 0.4
+# Checkout targets (issue 4): full checkouts over 1,000 SKUs at >= 200 orders/s and >= 15 %
+# of the raw checkout ceiling (spread), p99 < 250 ms; the hot SKU's ratio is shown.
+CHECKOUT_MIN_RPS, CHECKOUT_RATIO, CHECKOUT_P99_MS = 200.0, 0.15, 250.0
+CHECKOUT_SETTLE_S = 15.0  # at most, for checkouts in flight at wrk's stop to leave pending
+ORDERS = "/api/v1/orders"
 MANAGER_EMAIL = "bench-manager@example.com"
 PRODUCTS = "/api/v1/products"
 RESERVE_TEMPLATE = "/api/v1/inventory/%s/reserve"
@@ -151,6 +162,14 @@ def http(
         return status, json.loads(raw) if raw else None
     except ValueError:
         return status, raw.decode(errors="replace")
+
+
+def login(base: str, email: str) -> str:
+    """An access token for ``email`` (every bench account has BENCH_PASSWORD)."""
+    status, body = http("POST", f"{base}{LOGIN}", {"email": email, "password": BENCH_PASSWORD})
+    if status != 200:
+        raise SystemExit(f"login of {email} failed: HTTP {status} {body}")
+    return str(body["data"]["tokens"]["access_token"])
 
 
 def wait_ready(proc: subprocess.Popen[bytes], url: str, logfile: Path, timeout: float = 60) -> None:
@@ -268,7 +287,10 @@ def load(
     method: str = "GET",
     script: str | None = None,
     env: dict[str, str] | None = None,
+    settle: Callable[[], object] | None = None,
 ) -> Result:
+    """wrk on ``path``: the warm-up, then (once ``settle`` returns: what the warm-up left in
+    flight is done) the recorded run."""
     url = f"{base}{path}"
     assert url.startswith(f"http://{HOST}:"), url  # loopback only
     cmd = [cfg.wrk, f"-t{cfg.threads}", f"-c{cfg.connections}", "--latency"]
@@ -285,6 +307,8 @@ def load(
             timeout=cfg.warmup + cfg.timeout_s + 30,
             check=False,
         )
+        if settle is not None:
+            settle()
     log(f"{scenario}: wrk -t{cfg.threads} -c{cfg.connections} -d{cfg.duration}s {method} {url}")
     done = subprocess.run(
         [*cmd, f"-d{cfg.duration}s", url],
@@ -392,6 +416,11 @@ async def _bulk_insert(
     return len(records)
 
 
+def customer_email(n: int) -> str:
+    """The n-th seeded customer (also spelled out in wrk/login.lua)."""
+    return f"customer{n:06d}@bench.example.com"
+
+
 async def seed(dsn: str, count: int) -> dict[str, Any]:
     """Bulk-insert ``count`` verified customers (auth.account, and user.profile if present)."""
     from ultramarket.services.auth.passwords import hash_password
@@ -405,7 +434,7 @@ async def seed(dsn: str, count: int) -> dict[str, Any]:
         accounts.append(
             {
                 "id": uuid.uuid4(),
-                "email": f"customer{i:06d}@bench.example.com",
+                "email": customer_email(i),
                 "password_hash": password_hash,
                 "role": "CUSTOMER",
                 "status": "active",
@@ -468,6 +497,8 @@ def server_env(base: dict[str, str], db_url: str, data_dir: Path) -> dict[str, s
             "ULTRAMARKET_DATABASE_URL": db_url,
             "ULTRAMARKET_DATA_DIR": str(data_dir),
             "ULTRAMARKET_RATE_LIMITS__ENABLED": "false",
+            # Fraud rules would hold or refuse the bench's bursts of payments by few users.
+            "ULTRAMARKET_PAYMENTS__FRAUD_ENABLED": "false",
             "ULTRAMARKET_ACCESS_LOG": "false",
             "ULTRAMARKET_LOG_LEVEL": "WARNING",
             "ULTRAMARKET_HOST": HOST,
@@ -495,6 +526,31 @@ def uvicorn_cmd(app: str, port: int, workers: int) -> list[str]:
     ]
 
 
+@contextlib.contextmanager
+def ceiling_server(
+    app_name: str,
+    workers: int,
+    env: dict[str, str],
+    tmp: Path,
+    ready_path: str,
+    probe: dict[str, Any] | None = None,
+) -> Iterator[str]:
+    """Serve ``ceilings:<app>`` (uvicorn) until the block ends; yields its base URL. Ready
+    once GET ``ready_path`` answers 200 (or, with ``probe``, a POST of it answers 201)."""
+    port = free_port()
+    base = f"http://{HOST}:{port}"
+    logfile = tmp / f"{app_name.split(':')[1]}.log"
+    proc = spawn(uvicorn_cmd(app_name, port, workers), env, logfile)
+    try:
+        if probe is None:
+            wait_ready(proc, f"{base}{ready_path}", logfile)
+        else:
+            wait_ready_post(proc, f"{base}{ready_path}", logfile, probe)
+        yield base
+    finally:
+        stop(proc)
+
+
 @dataclass
 class Target:
     """``app`` judged against ``ceiling`` (same run): req/s ratio and p99."""
@@ -505,6 +561,7 @@ class Target:
     ratio: float
     p99_ms: float | None = None
     judged: bool = True  # False: the ratio is shown, without PASS/FAIL
+    min_rps: float | None = None  # an absolute floor too (req/s)
 
     def verdict(self) -> dict[str, Any]:
         ratio = self.app.rps / self.ceiling.rps if self.ceiling.rps else 0.0
@@ -519,9 +576,12 @@ class Target:
             "judged": self.judged,
             "ratio_pass": ratio >= self.ratio,
             "p99_pass": self.p99_ms is None or self.app.p99_ms < self.p99_ms,
+            "rps": self.app.rps,
+            "rps_target": self.min_rps,
+            "rps_pass": self.min_rps is None or self.app.rps >= self.min_rps,
             "no_errors": self.app.errors == 0,
         }
-        out["pass"] = out["ratio_pass"] and out["p99_pass"] and out["no_errors"]
+        out["pass"] = all(out[k] for k in ("ratio_pass", "p99_pass", "rps_pass", "no_errors"))
         return out
 
     def note(self) -> str:
@@ -532,6 +592,8 @@ class Target:
         text += f" (target >= {self.ratio:.0%}: {'PASS' if v['ratio_pass'] else 'FAIL'})"
         if self.p99_ms is not None:
             text += f"; p99 < {self.p99_ms:.0f} ms: {'PASS' if v['p99_pass'] else 'FAIL'}"
+        if self.min_rps is not None:
+            text += f"; >= {self.min_rps:,.0f}/s: {'PASS' if v['rps_pass'] else 'FAIL'}"
         return text
 
 
@@ -565,6 +627,8 @@ class CatalogPlan:
     hot_item: str
     runout_item: str
     summary: dict[str, Any]
+    item_ids: list[uuid.UUID] = field(default_factory=list)  # every stock item, in order
+    used_items: set[uuid.UUID] = field(default_factory=set)  # the reserve scenarios' items
 
 
 async def prepare_catalog(dsn: str, args: argparse.Namespace, tmp: Path) -> CatalogPlan:
@@ -622,31 +686,40 @@ async def prepare_catalog(dsn: str, args: argparse.Namespace, tmp: Path) -> Cata
         hot_item=str(hot),
         runout_item=str(runout),
         summary=summary,
+        item_ids=ids,
+        used_items={*spread, hot, runout},
     )
 
 
-async def outbox_backlog(dsn: str) -> int:
+# Every service with an outbox (core.events.event_tables).
+EVENT_SERVICES = ("auth", "user", "file", "product", "inventory", "cart", "order", "payment")
+
+
+async def outbox_backlog(dsn: str, services: tuple[str, ...]) -> int:
     conn = await asyncpg.connect(dsn, timeout=10)
     try:
-        return int(
-            await conn.fetchval(
-                "SELECT count(*) FROM inventory.inventory_outbox WHERE published_at IS NULL"
+        total = 0
+        for service in services:
+            total += await conn.fetchval(
+                f'SELECT count(*) FROM "{service}"."{service}_outbox" WHERE published_at IS NULL'
             )
-        )
+        return total
     finally:
         await conn.close()
 
 
-def drain_outbox(dsn: str, limit_s: float = 90.0) -> int:
-    """Wait (bounded) for the relay to deliver the previous scenario's stock events, so
-    their handling does not load the next scenario. Returns what is left."""
+def drain_outbox(
+    dsn: str, services: tuple[str, ...] = ("inventory",), limit_s: float = 90.0
+) -> int:
+    """Wait (bounded) for the relay to deliver the previous scenario's events (of
+    ``services``), so their handling does not load the next scenario. Returns what is left."""
     deadline = time.monotonic() + limit_s
-    left = asyncio.run(outbox_backlog(dsn))
+    left = asyncio.run(outbox_backlog(dsn, services))
     if left:
-        log(f"waiting for the outbox relay: {left:,} stock events undelivered")
+        log(f"waiting for the outbox relay: {left:,} events undelivered")
     while left and time.monotonic() < deadline:
         time.sleep(1.0)
-        left = asyncio.run(outbox_backlog(dsn))
+        left = asyncio.run(outbox_backlog(dsn, services))
     return left
 
 
@@ -765,35 +838,248 @@ def run_catalog_ceilings(
 ) -> dict[str, Result]:
     out: dict[str, Result] = {}
     env = {**os.environ, "BENCH_PG_DSN": dsn, "BENCH_CATEGORY": plan.summary["listing_category"]}
-    port = free_port()
-    base = f"http://{HOST}:{port}"
-    proc = spawn(uvicorn_cmd("ceilings:page_app", port, workers), env, tmp / "page_app.log")
-    wait_ready(proc, f"{base}/page", tmp / "page_app.log")
-    out["page"] = load(cfg, "ceiling: raw asyncpg page of 20", base, "/page")
-    stop(proc)
-    port = free_port()
-    base = f"http://{HOST}:{port}"
-    proc = spawn(uvicorn_cmd("ceilings:reserve_app", port, workers), env, tmp / "reserve_app.log")
-    wait_ready_post(proc, f"{base}/reserve/{plan.hot_item}", tmp / "reserve_app.log")
-    for key, label, file in (("reserve_spread", "spread", plan.spread_file),
-                             ("reserve_hot", "one hot", plan.hot_file)):  # fmt: skip
-        out[key] = load(cfg, f"ceiling: raw reserve ({label})", base, "/reserve/{id}",
-                        method="POST", script="reserve.lua",
-                        env={"BENCH_PATH_TEMPLATE": "/reserve/%s", "BENCH_IDS_FILE": str(file),
-                             "BENCH_KEY_PREFIX": f"ceiling-{key}"})  # fmt: skip
-    stop(proc)
+    with ceiling_server("ceilings:page_app", workers, env, tmp, "/page") as base:
+        out["page"] = load(cfg, "ceiling: raw asyncpg page of 20", base, "/page")
+    probe = {"quantity": 1, "key": f"probe-{uuid.uuid4()}", "ttl_seconds": 60}
+    with ceiling_server(
+        "ceilings:reserve_app", workers, env, tmp, f"/reserve/{plan.hot_item}", probe
+    ) as base:
+        for key, label, file in (("reserve_spread", "spread", plan.spread_file),
+                                 ("reserve_hot", "one hot", plan.hot_file)):  # fmt: skip
+            out[key] = load(cfg, f"ceiling: raw reserve ({label})", base, "/reserve/{id}",
+                            method="POST", script="reserve.lua",
+                            env={"BENCH_PATH_TEMPLATE": "/reserve/%s", "BENCH_IDS_FILE": str(file),
+                                 "BENCH_KEY_PREFIX": f"ceiling-{key}"})  # fmt: skip
     return out
 
 
+# -- the checkout suite -------------------------------------------------------------------
+
+ADDRESS = {"first_name": "Ada", "last_name": "L", "line1": "1 Main St", "city": "Austin",
+           "region": "TX", "postal_code": "73301", "country": "US"}  # fmt: skip
+
+
+def checkout_body(variant_ids: list[str]) -> dict[str, Any]:
+    """The body wrk/checkout.lua sends: one unit of each variant, a test card."""
+    return {
+        "shipping_address": ADDRESS,
+        "items": [{"variant_id": v, "quantity": 1} for v in variant_ids],
+        "payment": {"method": "card", "token": "tok_4242"},
+    }
+
+
+@dataclass
+class CheckoutPlan:
+    spread_file: Path  # --checkout-skus variant ids
+    hot_file: Path  # the hot variant
+    variants_file: Path  # both (the ceiling's price list)
+    tokens_file: Path  # customers' access tokens, written once the app is up
+    hot_variant: str
+    variants: list[uuid.UUID]
+    max_lines: int
+    summary: dict[str, Any]
+
+
+async def prepare_checkout(
+    dsn: str, args: argparse.Namespace, tmp: Path, catalog: CatalogPlan | None
+) -> CheckoutPlan:
+    """``--checkout-skus`` variants and one hot variant, each with a stock that never runs
+    out: from the catalogue the catalog suite loaded (items its scenarios do not use), else
+    from one loaded here (``--products`` x ``--variants``)."""
+    from catalog import load_catalog
+
+    summary: dict[str, Any] = {}
+    if catalog is None:
+        cat = await load_catalog(dsn, args.products, args.variants)
+        summary["catalog"] = cat.summary()
+        free = cat.item_ids
+    else:
+        free = [i for i in catalog.item_ids if i not in catalog.used_items]
+    wanted = args.checkout_skus + 1
+    picked = free[:: max(len(free) // wanted, 1)][:wanted]
+    if len(picked) < wanted:
+        raise SystemExit(f"--checkout-skus {args.checkout_skus}: only {len(free)} stock items")
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        rows = await conn.fetch(
+            "UPDATE inventory.stock_item SET on_hand = $1, reserved = 0 WHERE id = ANY($2::uuid[])"
+            " RETURNING id, variant_id",
+            HUGE_STOCK, picked,
+        )  # fmt: skip
+        await conn.execute("ANALYZE inventory.stock_item")
+    finally:
+        await conn.close()
+    variant_of = {r["id"]: r["variant_id"] for r in rows}
+    hot, spread = variant_of[picked[0]], [variant_of[i] for i in picked[1:]]
+    files = {}
+    for name, ids in (("spread", spread), ("hot", [hot]), ("all", [*spread, hot])):
+        files[name] = tmp / f"variants-{name}.txt"
+        files[name].write_text("".join(f"{v}\n" for v in ids))
+    tokens_file = tmp / "tokens.txt"
+    tokens_file.write_text("no-token\n")  # --only ceilings: the ceiling ignores it
+    summary.update(skus=len(spread), hot_variant=str(hot), stock=HUGE_STOCK,
+                   customers=args.checkout_customers, max_lines=args.checkout_lines)  # fmt: skip
+    return CheckoutPlan(
+        spread_file=files["spread"],
+        hot_file=files["hot"],
+        variants_file=files["all"],
+        tokens_file=tokens_file,
+        hot_variant=str(hot),
+        variants=[*spread, hot],
+        max_lines=args.checkout_lines,
+        summary=summary,
+    )
+
+
+# Per variant of the checkout: its stock, the units of its order lines by order status, the
+# units of its reservation lines by reservation status.
+CHECKOUT_UNITS_SQL = """
+WITH s AS (
+  SELECT variant_id, sum(on_hand) AS on_hand, sum(reserved) AS reserved
+  FROM inventory.stock_item WHERE variant_id = ANY($1::uuid[]) GROUP BY variant_id
+), o AS (
+  SELECT i.variant_id,
+         coalesce(sum(i.quantity) FILTER (WHERE o.status = 'confirmed'), 0) AS confirmed,
+         coalesce(sum(i.quantity) FILTER (WHERE o.status = 'pending'), 0) AS pending
+  FROM "order".order_item i JOIN "order".orders o ON o.id = i.order_id
+  WHERE i.variant_id = ANY($1::uuid[]) GROUP BY i.variant_id
+), r AS (
+  SELECT l.variant_id,
+         coalesce(sum(l.quantity) FILTER (WHERE r.status = 'active'), 0) AS active,
+         coalesce(sum(l.quantity - l.returned) FILTER (WHERE r.status = 'committed'), 0)
+           AS committed
+  FROM inventory.reservation_line l JOIN inventory.reservation r ON r.id = l.reservation_id
+  WHERE l.variant_id = ANY($1::uuid[]) GROUP BY l.variant_id
+)
+SELECT s.variant_id, $2::bigint - s.on_hand AS sold, s.reserved,
+       coalesce(o.confirmed, 0) AS confirmed_units, coalesce(o.pending, 0) AS pending_units,
+       coalesce(r.active, 0) AS active_units, coalesce(r.committed, 0) AS committed_units
+FROM s LEFT JOIN o USING (variant_id) LEFT JOIN r USING (variant_id)
+"""
+PENDING_ORDERS_SQL = (
+    """SELECT count(*) FROM "order".orders WHERE status = 'pending' AND NOT on_hold"""
+)
+
+
+def _units_consistent(row: asyncpg.Record) -> bool:
+    """Sold units were committed, reserved ones are held by active reservations, and both
+    together are what the orders holding stock (confirmed, pending) bought."""
+    return (
+        row["sold"] == row["committed_units"]
+        and row["reserved"] == row["active_units"]
+        and row["sold"] + row["reserved"] == row["confirmed_units"] + row["pending_units"]
+    )
+
+
+async def settle_orders(dsn: str, limit_s: float = CHECKOUT_SETTLE_S) -> int:
+    """Wait (at most ``limit_s``) until no order has been ``pending`` for two looks 0.5 s
+    apart: the checkouts still in flight when wrk stopped are done. Returns those left."""
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        deadline = time.monotonic() + limit_s
+        quiet = 0
+        while True:
+            pending = int(await conn.fetchval(PENDING_ORDERS_SQL))
+            quiet = 0 if pending else quiet + 1
+            if quiet == 2 or time.monotonic() >= deadline:
+                return pending
+            await asyncio.sleep(0.5)
+    finally:
+        await conn.close()
+
+
+async def checkout_check(dsn: str, plan: CheckoutPlan) -> dict[str, Any]:
+    """The oversell check after a checkout run, cumulative over the run so far, once the
+    checkouts still in flight are done."""
+    pending = await settle_orders(dsn)
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        oversold = await conn.fetchval(
+            "SELECT count(*) FROM inventory.stock_item"
+            " WHERE reserved > on_hand OR on_hand < 0 OR reserved < 0"
+        )
+        rows = await conn.fetch(CHECKOUT_UNITS_SQL, plan.variants, HUGE_STOCK)
+        by_status = await conn.fetch('SELECT status, count(*) FROM "order".orders GROUP BY 1')
+    finally:
+        await conn.close()
+    wrong = [r for r in rows if not _units_consistent(r)]
+    hot = next(dict(r) for r in rows if str(r["variant_id"]) == plan.hot_variant)
+    check = {
+        "orders_by_status": {r["status"]: r["count"] for r in by_status},
+        "pending_orders": pending,
+        "oversold_items": oversold,
+        "variants_checked": len(rows),
+        "variants_inconsistent": len(wrong),
+        "inconsistent_sample": [dict(r) for r in wrong[:5]],
+        "hot": hot,
+    }
+    check["pass"] = not (oversold or wrong or pending) and len(rows) == len(plan.variants)
+    return check
+
+
+def checkout_runs(
+    cfg: Load, plan: CheckoutPlan, dsn: str, base: str, path: str, label: str,
+    checks: dict[str, Any], drain: bool,
+) -> dict[str, Result]:  # fmt: skip
+    """Spread then hot checkouts against ``base``; the oversell check after each."""
+    out: dict[str, Result] = {}
+    for key, what, file, lines in (("spread", "spread", plan.spread_file, plan.max_lines),
+                                   ("hot", "one hot", plan.hot_file, 1)):  # fmt: skip
+        left = drain_outbox(dsn, EVENT_SERVICES) if drain else 0
+        scenario = f"{label} ({what})"
+        result = load(cfg, scenario, base, path, method="POST", script="checkout.lua",
+                      env={"BENCH_IDS_FILE": str(file), "BENCH_TOKENS_FILE": str(plan.tokens_file),
+                           "BENCH_MAX_LINES": str(lines)},
+                      settle=lambda: asyncio.run(settle_orders(dsn)))  # fmt: skip
+        result.notes.insert(
+            0, f"1-{lines} lines over {plan.summary['skus']:,} SKUs" if key == "spread" else
+            "1 line, one hot SKU",
+        )  # fmt: skip
+        if left:
+            result.notes.append(f"{left:,} earlier events still undelivered")
+        checks[scenario] = check = asyncio.run(checkout_check(dsn, plan))
+        if not check["pass"]:
+            result.notes.append("oversell check FAILED")
+        out[key] = result
+    return out
+
+
+def run_checkout_app(
+    cfg: Load, base: str, plan: CheckoutPlan, dsn: str, checks: dict[str, Any]
+) -> dict[str, Result]:
+    customers = plan.summary["customers"]
+    log(f"logging in {customers} customers")
+    tokens = [login(base, customer_email(n)) for n in range(customers)]
+    plan.tokens_file.write_text("".join(f"{token}\n" for token in tokens))
+    first = plan.spread_file.read_text().split()[0]
+    status, body = http("POST", f"{base}{ORDERS}", checkout_body([first]), token=tokens[0])
+    if status != 201 or body["data"]["status"] != "confirmed":
+        raise SystemExit(f"POST {ORDERS} answered HTTP {status}: {body}")
+    return checkout_runs(cfg, plan, dsn, base, ORDERS, "POST /orders", checks, drain=True)
+
+
+def run_checkout_ceiling(
+    cfg: Load, plan: CheckoutPlan, dsn: str, workers: int, tmp: Path, checks: dict[str, Any]
+) -> dict[str, Result]:
+    env = {**os.environ, "BENCH_PG_DSN": dsn, "BENCH_VARIANTS_FILE": str(plan.variants_file)}
+    probe = checkout_body([plan.hot_variant])
+    with ceiling_server("ceilings:checkout_app", workers, env, tmp, "/checkout", probe) as base:
+        return checkout_runs(cfg, plan, dsn, base, "/checkout", "ceiling: raw checkout", checks,
+                             drain=False)  # fmt: skip
+
+
 def wait_ready_post(
-    proc: subprocess.Popen[bytes], url: str, logfile: Path, timeout: float = 60
+    proc: subprocess.Popen[bytes],
+    url: str,
+    logfile: Path,
+    body: dict[str, Any],
+    timeout: float = 60,
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"server exited ({proc.returncode}); log:\n{logfile.read_text()}")
         with contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError):
-            body = {"quantity": 1, "key": f"probe-{uuid.uuid4()}", "ttl_seconds": 60}
             status, _ = http("POST", url, body)
             if status == 201:
                 return
@@ -816,13 +1102,20 @@ def main() -> int:
     )
     parser.add_argument(
         "--suite",
-        choices=("all", "auth", "catalog"),
+        choices=("all", "auth", "catalog", "checkout"),
         default="all",
-        help="auth: health, users/me, login; catalog: listing, detail, reserve; all: both",
+        help="auth: health, users/me, login; catalog: listing, detail, reserve; "
+        "checkout: full checkouts; all: all three",
     )
     parser.add_argument("--users", type=int, default=10_000, help="extra seeded customers")
-    parser.add_argument("--products", type=int, default=100_000, help="catalogue size")
-    parser.add_argument("--variants", type=int, default=3, help="variants per product")
+    for flag, default, text in (
+        ("--products", None, "catalogue size (100,000; 2,000 for --suite checkout)"),
+        ("--variants", None, "variants per product (3; 1 for --suite checkout)"),
+        ("--checkout-skus", 1000, "variants the spread checkout buys from"),
+        ("--checkout-lines", 3, "most lines of a spread checkout (1-3)"),
+        ("--checkout-customers", 50, "customers the checkouts rotate over"),
+    ):
+        parser.add_argument(flag, type=int, default=default, help=text)
     parser.add_argument(
         "--detail-slugs", type=int, default=10_000, help="slugs the detail load picks from"
     )
@@ -862,6 +1155,17 @@ def main() -> int:
     )
     parser.add_argument("--output", type=Path, default=BENCH_DIR / "results" / "latest.json")
     args = parser.parse_args()
+    auth_suite = args.suite in ("all", "auth")
+    catalog_suite = args.suite in ("all", "catalog")
+    checkout_suite = args.suite in ("all", "checkout")
+    # The checkout suite alone needs a small catalogue; with the catalog suite it shares its.
+    args.products = args.products or (100_000 if catalog_suite else 2_000)
+    args.variants = args.variants or (3 if catalog_suite else 1)
+    if not 1 <= args.checkout_lines <= 3:
+        parser.error("--checkout-lines must be 1 to 3")
+    customers = args.users if auth_suite else 0
+    if checkout_suite:
+        customers = max(customers, args.checkout_customers)
 
     signal.signal(signal.SIGTERM, _on_sigterm)
     wrk = ensure_wrk()
@@ -885,6 +1189,9 @@ def main() -> int:
     row_result: Result | None = None
     app_runs: dict[str, Result] = {}
     ceiling_runs: dict[str, Result] = {}
+    checkout_app: dict[str, Result] = {}
+    checkout_ceiling: dict[str, Result] = {}
+    checkout_checks: dict[str, Any] = {}  # the oversell check after each checkout run
     meta: dict[str, Any] = {}
     try:
         log(f"fresh database {args.db_name}")
@@ -896,12 +1203,10 @@ def main() -> int:
              "--role", "CUSTOMER", "--first-name", "Bench", "--last-name", "User"],
             env, 120, "ultramarket create-user",
         )  # fmt: skip
-        auth_suite = args.suite in ("all", "auth")
-        catalog_suite = args.suite in ("all", "catalog")
         account_id = ""
-        if auth_suite:
-            log(f"seeding {args.users:,} customers")
-            seeded = asyncio.run(seed(dsn, args.users))
+        if customers:
+            log(f"seeding {customers:,} customers")
+            seeded = asyncio.run(seed(dsn, customers))
             log(f"seeded: {seeded}")
             account_id = seeded["bench_account_id"]
         plan: CatalogPlan | None = None
@@ -915,6 +1220,13 @@ def main() -> int:
             plan = asyncio.run(prepare_catalog(dsn, args, tmp))
             log(f"catalogue: {plan.summary}")
             meta["catalog"] = plan.summary
+        checkout: CheckoutPlan | None = None
+        if checkout_suite:
+            if plan is None:
+                log(f"loading the catalogue: {args.products:,} products x {args.variants} variants")
+            checkout = asyncio.run(prepare_checkout(dsn, args, tmp, plan))
+            log(f"checkout: {checkout.summary}")
+            meta["checkout"] = checkout.summary
 
         if args.only != "ceilings":
             port = free_port()
@@ -925,11 +1237,7 @@ def main() -> int:
             log(f"starting UltraMarket: {' '.join(cmd[1:])}")
             app = spawn(cmd, env, logfile)
             wait_ready(app, f"{base}/health", logfile)
-            status, body = http("POST", f"{base}{LOGIN}",
-                                {"email": BENCH_EMAIL, "password": BENCH_PASSWORD})  # fmt: skip
-            if status != 200:
-                raise SystemExit(f"login failed: HTTP {status} {body}")
-            token = body["data"]["tokens"]["access_token"]
+            token = login(base, BENCH_EMAIL)
         if args.only != "ceilings" and auth_suite:
             me_path = args.me_path
             if me_path is None:
@@ -960,16 +1268,15 @@ def main() -> int:
             )
             results.append(login_result)
         if args.only != "ceilings" and plan is not None:
-            status, body = http("POST", f"{base}{LOGIN}",
-                                {"email": MANAGER_EMAIL, "password": BENCH_PASSWORD})  # fmt: skip
-            if status != 200:
-                raise SystemExit(f"MANAGER login failed: HTTP {status} {body}")
-            manager_token = body["data"]["tokens"]["access_token"]
+            manager_token = login(base, MANAGER_EMAIL)
             app_runs = run_catalog_app(cfg, base, plan, manager_token, dsn, meta)
             results.extend(app_runs.values())
             meta["runout_check"] = asyncio.run(
                 oversell_check(dsn, plan.runout_item, app_runs["reserve_runout"], args.connections)
             )
+        if args.only != "ceilings" and checkout is not None:
+            checkout_app = run_checkout_app(cfg, base, checkout, dsn, checkout_checks)
+            results.extend(checkout_app.values())
         if args.only != "ceilings":
             stop(app)
             errors_in_log = [ln for ln in logfile.read_text().splitlines() if "Traceback" in ln]
@@ -983,19 +1290,19 @@ def main() -> int:
                 ("ceiling: FastAPI /ping", "ceilings:ping_app", "/ping"),
                 ("ceiling: raw asyncpg one row", "ceilings:row_app", "/row"),
             ):
-                port = free_port()
-                base = f"http://{HOST}:{port}"
-                logfile = tmp / f"{app_name.split(':')[1]}.log"
-                proc = spawn(uvicorn_cmd(app_name, port, args.workers), ceiling_env, logfile)
-                wait_ready(proc, f"{base}{path}", logfile)
-                result = load(cfg, scenario, base, path)
+                with ceiling_server(app_name, args.workers, ceiling_env, tmp, path) as base:
+                    result = load(cfg, scenario, base, path)
                 results.append(result)
                 if path == "/row":
                     row_result = result
-                stop(proc)
         if args.only != "app" and plan is not None:
             ceiling_runs = run_catalog_ceilings(cfg, plan, dsn, args.workers, tmp)
             results.extend(ceiling_runs.values())
+        if args.only != "app" and checkout is not None:
+            checkout_ceiling = run_checkout_ceiling(
+                cfg, checkout, dsn, args.workers, tmp, checkout_checks
+            )
+            results.extend(checkout_ceiling.values())
     except BaseException:
         log(f"aborted; server logs and raw wrk output kept in {tmp}")
         raise
@@ -1020,13 +1327,20 @@ def main() -> int:
             Target("reserve_hot", app_runs["reserve_hot"], ceiling_runs["reserve_hot"],
                    RESERVE_HOT_RATIO),
         ]  # fmt: skip
+    if checkout_app and checkout_ceiling:
+        targets += [
+            Target("checkout_spread", checkout_app["spread"], checkout_ceiling["spread"],
+                   CHECKOUT_RATIO, CHECKOUT_P99_MS, min_rps=CHECKOUT_MIN_RPS),
+            Target("checkout_hot", checkout_app["hot"], checkout_ceiling["hot"], CHECKOUT_RATIO,
+                   judged=False),
+        ]  # fmt: skip
 
     print()
     print(
         f"UltraMarket benchmark ({args.suite}) - wrk -t{args.threads} -c{args.connections} "
         f"-d{args.duration}s (+{args.warmup}s warm-up), app on {args.server} x{args.workers} "
         f"workers, ceilings on uvicorn x{args.workers}, PostgreSQL db {args.db_name}"
-        + (f", {args.users:,} seeded customers" if args.suite != "catalog" else "")
+        + (f", {customers:,} seeded customers" if customers else "")
     )
     if "catalog" in meta:
         c = meta["catalog"]
@@ -1035,7 +1349,22 @@ def main() -> int:
             f"({c['stock_items']:,} stock items), loaded in {c['seconds']}s; listing category "
             f"{c['listing_category']} ({c['listing_category_products']:,} products)"
         )
+    if "checkout" in meta:
+        c = meta["checkout"]
+        loaded = c.get("catalog")
+        print(
+            f"checkout: 1-{c['max_lines']} lines over {c['skus']:,} SKUs (spread) or 1 line of one "
+            f"hot SKU, {c['stock']:,} on hand each, {c['customers']} customers; catalogue "
+            + (
+                f"{loaded['products']:,} products x {args.variants} variants loaded in "
+                f"{loaded['seconds']}s"
+                if loaded
+                else "of the catalog suite (items it does not use)"
+            )
+        )
     print("NOTE: rate limits are DISABLED for this run (ULTRAMARKET_RATE_LIMITS__ENABLED=false).")
+    if checkout_suite:
+        print("NOTE: fraud rules are DISABLED (ULTRAMARKET_PAYMENTS__FRAUD_ENABLED=false).")
     if "users_me_fallback" in meta:
         print(f"NOTE: {meta['users_me_fallback']}; measured {meta['me_path']} instead.")
     print()
@@ -1056,6 +1385,19 @@ def main() -> int:
             f"{check['wrk_2xx_match_reserved']}; sold out: {check['sold_out']} -> "
             f"{'PASS' if check['pass'] else 'FAIL'}"
         )
+    for scenario, c in checkout_checks.items():
+        hot = c["hot"]
+        ordered = hot["confirmed_units"] + hot["pending_units"]
+        same = "==" if hot["sold"] + hot["reserved"] == ordered else "!="
+        print(
+            f"oversell check after {scenario}: items with reserved > on_hand or on_hand < 0: "
+            f"{c['oversold_items']}; orders left pending: {c['pending_orders']}; "
+            f"{c['variants_checked']:,} SKUs where sold != committed units, reserved != active "
+            f"reservation units or sold + reserved != units of confirmed/pending orders: "
+            f"{c['variants_inconsistent']}; hot SKU sold {hot['sold']:,} + reserved "
+            f"{hot['reserved']:,} {same} ordered {ordered:,} -> "
+            f"{'PASS' if c['pass'] else 'FAIL'}"
+        )
     verdict = verdicts.get("users_me", {})
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -1075,15 +1417,18 @@ def main() -> int:
             "workers": args.workers,
             "server": args.server,
             "suite": args.suite,
-            "seeded_users": args.users if args.suite != "catalog" else 0,
+            "seeded_users": customers,
             "products": args.products if args.suite != "auth" else 0,
+            "variants": args.variants if args.suite != "auth" else 0,
             "rate_limits": "disabled",
+            "fraud_rules": "disabled",
         },
         "meta": {k: v for k, v in meta.items() if k not in ("me_sample", "runout_check")},
         "results": [{**asdict(r), "errors": r.errors} for r in results],
         "users_me_target": verdict,
         "targets": verdicts,
         "oversell_check": meta.get("runout_check"),
+        "checkout_oversell_checks": checkout_checks,
     }
     args.output.write_text(json.dumps(report, indent=2, default=str) + "\n")
     log(f"wrote {args.output}")
@@ -1091,6 +1436,7 @@ def main() -> int:
     failed = [n for n, v in verdicts.items() if v["judged"] and not v["pass"]]
     if check and not check["pass"]:
         failed.append("oversell")
+    failed += [f"oversell after {s}" for s, c in checkout_checks.items() if not c["pass"]]
     if args.check and failed:
         return 1
     return 0
