@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy import Row, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -73,6 +73,22 @@ _OTHERS_AVAILABLE = (
     .where(_OTHER.c.variant_id == ITEM.c.variant_id, _OTHER.c.id != ITEM.c.id)
     .scalar_subquery()
     .label("others_available")
+)
+# The item a one-line reservation takes: the default warehouse when it has enough, else
+# the one with the most available (what reserve_lines chooses for each line).
+_BEST_ITEM = (
+    select(ITEM.c.id)
+    .where(ITEM.c.variant_id == bindparam("variant_id"))
+    .order_by(
+        and_(
+            ITEM.c.warehouse_id == bindparam("default"),
+            ITEM.c.on_hand - ITEM.c.reserved >= bindparam("quantity"),
+        ).desc(),
+        (ITEM.c.on_hand - ITEM.c.reserved).desc(),
+        (ITEM.c.warehouse_id == bindparam("default")).desc(),
+        ITEM.c.id,
+    )
+    .limit(bindparam("limit"))
 )
 SORTABLE = {
     "sku": ITEM.c.sku,
@@ -569,26 +585,33 @@ class InventoryService:
         self, item_id: uuid.UUID, quantity: int, key: str, ttl_seconds: int
     ) -> tuple[ReservationRead, bool]:
         """Reserve ``quantity`` of one item. Returns the reservation and whether it is new."""
-        if self.database is not None and self.publisher is not None:
-            fast = await reserve_in_one_statement(
-                self.database,
-                self.publisher,
-                item_id=item_id,
-                quantity=quantity,
-                key=key,
-                ttl_seconds=ttl_seconds,
-                actor=self.actor,
-                clock=self.clock,
-                crossing=self._crossed,
-            )
-            if fast is not None:
-                return fast, True
+        fast = await self._one_statement(item_id, quantity, key, ttl_seconds)
+        if fast is not None:
+            return fast, True
         variant_id = await self.session.scalar(
             select(ITEM.c.variant_id).where(ITEM.c.id == item_id)
         )
         if variant_id is None:
             raise ItemNotFound()
         return await self._reserve(key, ttl_seconds, [Wanted(item_id, variant_id, quantity)])
+
+    async def _one_statement(
+        self, item_id: uuid.UUID, quantity: int, key: str, ttl_seconds: int
+    ) -> ReservationRead | None:
+        """The one-statement path on PostgreSQL (hot.py); None: take the general one."""
+        if self.database is None or self.publisher is None:
+            return None
+        return await reserve_in_one_statement(
+            self.database,
+            self.publisher,
+            item_id=item_id,
+            quantity=quantity,
+            key=key,
+            ttl_seconds=ttl_seconds,
+            actor=self.actor,
+            clock=self.clock,
+            crossing=self._crossed,
+        )
 
     async def _crossed(self, row: Any, previous_available: int, variant_available: int) -> None:
         """A one-statement reservation crossed a threshold: its alert and events, in a
@@ -612,6 +635,21 @@ class InventoryService:
     ) -> tuple[ReservationRead, bool]:
         """Reserve several variants, all or nothing. Each line is taken from one warehouse:
         the default one when it has enough, else the one with the most available."""
+        if len(lines) == 1 and self.database is not None:
+            # One line (a hot product's checkout): the one-statement path when it serves,
+            # before the session takes a connection (the statement needs its own).
+            variant_id, quantity = lines[0]
+            best = await self.database.fetch_one(
+                _BEST_ITEM,
+                variant_id=variant_id,
+                quantity=quantity,
+                default=DEFAULT_WAREHOUSE_ID,
+                limit=1,
+            )
+            if best is not None:
+                fast = await self._one_statement(best["id"], quantity, key, ttl_seconds)
+                if fast is not None:
+                    return fast, True
         existing = await self._existing(key)
         if existing is not None:
             return self._replay(existing, [Wanted(None, v, q) for v, q in lines], by_item=False)
