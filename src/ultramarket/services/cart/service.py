@@ -499,13 +499,21 @@ class CartService:
             return {}
 
     async def _price(
-        self, cart: Cart, items: list[CartItem] | None = None, *, stock: bool = True
+        self,
+        cart: Cart,
+        items: list[CartItem] | None = None,
+        *,
+        stock: bool = True,
+        known: dict[uuid.UUID, VariantInfo] | None = None,
     ) -> list[Priced]:
+        """The lines with what the product service says now (``known``: just asked)."""
         if items is None:
             items = await self._items(cart.id)
         if not items:
             return []
         ids = [i.variant_id for i in items]
+        if known is not None and not stock:
+            return [Priced(i, known.get(i.variant_id), None) for i in items]
         await release_connection(self.session)
         if stock:
             variants, available = await asyncio.gather(
@@ -555,12 +563,13 @@ class CartService:
         region: str | None = None,
         items: list[CartItem] | None = None,
         stock: bool = True,
+        known: dict[uuid.UUID, VariantInfo] | None = None,
     ) -> s.CartRead:
         """The cart priced now. ``items`` prices these lines instead of the stored ones;
         ``stock=False`` skips the stock lookup (and its warnings)."""
         if cart is None:
             return self._empty(country, region)
-        priced = await self._price(cart, items, stock=stock)
+        priced = await self._price(cart, items, stock=stock, known=known)
         currency = cart.currency or self.settings.default_currency
         lines: list[s.CartItemRead] = []
         for p in priced:
@@ -697,10 +706,13 @@ class CartService:
         """What a checkout charges now: the user's cart, or ``body.items`` when given, at
         current product prices, with ``body.coupon`` (else the cart's), shipping and tax
         for the address. Nothing is stored: the lines and the coupon are priced as given."""
-        stored = await self._user_cart(body.user_id)
         coupon = body.coupon
-        if coupon is None and stored is not None:
-            coupon = stored.coupon_code
+        known: dict[uuid.UUID, VariantInfo] | None = None
+        stored: Cart | None = None
+        if body.items is None or coupon is None:
+            stored = await self._user_cart(body.user_id)
+            if coupon is None and stored is not None:
+                coupon = stored.coupon_code
         if body.items is None:
             if stored is None:
                 return self._empty(body.country, body.region)
@@ -708,7 +720,7 @@ class CartService:
             currency = stored.currency
         else:
             await release_connection(self.session)
-            items, currency = await self._transient_items(body.items)
+            items, currency, known = await self._transient_items(body.items)
         if not items:
             return self._empty(body.country, body.region)
         cart = Cart(
@@ -718,10 +730,12 @@ class CartService:
             coupon_code=coupon or None,
         )
         return await self.view(
-            cart, country=body.country, region=body.region, items=items, stock=False
+            cart, country=body.country, region=body.region, items=items, stock=False, known=known
         )
 
-    async def _transient_items(self, lines: list[s.ItemAdd]) -> tuple[list[CartItem], str | None]:
+    async def _transient_items(
+        self, lines: list[s.ItemAdd]
+    ) -> tuple[list[CartItem], str | None, dict[uuid.UUID, VariantInfo]]:
         """Unsaved lines for ``lines`` at today's prices (404 naming unknown variants)."""
         variants = {
             v.id: v for v in await self.products.get_variants([x.variant_id for x in lines])
@@ -753,7 +767,7 @@ class CartService:
             )
             for x in lines
         ]
-        return items, currencies.pop()
+        return items, currencies.pop(), variants
 
 
 # -- coupons ------------------------------------------------------------------------------------

@@ -248,8 +248,11 @@ class InventoryService:
             await self.session.execute(movement)
         # The other items of the variant, read in the same statement (no extra round trip
         # while the row is locked): the event's variant_available.
+        # A sale (on_hand and reserved down alike) leaves ``available`` as it was: no
+        # threshold can be crossed and the stock mirror has nothing to learn.
+        visible = on_hand != reserved
         returning: tuple[Any, ...] = ITEM_COLUMNS
-        if self.publisher is not None:
+        if self.publisher is not None and visible:
             returning = (*ITEM_COLUMNS, _OTHERS_AVAILABLE)
         row = (
             await self.session.execute(
@@ -267,6 +270,8 @@ class InventoryService:
             return None
         if not movement_first:
             await self.session.execute(movement)
+        if not visible:
+            return row
         available = row.on_hand - row.reserved
         await self._after_change(
             row,
@@ -866,21 +871,32 @@ class InventoryService:
             if reservation.status == "expired":
                 raise ReservationExpired()
             raise ReservationNotActive(f"The reservation is {reservation.status}")
-        await self._unreserve(reservation.id, key, sale=status == "committed")
-        await self.session.refresh(reservation)
-        return await self._read(reservation)
+        lines = await self._unreserve(reservation.id, key, sale=status == "committed")
+        # What _read would read back, from what is known (no statements under the locks).
+        return ReservationRead(
+            id=reservation.id,
+            key=reservation.key,
+            quantity=sum(line.quantity for line in lines),
+            status=status,  # type: ignore[arg-type]
+            expires_at=reservation.expires_at,
+            created_at=reservation.created_at,
+            lines=[ReservationLineRead.model_validate(line) for line in lines],
+        )
 
     async def _unreserve(
         self, reservation_id: uuid.UUID, key: str, *, sale: bool, reason: str | None = None
-    ) -> None:
-        """Give back (or, for a sale, take out of on_hand) every line's reserved units."""
-        lines = (
-            await self.session.execute(
-                select(LINE.c.item_id, LINE.c.quantity)
-                .where(LINE.c.reservation_id == reservation_id)
-                .order_by(LINE.c.item_id)
-            )
-        ).all()
+    ) -> list[Row[Any]]:
+        """Give back (or, for a sale, take out of on_hand) every line's reserved units;
+        the lines."""
+        lines = list(
+            (
+                await self.session.execute(
+                    select(LINE.c.item_id, LINE.c.variant_id, LINE.c.quantity, LINE.c.returned)
+                    .where(LINE.c.reservation_id == reservation_id)
+                    .order_by(LINE.c.item_id)
+                )
+            ).all()
+        )
         for line in lines:
             row = await self._change(
                 line.item_id,
@@ -889,9 +905,13 @@ class InventoryService:
                 guard=ITEM.c.reserved >= line.quantity,
                 reason=reason or ("sale" if sale else "release"),
                 reference=key,
+                # The guard cannot refuse (the check constraints hold it): the movement
+                # first keeps the row lock for one statement fewer.
+                movement_first=True,
             )
             if row is None:  # the check constraints make this unreachable
                 raise Conflict(f"stock item {line.item_id} holds less reserved than reservation")
+        return lines
 
     async def _expire(self, reservation_id: uuid.UUID, key: str, now: datetime) -> bool:
         expired = await self.session.scalar(

@@ -25,7 +25,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from ultramarket.core.errors import (
@@ -51,10 +51,16 @@ from ultramarket.services.order.errors import (
     PriceChanged,
     ReservationLost,
 )
-from ultramarket.services.order.flows import Flow, failure_of, log, reservation_key
+from ultramarket.services.order.flows import Flow, Parts, failure_of, log, reservation_key
 from ultramarket.services.order.metrics import ORDERS, REVENUE
 from ultramarket.services.order.models import Order, OrderItem, OrderNote, OrderStatusChange
-from ultramarket.services.order.service import OrderService, actor_of, allocate, line_events
+from ultramarket.services.order.service import (
+    OrderService,
+    actor_of,
+    allocate,
+    line_events,
+    present,
+)
 from ultramarket.services.payment.schemas import PaymentRead
 
 # Crockford-style alphabet without 0/O/1/I: numbers read aloud over the phone.
@@ -80,6 +86,14 @@ def replayed_error(failure: dict[str, Any]) -> DomainError:
 
 
 class Checkout(Flow):
+    def __init__(self, parts: Parts) -> None:
+        super().__init__(parts)
+        # What this checkout wrote, to answer without reading it back.
+        self.lines: list[OrderItem] = []
+        self.opened_at = self.clock()
+        self.confirmed: Order | None = None
+        self.note_id: uuid.UUID | None = None
+
     # -- the saga -------------------------------------------------------------------------------
 
     async def run(
@@ -147,10 +161,43 @@ class Checkout(Flow):
 
         if payment.status == "requires_capture":
             await self._hold(order, payment)
-        else:
-            await self._complete(order, payment)
-        async with self.rx() as orders:
-            return await orders.read(await orders.get(order.id), staff=False), True
+            async with self.rx() as orders:
+                return await orders.read(await orders.get(order.id), staff=False), True
+        await self._complete(order, payment)
+        return self._placed(principal, body), True
+
+    def _placed(self, principal: Principal, body: s.CheckoutCreate) -> s.OrderRead:
+        """The order just confirmed, from what this checkout wrote (no reads)."""
+        assert self.confirmed is not None
+        actor = actor_of(principal)
+        history = [
+            s.StatusChangeRead(
+                from_status=None, status="pending", note=None, actor=actor, at=self.opened_at
+            ),
+            s.StatusChangeRead(
+                from_status="pending",
+                status="confirmed",
+                note=None,
+                actor="system:checkout",
+                at=self.confirmed.confirmed_at or self.opened_at,
+            ),
+        ]
+        notes = (
+            [
+                OrderNote(
+                    id=self.note_id,
+                    order_id=self.confirmed.id,
+                    author_id=actor,
+                    author_role=principal.role.value if principal.role else None,
+                    internal=False,
+                    body=body.note,
+                    created_at=self.opened_at,
+                )
+            ]
+            if body.note and self.note_id
+            else []
+        )
+        return present(self.confirmed, self.lines, history, notes, [])
 
     async def _shipping_address(self, user_id: uuid.UUID, body: s.CheckoutCreate) -> dict[str, Any]:
         if body.shipping_address is not None:
@@ -267,8 +314,10 @@ class Checkout(Flow):
                         )
                     )
                     if body.note:
+                        self.note_id = uuid.uuid4()
                         orders.session.add(
                             OrderNote(
+                                id=self.note_id,
                                 order_id=order_id,
                                 author_id=actor,
                                 author_role=principal.role.value if principal.role else None,
@@ -276,6 +325,8 @@ class Checkout(Flow):
                                 created_at=now,
                             )
                         )
+                self.lines = lines
+                self.opened_at = now
                 return order
             except IntegrityError:
                 if key is not None:
@@ -316,9 +367,8 @@ class Checkout(Flow):
             idempotency_key=reservation_key(order.id),
             ip=ip,
         )
-        async with self.tx() as orders:
-            fresh = await orders.get(order.id)
-            fresh.payment_id = payment.id
+        # Recorded on the order with its outcome; until then the sweeper finds the
+        # payment by order id.
         order.payment_id = payment.id
         return payment
 
@@ -404,44 +454,58 @@ class Checkout(Flow):
         return reservation.status == "committed"
 
     async def _confirm(self, order: Order, payment: PaymentRead, *, actor: str) -> bool:
+        """``pending`` -> ``confirmed`` (one conditional UPDATE), its history row and
+        ``order.confirmed``; False when the order was no longer pending."""
         async with self.tx() as orders:
-            fresh = await orders.get(order.id)
             now = self.clock()
-            moved = await orders.move(
-                fresh,
-                ["pending"],
-                "confirmed",
-                actor=actor,
-                payment_status="paid",
-                payment_id=payment.id,
-                paid_amount=fresh.total_amount,
-                on_hold=False,
-                confirmed_at=now,
+            confirmed = await orders.session.scalar(
+                update(Order)
+                .where(Order.id == order.id, Order.status == "pending")
+                .values(
+                    status="confirmed",
+                    payment_status="paid",
+                    payment_id=payment.id,
+                    paid_amount=Order.total_amount,
+                    on_hold=False,
+                    confirmed_at=now,
+                    updated_at=now,
+                )
+                .returning(Order)
             )
-            if not moved:
+            if confirmed is None:
                 return False
-            items = await orders.items(fresh.id)
+            orders.session.add(
+                OrderStatusChange(
+                    order_id=order.id,
+                    from_status="pending",
+                    to_status="confirmed",
+                    actor=actor,
+                    created_at=now,
+                )
+            )
+            items = self.lines if self.lines else await orders.items(order.id)
             await orders.publish(
                 events.OrderConfirmed(
-                    order_id=fresh.id,
-                    number=fresh.number,
-                    user_id=fresh.user_id,
-                    currency=fresh.currency,
-                    email=fresh.email,
+                    order_id=confirmed.id,
+                    number=confirmed.number,
+                    user_id=confirmed.user_id,
+                    currency=confirmed.currency,
+                    email=confirmed.email,
                     items=line_events(items),
-                    subtotal_amount=fresh.subtotal_amount,
-                    discount_amount=fresh.discount_amount,
-                    shipping_amount=fresh.shipping_amount,
-                    tax_amount=fresh.tax_amount,
-                    total_amount=fresh.total_amount,
-                    coupon_code=fresh.coupon_code,
-                    payment_method=fresh.payment_method,
-                    shipping_country=(fresh.shipping_address or {}).get("country"),
+                    subtotal_amount=confirmed.subtotal_amount,
+                    discount_amount=confirmed.discount_amount,
+                    shipping_amount=confirmed.shipping_amount,
+                    tax_amount=confirmed.tax_amount,
+                    total_amount=confirmed.total_amount,
+                    coupon_code=confirmed.coupon_code,
+                    payment_method=confirmed.payment_method,
+                    shipping_country=(confirmed.shipping_address or {}).get("country"),
                     confirmed_at=now,
                 )
             )
+        self.confirmed = confirmed
         ORDERS.labels("confirmed").inc()
-        REVENUE.labels(fresh.currency).inc(fresh.total_amount)
+        REVENUE.labels(confirmed.currency).inc(confirmed.total_amount)
         return True
 
     async def _refund_checkout(

@@ -88,6 +88,89 @@ def line_events(items: Iterable[OrderItem]) -> list[events.OrderLine]:
     ]
 
 
+def present(
+    order: Order,
+    items: Sequence[OrderItem],
+    history: list[s.StatusChangeRead],
+    notes: Sequence[OrderNote],
+    refunds: Sequence[OrderRefund],
+) -> s.OrderRead:
+    """The order as the API shows it, from its loaded parts."""
+    c = order.currency
+    return s.OrderRead(
+        id=order.id,
+        number=order.number,
+        user_id=order.user_id,
+        status=order.status,  # type: ignore[arg-type]
+        payment_status=order.payment_status,
+        on_hold=order.on_hold,
+        items=[
+            s.OrderItemRead(
+                id=i.id,
+                variant_id=i.variant_id,
+                product_id=i.product_id,
+                sku=i.sku,
+                name=i.name,
+                quantity=i.quantity,
+                refunded_quantity=i.refunded_quantity,
+                unit_price=money(i.unit_price_amount, c),
+                subtotal=money(i.subtotal_amount, c),
+                discount=money(i.discount_amount, c),
+                tax=money(i.tax_amount, c),
+                line_total=money(i.total_amount, c),
+                unit_price_amount=i.unit_price_amount,
+                line_total_amount=i.total_amount,
+            )
+            for i in items
+        ],
+        item_count=sum(i.quantity for i in items),
+        subtotal=money(order.subtotal_amount, c),
+        discount=money(order.discount_amount, c),
+        shipping=money(order.shipping_amount, c),
+        tax=money(order.tax_amount, c),
+        total=money(order.total_amount, c),
+        refunded=money(order.refunded_amount, c),
+        currency=c,
+        subtotal_amount=order.subtotal_amount,
+        discount_amount=order.discount_amount,
+        shipping_amount=order.shipping_amount,
+        tax_amount=order.tax_amount,
+        total_amount=order.total_amount,
+        refunded_amount=order.refunded_amount,
+        coupon_code=order.coupon_code,
+        shipping_address=order.shipping_address,
+        billing_address=order.billing_address,
+        shipping_rate_id=order.shipping_rate_id,
+        payment_method=order.payment_method,
+        payment_id=order.payment_id,
+        cancel_reason=order.cancel_reason,
+        carrier=order.carrier,
+        tracking_number=order.tracking_number,
+        tracking_url=order.tracking_url,
+        estimated_delivery=order.estimated_delivery,
+        status_history=history,
+        notes=[s.NoteRead.model_validate(n) for n in notes],
+        refunds=[
+            s.RefundRead(
+                id=r.id,
+                amount=money(r.amount, c),
+                currency=c,
+                reason=r.reason,
+                status=r.status,
+                lines=r.lines or [],
+                created_at=r.created_at,
+            )
+            for r in refunds
+        ],
+        created_at=order.created_at,
+        updated_at=order.updated_at,
+        confirmed_at=order.confirmed_at,
+        shipped_at=order.shipped_at,
+        delivered_at=order.delivered_at,
+        cancelled_at=order.cancelled_at,
+    )
+
+
 class OrderService:
     def __init__(
         self,
@@ -162,81 +245,12 @@ class OrderService:
 
     async def read(self, order: Order, *, staff: bool) -> s.OrderRead:
         """The whole order; internal notes only for ``staff``."""
-        items = await self.items(order.id)
-        c = order.currency
-        return s.OrderRead(
-            id=order.id,
-            number=order.number,
-            user_id=order.user_id,
-            status=order.status,  # type: ignore[arg-type]
-            payment_status=order.payment_status,
-            on_hold=order.on_hold,
-            items=[
-                s.OrderItemRead(
-                    id=i.id,
-                    variant_id=i.variant_id,
-                    product_id=i.product_id,
-                    sku=i.sku,
-                    name=i.name,
-                    quantity=i.quantity,
-                    refunded_quantity=i.refunded_quantity,
-                    unit_price=money(i.unit_price_amount, c),
-                    subtotal=money(i.subtotal_amount, c),
-                    discount=money(i.discount_amount, c),
-                    tax=money(i.tax_amount, c),
-                    line_total=money(i.total_amount, c),
-                    unit_price_amount=i.unit_price_amount,
-                    line_total_amount=i.total_amount,
-                )
-                for i in items
-            ],
-            item_count=sum(i.quantity for i in items),
-            subtotal=money(order.subtotal_amount, c),
-            discount=money(order.discount_amount, c),
-            shipping=money(order.shipping_amount, c),
-            tax=money(order.tax_amount, c),
-            total=money(order.total_amount, c),
-            refunded=money(order.refunded_amount, c),
-            currency=c,
-            subtotal_amount=order.subtotal_amount,
-            discount_amount=order.discount_amount,
-            shipping_amount=order.shipping_amount,
-            tax_amount=order.tax_amount,
-            total_amount=order.total_amount,
-            refunded_amount=order.refunded_amount,
-            coupon_code=order.coupon_code,
-            shipping_address=order.shipping_address,
-            billing_address=order.billing_address,
-            shipping_rate_id=order.shipping_rate_id,
-            payment_method=order.payment_method,
-            payment_id=order.payment_id,
-            cancel_reason=order.cancel_reason,
-            carrier=order.carrier,
-            tracking_number=order.tracking_number,
-            tracking_url=order.tracking_url,
-            estimated_delivery=order.estimated_delivery,
-            status_history=await self.history(order.id),
-            notes=[
-                s.NoteRead.model_validate(n) for n in await self.notes(order.id, internal=staff)
-            ],
-            refunds=[
-                s.RefundRead(
-                    id=r.id,
-                    amount=money(r.amount, c),
-                    currency=c,
-                    reason=r.reason,
-                    status=r.status,
-                    lines=r.lines or [],
-                    created_at=r.created_at,
-                )
-                for r in await self.refunds(order.id)
-            ],
-            created_at=order.created_at,
-            updated_at=order.updated_at,
-            confirmed_at=order.confirmed_at,
-            shipped_at=order.shipped_at,
-            delivered_at=order.delivered_at,
-            cancelled_at=order.cancelled_at,
+        return present(
+            order,
+            await self.items(order.id),
+            await self.history(order.id),
+            await self.notes(order.id, internal=staff),
+            await self.refunds(order.id),
         )
 
     async def list(
