@@ -39,7 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ultramarket.core.db import Database, JSONType, UTCDateTime, utcnow
+from ultramarket.core.db import Database, JSONType, UTCDateTime, insert_for, utcnow
 from ultramarket.core.logging import request_id_var
 
 if TYPE_CHECKING:
@@ -220,19 +220,16 @@ class Dispatcher:
         token = request_id_var.set(envelope.request_id)
         try:
             async with self._databases(sub.service).session() as session:
-                already = await session.scalar(
-                    select(tables.inbox.c.event_id).where(
-                        tables.inbox.c.handler == sub.name,
-                        tables.inbox.c.event_id == envelope.id,
-                    )
+                # Claiming the inbox row first is the check: one statement, and a
+                # concurrent delivery of the same event waits on it, then finds it taken.
+                claimed = await session.scalar(
+                    insert_for(session, tables.inbox)
+                    .values(handler=sub.name, event_id=envelope.id, processed_at=utcnow())
+                    .on_conflict_do_nothing(index_elements=["handler", "event_id"])
+                    .returning(tables.inbox.c.event_id)
                 )
-                if already is not None:
+                if claimed is None:
                     return False
-                await session.execute(
-                    insert(tables.inbox).values(
-                        handler=sub.name, event_id=envelope.id, processed_at=utcnow()
-                    )
-                )
                 await sub.handler(HandlerContext(envelope, session, self.services))
             return True
         except IntegrityError:

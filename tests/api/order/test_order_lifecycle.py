@@ -18,6 +18,7 @@ from order_helpers import (
 )
 
 from ultramarket.services.payment.events import PaymentRefunded
+from ultramarket.services.product.models import Product
 
 
 async def set_status(client, manager, order, target: str):
@@ -344,3 +345,19 @@ async def test_a_refund_made_at_the_provider_shows_on_the_order(
     url = f"{API}/{order['id']}/refund"
     too_much = await client.post(url, json={"amount": order["total"]}, headers=manager.headers)
     assert_error(too_much, 409, "REFUND_EXCEEDS_PAID")
+
+
+async def test_confirmed_orders_count_as_sales_and_cancellations_take_them_back(
+    client, container, drain, make_user
+):
+    _manager, user, v, order = await _placed(client, container, drain, make_user, quantity=3)
+
+    async def sold() -> int:
+        await drain()
+        async with container.db("product").read_session() as session:
+            product = await session.get(Product, uuid.UUID(v["product_id"]))
+            return product.sales_count
+
+    assert await sold() == 3
+    ok(await client.post(f"{API}/{order['id']}/cancel", headers=user.headers))
+    assert await sold() == 0

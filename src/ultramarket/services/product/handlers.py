@@ -49,12 +49,11 @@ async def on_order_cancelled(ctx: HandlerContext) -> None:
 
 
 async def _record(ctx: HandlerContext, quantities: dict[uuid.UUID, int], *, sign: int) -> None:
-    changed = await ProductService(ctx.session).record_sales(
+    # No cache invalidation: every order would empty the catalogue cache. Best-seller
+    # order shows in cached pages once their short TTL runs out, as stock counts do.
+    await ProductService(ctx.session).record_sales(
         {variant: sign * units for variant, units in quantities.items()}
     )
-    if changed:
-        cache = ctx.services.cache
-        after_commit(ctx.session, lambda: cache.invalidate_prefix(CACHE_PREFIX))
 
 
 def subscriptions() -> list[Subscription]:
