@@ -14,11 +14,10 @@ import json
 import uuid
 from typing import Any
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ultramarket.core.db import utcnow
+from ultramarket.core.db import insert_for, utcnow
 from ultramarket.core.errors import ERROR_CLASSES, Conflict, DomainError
 from ultramarket.services.payment.models import IdempotencyRecord
 
@@ -75,27 +74,25 @@ class Idempotency:
         """The first response when this key was used before; else claim the key."""
         if self.key is None:
             return None
-        row = await self._find()
-        if row is not None:
-            return self._replay(row)
-        record_id = uuid.uuid4()
-        try:
-            async with self.session.begin_nested():
-                await self.session.execute(
-                    insert(RECORD).values(
-                        id=record_id,
-                        scope=self.scope,
-                        owner=self.owner,
-                        key=self.key,
-                        request_hash=self.hash,
-                        created_at=utcnow(),
-                    )
-                )
-        except IntegrityError:
-            # Another request claimed the key and has committed by now.
+        # Claiming is the lookup: one INSERT that does nothing when the key is taken. A
+        # concurrent claim of the same key waits on the unique index (PostgreSQL) or on
+        # the write lock (SQLite), then finds the finished record.
+        record_id = await self.session.scalar(
+            insert_for(self.session, RECORD)
+            .values(
+                id=uuid.uuid4(),
+                scope=self.scope,
+                owner=self.owner,
+                key=self.key,
+                request_hash=self.hash,
+                created_at=utcnow(),
+            )
+            .on_conflict_do_nothing(index_elements=["scope", "owner", "key"])
+            .returning(RECORD.c.id)
+        )
+        if record_id is None:
             row = await self._find()
-            if row is None:
-                raise
+            assert row is not None  # the conflicting record is committed
             return self._replay(row)
         self._id = record_id
         return None
