@@ -95,7 +95,9 @@ class ServiceClient:
             retry_after = response.headers.get("retry-after", "1")
             raise RateLimited(int(retry_after) if retry_after.isdigit() else 1)
         cls = ERROR_CLASSES.get(response.status_code, DomainError)
-        if cls is DomainError:
+        if cls is DomainError or response.status_code in (401, 403):
+            # A refused *service* identity is our failure, never the end user's: it must
+            # not reach them as their own 401/403.
             raise Unavailable(f"{self.service} service failed", code="UPSTREAM_ERROR")
         if isinstance(error, dict):
             raise cls(

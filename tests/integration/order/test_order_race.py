@@ -186,6 +186,30 @@ async def test_crash_after_payment_is_confirmed_by_the_sweeper(client, container
     assert [p["status"] for p in await payments_of(client, manager, order["id"])] == ["succeeded"]
 
 
+async def test_two_sweepers_finishing_one_checkout_confirm_it_once_and_keep_the_money(
+    client, container, drain, make_user
+):
+    """Every web process runs a sweeper: two finish the same crashed-after-payment
+    checkout at once. One confirms it; the other must see that, not refund it."""
+    manager, v, user = await shop(client, container, drain, make_user, units=5)
+    await crash_at(client, container, user, "after_payment", v, 2)
+    [order] = ok(await client.get(ORDERS, headers=user.headers))
+    # Nobody may cancel it while its outcome is unknown (the owner, or staff).
+    for who in (user, manager):
+        refused = await client.post(f"{ORDERS}/{order['id']}/cancel", headers=who.headers)
+        assert_error(refused, 409, "CHECKOUT_SETTLING")
+
+    later = utcnow() + timedelta(minutes=5)
+    await asyncio.gather(*(sweep(container, clock=lambda: later) for _ in range(2)))
+
+    final = ok(await client.get(f"{ORDERS}/{order['id']}", headers=user.headers))
+    assert final["status"] == "confirmed"
+    assert final["payment_status"] == "paid"
+    [payment] = await payments_of(client, manager, order["id"])
+    assert (payment["status"], payment["refunded_amount"]) == ("succeeded", "0.00")
+    assert (await stock(container, v["variant_id"]))["on_hand"] == 3
+
+
 async def test_two_concurrent_full_refunds_refund_once(client, container, drain, make_user):
     manager, v, user = await shop(client, container, drain, make_user, units=5)
     order = ok(await checkout(client, user, checkout_body([(v["variant_id"], 2)])), 201)

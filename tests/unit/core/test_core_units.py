@@ -20,7 +20,6 @@ from ultramarket.core.errors import (
     Conflict,
     DomainError,
     NotFound,
-    Unauthenticated,
     Unavailable,
     ValidationFailed,
 )
@@ -301,7 +300,6 @@ def make_client(handler: Any, calls: list[httpx.Request]) -> ProductClient:
         (404, "NOT_FOUND", NotFound),
         (409, "INSUFFICIENT_STOCK", Conflict),
         (409, "CONFLICT", Conflict),
-        (401, "UNAUTHENTICATED", Unauthenticated),
         (422, "VALIDATION_ERROR", ValidationFailed),
     ],
 )
@@ -318,6 +316,18 @@ async def test_remote_error_envelope_is_raised_as_the_same_domain_error(
     assert caught.value.message == "Remote says no"
     assert caught.value.details == details
     assert len(calls) == 1  # domain errors are not retried
+
+
+@pytest.mark.parametrize(("status", "code"), [(401, "UNAUTHENTICATED"), (403, "FORBIDDEN")])
+async def test_a_refused_service_identity_is_an_upstream_failure_not_the_users(
+    status: int, code: str
+) -> None:
+    calls: list[httpx.Request] = []
+    client = make_client(lambda r: envelope_error(status, code, "Services only"), calls)
+    with pytest.raises(Unavailable) as caught:
+        await client.request("GET", "/api/v1/products/x")
+    assert caught.value.status_code == 503
+    assert caught.value.code == "UPSTREAM_ERROR"
 
 
 async def test_client_sends_identity_and_request_id() -> None:

@@ -164,6 +164,9 @@ class Checkout(Flow):
             async with self.rx() as orders:
                 return await orders.read(await orders.get(order.id), staff=False), True
         await self._complete(order, payment)
+        if self.confirmed is None:  # confirmed by another actor: read what it wrote
+            async with self.rx() as orders:
+                return await orders.read(await orders.get(order.id), staff=False), True
         return self._placed(principal, body), True
 
     def _placed(self, principal: Principal, body: s.CheckoutCreate) -> s.OrderRead:
@@ -424,8 +427,11 @@ class Checkout(Flow):
                 )
             )
 
-    async def _complete(self, order: Order, payment: PaymentRead) -> None:
-        """The money is in: turn the reservation into a sale, confirm, empty the cart."""
+    async def _complete(
+        self, order: Order, payment: PaymentRead, *, clear_cart: bool = True
+    ) -> None:
+        """The money is in: turn the reservation into a sale, confirm, empty the cart
+        (not when the sweeper finishes a checkout later: the cart may be a new one)."""
         try:
             await self.parts.inventory.commit(reservation_key(order.id))
         except UNKNOWN_OUTCOME:
@@ -437,14 +443,29 @@ class Checkout(Flow):
                 await self._refund_checkout(order, payment, lost)
                 raise lost from exc
         if not await self._confirm(order, payment, actor="system:checkout"):
-            # Cancelled meanwhile (by the owner or the sweeper): the charge goes back.
-            await self._refund_checkout(order, payment, None)
-            raise IllegalTransition("The order was cancelled during checkout")
-        if order.from_cart:
+            if await self._confirmed_by_another(order, payment):
+                return  # a sweeper (or a retry) finished this same checkout first
+            # Ended meanwhile (the sweeper gave up on it): the charge goes back.
+            ended = Conflict(
+                "The checkout ran out of time and was cancelled; the charge was refunded",
+                code="CHECKOUT_CANCELLED",
+            )
+            await self._refund_checkout(order, payment, ended)
+            raise ended
+        if order.from_cart and clear_cart:
             try:
                 await self.parts.cart.clear(order.user_id)
             except DomainError as exc:  # the order stands; a stale cart is only cosmetic
                 log.warning("cart not emptied after checkout", extra={"error": exc.code})
+
+    async def _confirmed_by_another(self, order: Order, payment: PaymentRead) -> bool:
+        async with self.rx() as orders:
+            current = await orders.get(order.id)
+        return (
+            current.status != "pending"
+            and current.payment_id == payment.id
+            and (current.status not in ("cancelled", "payment_failed"))
+        )
 
     async def _committed_already(self, order: Order) -> bool:
         try:
@@ -522,7 +543,10 @@ class Checkout(Flow):
             await self._abort(order, error, "cancelled")
         async with self.tx() as orders:
             fresh = await orders.get(order.id)
+            fresh.payment_id = payment.id
             fresh.payment_status = "refunded" if payment.status == "succeeded" else "voided"
+            if error is not None:  # what a retry with the same key is answered
+                fresh.failure = failure_of(error)
 
     async def _hold(self, order: Order, payment: PaymentRead) -> None:
         """Fraud review: the card is only authorised. Keep the stock (commit the
@@ -538,7 +562,7 @@ class Checkout(Flow):
                 raise lost from exc
         async with self.tx() as orders:
             fresh = await orders.get(order.id)
-            await orders.move(
+            held = await orders.move(
                 fresh,
                 ["pending"],
                 "pending",
@@ -548,6 +572,8 @@ class Checkout(Flow):
                 payment_status="authorized",
                 payment_id=payment.id,
             )
+        if not held:  # ended meanwhile: let the authorisation go
+            await self._refund_checkout(order, payment, None)
 
     async def approve(self, order: Order, actor: str) -> None:
         """A manager clears a held order: capture the authorisation, confirm."""
@@ -556,9 +582,17 @@ class Checkout(Flow):
                 "Only an order held for review can be confirmed by hand",
                 details=[{"from": order.status, "to": "confirmed"}],
             )
-        payment = await self.parts.payments.capture(order.payment_id)
+        try:
+            payment = await self.parts.payments.capture(order.payment_id)
+        except Conflict:
+            # Captured by an earlier attempt whose answer was lost: carry on from it.
+            payment = await self.parts.payments.get(order.payment_id)
+            if payment.status != "succeeded":
+                raise
         if not await self._confirm(order, payment, actor=actor):
-            raise IllegalTransition("The order changed meanwhile; reload it")
+            # Cancelled while we captured: the money goes back.
+            await self._refund_checkout(order, payment, None)
+            raise IllegalTransition("The order was cancelled meanwhile; the capture was refunded")
 
     # -- replays --------------------------------------------------------------------------------
 
@@ -625,7 +659,7 @@ class Checkout(Flow):
                 if payment.status == "requires_capture":
                     await self._hold(order, payment)
                 else:
-                    await self._complete(order, payment)
+                    await self._complete(order, payment, clear_cart=False)
             except DomainError as exc:
                 if isinstance(exc, UNKNOWN_OUTCOME):
                     raise

@@ -63,3 +63,13 @@ class ReservationLost(Conflict):
 class UnknownOrderLine(ValidationFailed):
     code = "UNKNOWN_ORDER_LINE"
     message = "No such line in this order"
+
+
+class RefundInProgress(Conflict):
+    code = "REFUND_IN_PROGRESS"
+    message = "A refund with this Idempotency-Key is still being made; retry shortly"
+
+
+class RefundFailedBefore(Conflict):
+    code = "REFUND_FAILED"
+    message = "The refund with this Idempotency-Key was refused"

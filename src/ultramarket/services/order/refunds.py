@@ -30,6 +30,8 @@ from ultramarket.services.order.errors import (
     NotCancellable,
     NotRefundable,
     RefundExceedsPaid,
+    RefundFailedBefore,
+    RefundInProgress,
     UnknownOrderLine,
 )
 from ultramarket.services.order.flows import Flow, log, reservation_key
@@ -69,7 +71,19 @@ class Refunds(Flow):
             order = await orders.get_for(principal, order_id)
         staff = principal.can("order:write:any")
         allowed = status.STAFF_CANCELLABLE if staff else status.OWNER_CANCELLABLE
-        if order.status not in allowed or (not staff and order.shipped_at is not None):
+        if order.status == "pending" and not order.on_hold:
+            # Its checkout is still running (or settling after a failure): whether money
+            # moved is not known yet. It ends on its own within minutes.
+            raise NotCancellable(
+                "The checkout of this order is still settling; try again in a few minutes",
+                code="CHECKOUT_SETTLING",
+                details=[{"status": order.status}],
+            )
+        if (
+            order.status not in allowed
+            or order.delivered_at is not None
+            or (not staff and order.shipped_at is not None)
+        ):
             raise NotCancellable(
                 f"An order that is {order.status} cannot be cancelled"
                 + ("" if staff else " by its owner"),
@@ -120,23 +134,33 @@ class Refunds(Flow):
                 )
             )
         ORDERS.labels("cancelled").inc()
-        if order.payment_status == "authorized" and order.payment_id is not None:
-            await self._void(order)
-        if refund is not None:
-            await self._pay_out(order, refund)
-        await self.settle(order, restock=order.shipped_at is None)
+        try:
+            if order.payment_status == "authorized" and order.payment_id is not None:
+                await self._void(order)
+            if refund is not None:
+                await self._pay_out(order, refund)
+        finally:
+            await self.settle(order, restock=order.shipped_at is None)
         return order
 
     async def _void(self, order: Order) -> None:
         assert order.payment_id is not None
+        outcome = "voided"
         try:
             await self.parts.payments.void(order.payment_id)
         except DomainError as exc:
-            log.warning("authorisation not voided", extra={"error": exc.code})
-            return
+            payment = await self.parts.payments.get(order.payment_id)
+            if payment.status != "succeeded":
+                log.warning("authorisation not voided", extra={"error": exc.code})
+                return
+            # Captured meanwhile (an approval raced this cancellation): refund it.
+            await self.parts.payments.refund(
+                payment.id, None, "order_cancelled", idempotency_key=f"checkout:{order.id}"
+            )
+            outcome = "refunded"
         async with self.tx() as orders:
             fresh = await orders.get(order.id)
-            fresh.payment_status = "voided"
+            fresh.payment_status = outcome
 
     # -- refund ---------------------------------------------------------------------------------
 
@@ -155,7 +179,8 @@ class Refunds(Flow):
                 replay = await self._by_key(orders, order.id, key, digest)
                 if replay is not None:
                     return replay, order, False
-            if order.status not in status.PAID or order.payment_status not in (
+            # A cancelled order whose refund was refused keeps its money: refundable too.
+            if order.status not in (*status.PAID, "cancelled") or order.payment_status not in (
                 "paid",
                 "partially_refunded",
             ):
@@ -235,8 +260,14 @@ class Refunds(Flow):
                 )
             )
         ).first()
-        if refund is not None and refund.request_hash != digest:
+        if refund is None:
+            return None
+        if refund.request_hash != digest:
             raise IdempotencyKeyReused()
+        if refund.status == "pending":
+            raise RefundInProgress()
+        if refund.status == "failed":
+            raise RefundFailedBefore(refund.failure or "The refund was refused")
         return refund
 
     async def _claim(
@@ -297,9 +328,7 @@ class Refunds(Flow):
         try:
             await session.flush()
         except IntegrityError:
-            raise IdempotencyKeyReused(
-                "A refund with this Idempotency-Key is being made; retry shortly"
-            ) from None
+            raise RefundInProgress() from None
         await session.refresh(order)
         return refund
 

@@ -370,9 +370,18 @@ class OrderService:
         await self.session.flush()
 
     async def refunded(self, order: Order, refund: OrderRefund, *, note_prefix: str) -> None:
-        """Money went back (``refunded_amount`` already includes ``refund``): the payment
-        status, the order's status while it is in a paid state, ``order.refunded``."""
-        full = order.refunded_amount >= order.paid_amount
+        """Money went back (``refund`` is succeeded): the payment status, the order's
+        status while it is in a paid state, ``order.refunded``. Only succeeded refunds
+        count: a claim still pending may yet be refused and given back."""
+        done = int(
+            await self.session.scalar(
+                select(func.coalesce(func.sum(REFUND.c.amount), 0)).where(
+                    REFUND.c.order_id == order.id, REFUND.c.status == "succeeded"
+                )
+            )
+            or 0
+        )
+        full = done >= order.paid_amount
         order.payment_status = "refunded" if full else "partially_refunded"
         if order.status in status.PAID:
             await self.move(
@@ -390,7 +399,7 @@ class OrderService:
                 currency=order.currency,
                 refund_id=refund.id,
                 amount=refund.amount,
-                total_refunded=order.refunded_amount,
+                total_refunded=done,
                 full=full,
                 reason=refund.reason,
                 lines=list(refund.lines or []),
@@ -410,7 +419,10 @@ class OrderService:
                 else f"An order cannot be set to {target} here",
                 details=[{"from": order.status, "to": target}],
             )
-        if not status.can_move(order.status, target):
+        went_back = (target == "processing" and order.shipped_at is not None) or (
+            target in ("processing", "shipped") and order.delivered_at is not None
+        )
+        if went_back or not status.can_move(order.status, target):
             raise IllegalTransition(
                 f"An order that is {order.status} cannot become {target}",
                 details=[{"from": order.status, "to": target}],
