@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from order_helpers import (
     API,
@@ -17,6 +18,10 @@ from order_helpers import (
     stock,
 )
 
+from ultramarket.core.db import utcnow
+from ultramarket.core.errors import Unavailable
+from ultramarket.services.inventory.client import InventoryClient
+from ultramarket.services.order.sweeper import sweep
 from ultramarket.services.payment.events import PaymentRefunded
 from ultramarket.services.product.models import Product
 
@@ -361,3 +366,29 @@ async def test_confirmed_orders_count_as_sales_and_cancellations_take_them_back(
     assert await sold() == 3
     ok(await client.post(f"{API}/{order['id']}/cancel", headers=user.headers))
     assert await sold() == 0
+
+
+async def test_a_failed_restock_after_a_refund_is_retried_by_the_sweeper(
+    client, container, drain, make_user, monkeypatch
+):
+    manager, _user, v, order = await _placed(client, container, drain, make_user, quantity=3)
+    real = InventoryClient.restock
+
+    async def down(self, *args, **kwargs):
+        raise Unavailable("inventory service unreachable", code="UPSTREAM_UNAVAILABLE")
+
+    monkeypatch.setattr(InventoryClient, "restock", down)
+    [line] = order["items"]
+    body = {"lines": [{"order_item_id": line["id"], "quantity": 2}]}
+    refunded = ok(
+        await client.post(f"{API}/{order['id']}/refund", json=body, headers=manager.headers), 201
+    )
+    assert refunded["refunded_amount"] > 0  # the money went back regardless
+    assert (await stock(container, v["variant_id"]))["on_hand"] == 7  # not yet
+
+    monkeypatch.setattr(InventoryClient, "restock", real)
+    later = utcnow() + timedelta(minutes=5)
+    await sweep(container, clock=lambda: later)
+    assert (await stock(container, v["variant_id"]))["on_hand"] == 9
+    await sweep(container, clock=lambda: later)  # once only
+    assert (await stock(container, v["variant_id"]))["on_hand"] == 9

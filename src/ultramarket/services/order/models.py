@@ -149,7 +149,8 @@ class OrderRefund(TimestampMixin, IdMixin, Base):
     lines: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
     # pending (claimed, money not moved yet) -> succeeded | failed
     status: Mapped[str] = mapped_column(String(16), default="pending")
-    # Units to give back to stock once the money moved (not yet shipped).
+    # True while the refunded (unshipped) units are still to go back to stock: set with
+    # the claim, cleared once inventory has them back (the sweeper retries until then).
     restock: Mapped[bool] = mapped_column(default=False)
     payment_refund_id: Mapped[uuid.UUID | None]
     failure: Mapped[str | None] = mapped_column(String(500))

@@ -364,15 +364,26 @@ class Refunds(Flow):
                 return  # another attempt (the sweeper) finished it
             await orders.refunded(fresh, refund, note_prefix="Refunded")
         REFUNDED.labels(order.currency).inc(refund.amount)
-        if refund.restock and refund.lines:
-            try:
-                await self.parts.inventory.restock(
-                    reservation_key(order.id),
-                    reference=f"refund:{refund.id}",
-                    lines=[(uuid.UUID(x["variant_id"]), int(x["quantity"])) for x in refund.lines],
-                )
-            except DomainError as exc:
-                log.warning("refunded units not restocked", extra={"error": exc.code})
+        await self._restock(order, refund)
+
+    async def _restock(self, order: Order, refund: OrderRefund) -> None:
+        """Put a refund's unshipped units back on the shelf (idempotent per refund); the
+        flag clears once they are back, so the sweeper retries a failure."""
+        if not (refund.restock and refund.lines):
+            return
+        try:
+            await self.parts.inventory.restock(
+                reservation_key(order.id),
+                reference=f"refund:{refund.id}",
+                lines=[(uuid.UUID(x["variant_id"]), int(x["quantity"])) for x in refund.lines],
+            )
+        except DomainError as exc:
+            log.warning("refunded units not restocked yet", extra={"error": exc.code})
+            return
+        async with self.tx() as orders:
+            await orders.session.execute(
+                update(REFUND).where(REFUND.c.id == refund.id).values(restock=False)
+            )
 
     async def _give_back_claim(self, order: Order, refund: OrderRefund, error: DomainError) -> None:
         async with self.tx() as orders:
@@ -418,4 +429,19 @@ class Refunds(Flow):
                 done += 1
             except DomainError as exc:
                 log.warning("refund not finished yet", extra={"error": exc.code})
+        async with self.rx() as orders:
+            unstocked = (
+                await orders.session.execute(
+                    select(OrderRefund, Order)
+                    .join(Order, Order.id == OrderRefund.order_id)
+                    .where(
+                        OrderRefund.status == "succeeded",
+                        OrderRefund.restock.is_(True),
+                        OrderRefund.updated_at < cutoff,
+                    )
+                    .limit(limit)
+                )
+            ).all()
+        for refund, order in unstocked:
+            await self._restock(order, refund)
         return done
