@@ -45,6 +45,8 @@ def configure(container: Container, **overrides: Any) -> CartSettings:
         "tax_rates_bp": {"US": 0, "US-CA": 725, "DE": 1900},
         "default_tax_rate_bp": 0,
         "default_country": None,
+        # Fresh prices and stock on every read (the cache has its own test).
+        "cache_seconds": 0,
     }
     values.update(overrides)
     settings = CartSettings(**values)

@@ -8,6 +8,7 @@ from cart_helpers import API, TOKEN, add, assert_error, configure, make_variant,
 from sqlalchemy import func, select
 
 from ultramarket.services.cart.models import Cart
+from ultramarket.services.product.client import ProductClient
 
 
 async def test_guest_cart_gets_a_token_once_and_is_found_by_it(client, container, drain, make_user):
@@ -269,3 +270,34 @@ async def test_idle_carts_are_reported_abandoned_once(client, container, drain, 
     assert [(p["cart_id"], p["item_count"], p["subtotal_amount"]) for p in payloads] == [
         (cart["id"], 2, 600)
     ]
+
+
+async def test_a_cart_view_is_cached_until_the_cart_changes(
+    client, container, drain, make_user, monkeypatch
+):
+    configure(container, cache_seconds=60)
+    manager = await make_user(role="MANAGER")
+    v = await make_variant(client, container, drain, manager, price="20.00")
+    user = await make_user()
+    await add(client, v["variant_id"], 1, headers=user.headers)
+    asked: list[int] = []
+    real = ProductClient.get_variants
+
+    async def counting(self, ids):
+        asked.append(len(list(ids)))
+        return await real(self, ids)
+
+    monkeypatch.setattr(ProductClient, "get_variants", counting)
+
+    # The view the last change answered with is cached: reads reuse it.
+    first = ok(await client.get(API, headers=user.headers))
+    again = ok(await client.get(API, headers=user.headers))
+    assert again == first
+    assert asked == []
+    await add(client, v["variant_id"], 2, headers=user.headers)  # a change: a new key
+    priced = len(asked)
+    assert priced > 0  # the change was priced afresh
+    changed = ok(await client.get(API, headers=user.headers))
+    assert len(asked) == priced
+    assert [i["quantity"] for i in changed["items"]] == [3]
+    assert changed["subtotal"] == "60.00"

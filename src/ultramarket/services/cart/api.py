@@ -67,6 +67,7 @@ def build_service(container: ContainerDep, session: AsyncSession) -> CartService
         users=container.client(UserClient, "cart"),
         settings=cart_settings(container),
         publisher=container.publisher("cart"),
+        cache=container.cache,
     )
 
 

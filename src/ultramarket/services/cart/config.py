@@ -45,6 +45,9 @@ class CartSettings(BaseSettings):
     # Used when neither the request nor the user's default address names a country.
     default_country: str | None = None
     # An open cart with lines untouched this long is reported once as abandoned.
+    # How long a cart's priced view is served from the cache (any change of the cart
+    # shows at once; a price or stock change elsewhere within this many seconds).
+    cache_seconds: int = 15
     abandoned_after_hours: float = 24.0
     abandoned_sweep_seconds: float = 600.0
 

@@ -27,6 +27,7 @@ from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ultramarket.core.cache import KeyedCache
 from ultramarket.core.db import release_connection, utcnow
 from ultramarket.core.errors import DomainError
 from ultramarket.core.events import EventPublisher
@@ -47,6 +48,7 @@ CART = Cart.__table__
 ITEM = CartItem.__table__
 COUPON = Coupon.__table__
 REDEMPTION = CouponRedemption.__table__
+CACHE_PREFIX = "cart"
 
 
 def hash_token(token: str) -> str:
@@ -216,6 +218,7 @@ class CartService:
         settings: CartSettings,
         publisher: EventPublisher | None = None,
         clock: Callable[[], datetime] = utcnow,
+        cache: KeyedCache | None = None,
     ) -> None:
         self.session = session
         self.products = products
@@ -224,6 +227,7 @@ class CartService:
         self.settings = settings
         self.publisher = publisher
         self.clock = clock
+        self.cache = cache
 
     # -- finding carts ------------------------------------------------------------------------
 
@@ -566,9 +570,42 @@ class CartService:
         known: dict[uuid.UUID, VariantInfo] | None = None,
     ) -> s.CartRead:
         """The cart priced now. ``items`` prices these lines instead of the stored ones;
-        ``stock=False`` skips the stock lookup (and its warnings)."""
+        ``stock=False`` skips the stock lookup (and its warnings).
+
+        A stored cart's full view is cached for ``settings.cache_seconds`` under its
+        ``updated_at``: every change of the cart makes a new key, and prices and stock
+        changed elsewhere show within those seconds (checkout always re-prices)."""
         if cart is None:
             return self._empty(country, region)
+        cache_key = None
+        if (
+            self.cache is not None
+            and self.settings.cache_seconds > 0
+            and items is None
+            and stock
+            and cart.id is not None
+        ):
+            stamp = cart.updated_at.timestamp() if cart.updated_at else 0
+            cache_key = f"{cart.id}:{stamp}:{country or ''}:{region or ''}"
+            hit = await self.cache.get(CACHE_PREFIX, cache_key)
+            if hit is not None:
+                return s.CartRead.model_validate_json(hit).model_copy(update={"token": token})
+        read = await self._priced_view(cart, token, country, region, items, stock, known)
+        if cache_key is not None and self.cache is not None:
+            body = read.model_copy(update={"token": None}).model_dump_json().encode()
+            await self.cache.set(CACHE_PREFIX, cache_key, body, ttl=self.settings.cache_seconds)
+        return read
+
+    async def _priced_view(
+        self,
+        cart: Cart,
+        token: str | None,
+        country: str | None,
+        region: str | None,
+        items: list[CartItem] | None,
+        stock: bool,
+        known: dict[uuid.UUID, VariantInfo] | None,
+    ) -> s.CartRead:
         priced = await self._price(cart, items, stock=stock, known=known)
         currency = cart.currency or self.settings.default_currency
         lines: list[s.CartItemRead] = []
