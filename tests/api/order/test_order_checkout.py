@@ -20,7 +20,9 @@ from order_helpers import (
     stock,
 )
 
+from ultramarket.core.errors import Unavailable
 from ultramarket.services.cart.config import SETTINGS_KEY
+from ultramarket.services.payment.providers.test import TestProvider
 
 
 async def test_cart_checkout_confirms_pays_takes_stock_and_empties_cart(
@@ -198,3 +200,29 @@ async def test_empty_cart_and_bad_input_are_refused_and_write_nothing(
     anonymous = await client.post(API, json=checkout_body([(v["variant_id"], 1)]))
     assert_error(anonymous, 401, "UNAUTHENTICATED")
     assert SETTINGS_KEY in container.extras
+
+
+async def test_a_card_provider_hiccup_is_resumed_not_charged_twice(
+    client, container, drain, make_user, monkeypatch
+):
+    configure(container)
+    manager = await make_user(role="MANAGER")
+    v = await make_variant(client, container, drain, manager, stock=5)
+    user = await make_user()
+    real, calls = TestProvider.charge, []
+
+    async def flaky(self, request):
+        calls.append(request.idempotency_key)
+        if len(calls) == 1:
+            raise Unavailable("timed out", code="PROVIDER_UNAVAILABLE")
+        return await real(self, request)
+
+    monkeypatch.setattr(TestProvider, "charge", flaky)
+
+    order = ok(await checkout(client, user, checkout_body([(v["variant_id"], 1)])), 201)
+
+    assert order["status"] == "confirmed"
+    assert len(calls) == 2
+    assert calls[0] == calls[1]
+    payments = await payments_of(client, manager, order["id"])
+    assert [p["status"] for p in payments] == ["succeeded"]

@@ -8,7 +8,9 @@ from payment_helpers import API, assert_error, card, ok
 from sqlalchemy import func, select
 from tests.support import error_reason
 
+from ultramarket.core.errors import Unavailable
 from ultramarket.services.payment.models import Payment
+from ultramarket.services.payment.providers.test import TestProvider
 
 
 async def outbox_types(container) -> list[str]:
@@ -228,3 +230,34 @@ async def test_payment_fraud_review_and_block(client, make_user, settings):
         "PAYMENT_BLOCKED",
     )
     assert "card_fingerprint" in error["details"][0]["rules"]
+
+
+async def test_a_provider_that_does_not_answer_leaves_a_payment_to_resume_not_a_second_charge(
+    client, make_user, monkeypatch
+):
+    """The card provider times out: the outcome is unknown, so the payment stays
+    ``processing`` with its key (503 PAYMENT_PROCESSING). The retry with the same key asks
+    the provider again with the same provider key and finishes THAT payment."""
+    calls: list[str] = []
+    real = TestProvider.charge
+
+    async def flaky(self, request):
+        calls.append(request.idempotency_key)
+        if len(calls) == 1:
+            raise Unavailable("timed out", code="PROVIDER_UNAVAILABLE")
+        return await real(self, request)
+
+    monkeypatch.setattr(TestProvider, "charge", flaky)
+    user = await make_user()
+    headers = {**user.headers, "Idempotency-Key": "pay-1"}
+
+    first = await client.post(API, json=card(order="o-flaky"), headers=headers)
+    assert_error(first, 503, "PAYMENT_PROCESSING")
+    [pending] = ok(await client.get(API, headers=user.headers))
+    assert pending["status"] == "processing"
+
+    again = ok(await client.post(API, json=card(order="o-flaky"), headers=headers), 200)
+    assert again["id"] == pending["id"]
+    assert again["status"] == "succeeded"
+    assert calls[0] == calls[1]  # the same provider key: the provider cannot charge twice
+    assert len(ok(await client.get(API, headers=user.headers))) == 1

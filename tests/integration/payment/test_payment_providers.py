@@ -11,12 +11,14 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 from tests.support import error_reason
 
+from ultramarket.services.payment.models import Payment
 from ultramarket.services.payment.providers import providers_of
 from ultramarket.services.payment.providers.paypal import PayPalProvider
 from ultramarket.services.payment.providers.stripe import StripeProvider
@@ -259,3 +261,40 @@ async def test_payment_paypal_orders_and_webhook(client, make_user, container):
     )
     assert bad.status_code == 400
     assert error_reason(bad) == "INVALID_SIGNATURE"
+
+
+async def test_stripe_webhook_settles_a_payment_whose_charge_never_answered(
+    client, make_user, container, localstripe
+):
+    """The charge call timed out (the payment is ``processing`` with no Stripe reference);
+    Stripe's event names it by the payment id we put in the intent's metadata."""
+    stripe_provider = StripeProvider("sk_test_local", api_base=localstripe, webhook_secret=SECRET)
+    providers_of(container).set(stripe_provider)
+    user = await make_user()
+    payment_id = uuid.uuid4()
+    async with container.db("payment").session() as session:
+        session.add(
+            Payment(
+                id=payment_id, user_id=uuid.UUID(user.id), order_id="o-lost", method="card",
+                provider="stripe", status="processing", amount=1500, currency="USD",
+            )
+        )  # fmt: skip
+    event = {
+        "id": "evt_lost",
+        "object": "event",
+        "type": "payment_intent.succeeded",
+        "data": {
+            "object": {
+                "id": "pi_lost",
+                "object": "payment_intent",
+                "metadata": {"payment_id": str(payment_id)},
+            }
+        },
+    }
+    payload = json.dumps(event).encode()
+    answer = await client.post(
+        f"{API}/webhooks/stripe", content=payload, headers={"Stripe-Signature": sign(payload)}
+    )
+    assert answer.status_code == 200, answer.text
+    got = (await client.get(f"{API}/{payment_id}", headers=user.headers)).json()["data"]
+    assert (got["status"], got["provider_reference"]) == ("succeeded", "pi_lost")

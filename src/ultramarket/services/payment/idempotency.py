@@ -24,6 +24,11 @@ from ultramarket.services.payment.models import IdempotencyRecord
 RECORD = IdempotencyRecord.__table__
 
 
+class KeyUnfinished(Exception):
+    """The key's first request ended with an unknown outcome (its record has no answer
+    yet): the caller resumes that request instead of replaying an answer."""
+
+
 class IdempotencyKeyReused(Conflict):
     code = "CONFLICT"
     message = "This Idempotency-Key was used with another request"
@@ -48,7 +53,9 @@ class Idempotency:
     async def _find(self) -> Any:
         return (
             await self.session.execute(
-                select(RECORD.c.request_hash, RECORD.c.status_code, RECORD.c.response).where(
+                select(
+                    RECORD.c.id, RECORD.c.request_hash, RECORD.c.status_code, RECORD.c.response
+                ).where(
                     RECORD.c.scope == self.scope,
                     RECORD.c.owner == self.owner,
                     RECORD.c.key == self.key,
@@ -59,7 +66,10 @@ class Idempotency:
     def _replay(self, row: Any) -> tuple[int, dict[str, Any]]:
         if row.request_hash != self.hash:
             raise IdempotencyKeyReused()
-        status, body = int(row.status_code or 200), row.response or {}
+        if row.status_code is None:
+            self._id = row.id  # the resumed request finishes this record
+            raise KeyUnfinished()
+        status, body = int(row.status_code), row.response or {}
         if status >= 400:
             cls = ERROR_CLASSES.get(status, DomainError)
             raise cls(

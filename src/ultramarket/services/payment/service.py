@@ -31,13 +31,14 @@ from ultramarket.core.errors import (
     DomainError,
     NotFound,
     PaymentFailed,
+    Unavailable,
     ValidationFailed,
 )
 from ultramarket.core.events import EventPublisher
 from ultramarket.core.money import Money
 from ultramarket.services.payment import events, fraud
 from ultramarket.services.payment import schemas as s
-from ultramarket.services.payment.idempotency import Idempotency
+from ultramarket.services.payment.idempotency import Idempotency, KeyUnfinished
 from ultramarket.services.payment.ledger import EXTERNAL_BANK, EXTERNAL_CARD, Ledger
 from ultramarket.services.payment.models import (
     LedgerEntry,
@@ -63,6 +64,12 @@ REFUNDABLE = ("succeeded", "partially_refunded")
 class PaymentNotFound(NotFound):
     code = "PAYMENT_NOT_FOUND"
     message = "No such payment"
+
+
+class OutcomeUnknown(Unavailable):
+    code = "PAYMENT_PROCESSING"
+    message = "The payment provider did not answer; the payment is being confirmed"
+    persist_changes = True  # the processing payment and its key are kept
 
 
 class PaymentBlocked(PaymentFailed):
@@ -186,17 +193,45 @@ class PaymentService:
         """Charge (or authorise) once. Returns the payment and whether it is new."""
         request = body.model_dump(mode="json", exclude={"ip"})
         idem = Idempotency(self.session, "payment.create", owner, idempotency_key, request)
-        replay = await idem.begin()
+        resumed = False
+        try:
+            replay = await idem.begin()
+        except KeyUnfinished:
+            replay, resumed = None, True
         if replay is not None:
             return s.PaymentRead.model_validate(replay[1]), False
         try:
-            read = await self._create(user_id, body, ip=ip, key=idempotency_key)
+            if resumed:
+                read = await self._resume(user_id, body, key=idempotency_key)
+            else:
+                read = await self._create(user_id, body, ip=ip, key=idempotency_key)
         except DomainError as error:
-            if error.persist_changes:
+            # An unknown outcome leaves the key unanswered: the next try resumes it.
+            if error.persist_changes and not isinstance(error, OutcomeUnknown):
                 await idem.fail(error)
             raise
         await idem.finish(201, read.model_dump(mode="json"))
-        return read, True
+        return read, not resumed
+
+    async def _resume(
+        self, user_id: uuid.UUID, body: s.PaymentCreate, *, key: str | None
+    ) -> s.PaymentRead:
+        """Finish the payment whose provider call ended with an unknown outcome: ask the
+        provider again with the SAME provider idempotency key (it answers the first
+        call's result, or makes the charge now if the first never arrived)."""
+        payment = await self.session.scalar(
+            select(Payment)
+            .where(Payment.user_id == user_id, Payment.order_id == body.order_id)
+            .order_by(Payment.created_at.desc())
+            .limit(1)
+        )
+        if payment is None:  # nothing was kept: start afresh
+            return await self._create(user_id, body, ip=None, key=key)
+        if payment.status == "processing":
+            await self._call_provider(
+                payment, body, key, authorize_only=payment.review_required or not body.capture
+            )
+        return s.PaymentRead.of(payment)
 
     async def _create(
         self, user_id: uuid.UUID, body: s.PaymentCreate, *, ip: str | None, key: str | None
@@ -262,20 +297,32 @@ class PaymentService:
             payment.review_required = review
             await self.session.flush()
 
+        await self._call_provider(payment, body, key, authorize_only=review or not body.capture)
+        return s.PaymentRead.of(payment)
+
+    async def _call_provider(
+        self, payment: Payment, body: s.PaymentCreate, key: str | None, *, authorize_only: bool
+    ) -> None:
         provider = self._provider(payment)
         charge = ChargeRequest(
             payment_id=str(payment.id),
-            amount=money.amount,
-            currency=money.currency,
+            amount=payment.amount,
+            currency=payment.currency,
             token=body.token,
-            idempotency_key=f"{key}:{user_id}" if key else str(payment.id),
+            idempotency_key=f"{key}:{payment.user_id}" if key else str(payment.id),
             description=f"order {body.order_id}",
-            user_id=str(user_id),
+            user_id=str(payment.user_id),
         )
-        authorize_only = review or not body.capture
-        result = await (provider.authorize(charge) if authorize_only else provider.charge(charge))
+        try:
+            result = await (
+                provider.authorize(charge) if authorize_only else provider.charge(charge)
+            )
+        except Unavailable as exc:
+            # No answer: the charge may or may not have happened. Keep the payment
+            # ``processing`` (committed, with its key): a retry with the key resumes
+            # it, and the provider's webhook (matched by our payment id) settles it.
+            raise OutcomeUnknown(exc.message, details=[{"payment_id": str(payment.id)}]) from exc
         await self._apply_result(payment, result)
-        return s.PaymentRead.of(payment)
 
     async def _apply_result(self, payment: Payment, result: ProviderResult) -> None:
         if result.status == "failed":
@@ -476,11 +523,27 @@ class PaymentService:
                     Payment.provider == slug, Payment.provider_ref == event.provider_ref
                 )
             )
+            if payment is None and event.payment_id:
+                payment = await self._unanswered(slug, event.payment_id, event.provider_ref)
             if payment is not None and event.outcome == "refunded":
                 await self._external_refund(payment, event)
             elif payment is not None:
                 await self._apply_webhook(payment, event.outcome, event.decline_code)
         return s.WebhookAck(event_id=event.id, event_type=event.type)
+
+    async def _unanswered(self, slug: str, payment_id: str, provider_ref: str) -> Payment | None:
+        """The payment a provider event names by our id, when its charge call never
+        answered (no provider reference yet): it learns its reference here."""
+        try:
+            ours = uuid.UUID(payment_id)
+        except ValueError:
+            return None
+        payment = await self.session.get(Payment, ours)
+        if payment is None or payment.provider != slug or payment.provider_ref is not None:
+            return None
+        payment.provider_ref = provider_ref
+        await self.session.flush()
+        return payment
 
     async def _external_refund(self, payment: Payment, event: WebhookEvent) -> None:
         """A refund made at the provider (its dashboard, a dispute): record it, once. Our

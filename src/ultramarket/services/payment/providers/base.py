@@ -52,6 +52,9 @@ class WebhookEvent:
     # outcome "refunded" (a refund made at the provider, e.g. from its dashboard): the
     # refund's own reference and amount, and the payment's refunded total when known
     # (all amounts in minor units).
+    # Our payment id, when the provider echoes it (Stripe metadata): finds a payment whose
+    # provider call never answered, so it has no provider reference yet.
+    payment_id: str | None = None
     refund_ref: str | None = None
     refund_amount: int | None = None
     refunded_total: int | None = None

@@ -151,6 +151,7 @@ class StripeProvider(PaymentProvider):
             provider_ref=ref,
             outcome=outcome,  # type: ignore[arg-type]
             decline_code=error.get("decline_code") or error.get("code"),
+            payment_id=(obj.get("metadata") or {}).get("payment_id"),
             # charge.refunded: the charge's cumulative amount_refunded, and its newest refund.
             refund_ref=refunds[0].get("id") if outcome == "refunded" else None,
             refund_amount=refunds[0].get("amount") if outcome == "refunded" else None,
