@@ -170,3 +170,21 @@ def no_fraud_checks(container: Container) -> None:
     """Races place many orders from one IP and few users in seconds: exactly what the
     velocity rules exist to stop. Tests that are not about fraud switch them off."""
     container.settings.payments.fraud_enabled = False
+
+
+def flaky_card_provider(monkeypatch: Any, failures: int = 1) -> list[str]:
+    """The test card provider times out on its first ``failures`` charges; returns the
+    provider idempotency keys it was called with."""
+    from ultramarket.core.errors import Unavailable
+    from ultramarket.services.payment.providers.test import TestProvider
+
+    real, calls = TestProvider.charge, []
+
+    async def flaky(self: TestProvider, request: Any) -> Any:
+        calls.append(request.idempotency_key)
+        if len(calls) <= failures:
+            raise Unavailable("timed out", code="PROVIDER_UNAVAILABLE")
+        return await real(self, request)
+
+    monkeypatch.setattr(TestProvider, "charge", flaky)
+    return calls

@@ -12,6 +12,7 @@ from tests.shop import (  # noqa: F401 - re-exported for the tests
     checkout_body,
     configure,
     configure_orders,
+    flaky_card_provider,
     make_variant,
     payments_of,
     reservation_status,

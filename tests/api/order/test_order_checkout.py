@@ -13,6 +13,7 @@ from order_helpers import (
     checkout,
     checkout_body,
     configure,
+    flaky_card_provider,
     make_variant,
     ok,
     payments_of,
@@ -20,9 +21,7 @@ from order_helpers import (
     stock,
 )
 
-from ultramarket.core.errors import Unavailable
 from ultramarket.services.cart.config import SETTINGS_KEY
-from ultramarket.services.payment.providers.test import TestProvider
 
 
 async def test_cart_checkout_confirms_pays_takes_stock_and_empties_cart(
@@ -209,15 +208,7 @@ async def test_a_card_provider_hiccup_is_resumed_not_charged_twice(
     manager = await make_user(role="MANAGER")
     v = await make_variant(client, container, drain, manager, stock=5)
     user = await make_user()
-    real, calls = TestProvider.charge, []
-
-    async def flaky(self, request):
-        calls.append(request.idempotency_key)
-        if len(calls) == 1:
-            raise Unavailable("timed out", code="PROVIDER_UNAVAILABLE")
-        return await real(self, request)
-
-    monkeypatch.setattr(TestProvider, "charge", flaky)
+    calls = flaky_card_provider(monkeypatch)
 
     order = ok(await checkout(client, user, checkout_body([(v["variant_id"], 1)])), 201)
 

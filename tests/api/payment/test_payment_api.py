@@ -6,11 +6,10 @@ import asyncio
 
 from payment_helpers import API, assert_error, card, ok
 from sqlalchemy import func, select
+from tests.shop import flaky_card_provider
 from tests.support import error_reason
 
-from ultramarket.core.errors import Unavailable
 from ultramarket.services.payment.models import Payment
-from ultramarket.services.payment.providers.test import TestProvider
 
 
 async def outbox_types(container) -> list[str]:
@@ -238,16 +237,7 @@ async def test_a_provider_that_does_not_answer_leaves_a_payment_to_resume_not_a_
     """The card provider times out: the outcome is unknown, so the payment stays
     ``processing`` with its key (503 PAYMENT_PROCESSING). The retry with the same key asks
     the provider again with the same provider key and finishes THAT payment."""
-    calls: list[str] = []
-    real = TestProvider.charge
-
-    async def flaky(self, request):
-        calls.append(request.idempotency_key)
-        if len(calls) == 1:
-            raise Unavailable("timed out", code="PROVIDER_UNAVAILABLE")
-        return await real(self, request)
-
-    monkeypatch.setattr(TestProvider, "charge", flaky)
+    calls = flaky_card_provider(monkeypatch)
     user = await make_user()
     headers = {**user.headers, "Idempotency-Key": "pay-1"}
 
