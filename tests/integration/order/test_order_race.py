@@ -23,6 +23,7 @@ from tests.shop import (
     checkout,
     checkout_body,
     configure,
+    flaky_card_provider,
     make_variant,
     no_fraud_checks,
     payments_of,
@@ -37,6 +38,8 @@ from ultramarket.services.inventory.service import release_expired
 from ultramarket.services.order.flows import FAULTS_KEY, SimulatedCrash
 from ultramarket.services.order.models import Order
 from ultramarket.services.order.sweeper import sweep
+from ultramarket.services.payment.providers import providers_of
+from ultramarket.services.payment.service import resume_processing
 
 
 async def order_counts(container: Container) -> dict[str, int]:
@@ -228,3 +231,30 @@ async def test_two_concurrent_full_refunds_refund_once(client, container, drain,
     assert [r["status"] for r in final["refunds"]] == ["succeeded"]
     [payment] = await payments_of(client, manager, order["id"])
     assert payment["refunded_amount"] == order["total"]
+
+
+async def test_a_long_provider_outage_is_settled_by_the_payment_and_order_sweepers(
+    client, container, drain, make_user, monkeypatch
+):
+    """The card provider does not answer any of the checkout's attempts: 503, the payment
+    stays ``processing``, the order pending. Once the provider answers again, the payment
+    sweeper asks it (same provider key) and the order sweeper confirms the order."""
+    manager, v, user = await shop(client, container, drain, make_user, units=5)
+    calls = flaky_card_provider(monkeypatch, failures=3)  # the client's three attempts
+    stalled = await checkout(client, user, checkout_body([(v["variant_id"], 1)]))
+    assert_error(stalled, 503, "PAYMENT_PROCESSING")
+    [order] = ok(await client.get(ORDERS, headers=user.headers))
+    assert order["status"] == "pending"
+
+    later = utcnow() + timedelta(minutes=5)
+    settled = await resume_processing(
+        container.db("payment"), container.publisher("payment"), providers_of(container),
+        container.settings.payments, now=later,
+    )  # fmt: skip
+    assert settled == 1
+    assert len(set(calls)) == 1  # one provider key across every attempt: one charge
+    assert (await sweep(container, clock=lambda: later))["reconciled"] == 1
+    final = ok(await client.get(f"{ORDERS}/{order['id']}", headers=user.headers))
+    assert final["status"] == "confirmed"
+    assert [p["status"] for p in await payments_of(client, manager, order["id"])] == ["succeeded"]
+    assert (await stock(container, v["variant_id"]))["on_hand"] == 4

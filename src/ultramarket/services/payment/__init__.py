@@ -4,6 +4,7 @@ wallet ledger and fraud checks."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter
 
@@ -17,6 +18,22 @@ def _routers() -> list[APIRouter]:
     return [router, wallet_router]
 
 
+# How often payments left ``processing`` by an unanswered provider call are asked again.
+RESUME_SECONDS = 60.0
+
+
+async def _resume(container: Any) -> None:
+    from ultramarket.services.payment.providers import providers_of
+    from ultramarket.services.payment.service import resume_processing
+
+    await resume_processing(
+        container.db("payment"),
+        container.publisher("payment"),
+        providers_of(container),
+        container.settings.payments,
+    )
+
+
 SERVICE = ServiceSpec(
     name="payment",
     port=3005,
@@ -24,5 +41,6 @@ SERVICE = ServiceSpec(
     metadata=Base.metadata,
     events=EVENTS,
     migrations=Path(__file__).parent / "migrations",
+    periodic=((RESUME_SECONDS, _resume),),
     prefixes=("/api/v1/payments", "/api/v1/wallet"),
 )

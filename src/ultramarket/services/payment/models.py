@@ -13,7 +13,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ultramarket.core.db import IdMixin, TimestampMixin, service_base, utcnow
@@ -62,6 +62,12 @@ class Payment(TimestampMixin, IdMixin, Base):
     risk_score: Mapped[int] = mapped_column(default=0)
     review_required: Mapped[bool] = mapped_column(default=False)
     fingerprint: Mapped[str | None] = mapped_column(String(64))  # sha256 of the card token
+    # What a resumed provider call must send again (the provider's own token, e.g. a
+    # Stripe payment-method id or an approved PayPal order id: never card data).
+    provider_token: Mapped[str | None] = mapped_column(String(200))
+    capture: Mapped[bool] = mapped_column(default=True, server_default=true())
+    # The request's Idempotency-Key: the provider's own key derives from it.
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
     ip: Mapped[str | None] = mapped_column(String(64))
     actor: Mapped[str | None] = mapped_column(String(100))  # the user, or the calling service
     succeeded_at: Mapped[datetime | None]

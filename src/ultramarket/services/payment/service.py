@@ -15,6 +15,7 @@ idempotency key, so a crash between its answer and our commit is safe to retry.
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 from collections import defaultdict
 from datetime import datetime, timedelta
@@ -56,6 +57,7 @@ from ultramarket.services.payment.providers.base import (
 )
 from ultramarket.services.payment.providers.wallet import WalletProvider
 
+log = logging.getLogger("ultramarket.payment")
 PAY = Payment.__table__
 REFUND = PaymentRefund.__table__
 REFUNDABLE = ("succeeded", "partially_refunded")
@@ -259,6 +261,8 @@ class PaymentService:
             currency=money.currency,
             refunded_amount=0,
             fingerprint=fingerprint_of(body.token) if body.method == "card" else None,
+            provider_token=body.token,
+            capture=body.capture,
             ip=ip,
             actor=self.actor,
         )
@@ -300,10 +304,29 @@ class PaymentService:
         await self._call_provider(payment, body, key, authorize_only=review or not body.capture)
         return s.PaymentRead.of(payment)
 
+    async def resume(self, payment: Payment) -> None:
+        """The sweeper: ask the provider again about a payment left ``processing`` (same
+        provider key, same token), as a retry with its Idempotency-Key would."""
+        key = payment.idempotency_key
+        await self._call_provider(
+            payment,
+            s.PaymentCreate(
+                order_id=payment.order_id,
+                amount=s.money_str(payment.amount, payment.currency),
+                currency=payment.currency,
+                method=payment.method,  # type: ignore[arg-type]
+                token=payment.provider_token,
+                capture=payment.capture,
+            ),
+            key,
+            authorize_only=payment.review_required or not payment.capture,
+        )
+
     async def _call_provider(
         self, payment: Payment, body: s.PaymentCreate, key: str | None, *, authorize_only: bool
     ) -> None:
         provider = self._provider(payment)
+        payment.idempotency_key = key
         charge = ChargeRequest(
             payment_id=str(payment.id),
             amount=payment.amount,
@@ -897,3 +920,43 @@ class WalletService:
         )
         await idem.finish(201, result.model_dump(mode="json"))
         return result, True
+
+
+async def resume_processing(
+    database: Any,
+    publisher: EventPublisher | None,
+    providers: Providers,
+    settings: PaymentSettings,
+    *,
+    older_than: timedelta = timedelta(minutes=1),
+    now: datetime | None = None,
+    limit: int = 50,
+) -> int:
+    """Payments still ``processing`` a while after their provider call went unanswered:
+    asked again, each in its own unit of work. Returns how many were settled."""
+    cutoff = (now or utcnow()) - older_than
+    async with database.read_session() as session:
+        due = list(
+            (
+                await session.scalars(
+                    select(Payment.id)
+                    .where(Payment.status == "processing", Payment.created_at < cutoff)
+                    .order_by(Payment.created_at)
+                    .limit(limit)
+                )
+            ).all()
+        )
+    settled = 0
+    for payment_id in due:
+        try:
+            async with database.session() as session:
+                payments = PaymentService(session, publisher, providers, settings, actor="sweeper")
+                payment = await payments.get(payment_id)
+                if payment.status == "processing":
+                    await payments.resume(payment)
+                    settled += 1
+        except DomainError as exc:
+            log.warning(
+                "payment still unanswered", extra={"payment_id": str(payment_id), "error": exc.code}
+            )
+    return settled
