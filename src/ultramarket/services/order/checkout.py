@@ -18,8 +18,6 @@ sweeper settles it from what the other services say happened.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import secrets
 import uuid
 from datetime import timedelta
@@ -33,7 +31,6 @@ from ultramarket.core.errors import (
     Conflict,
     DomainError,
     NotFound,
-    RateLimited,
     Unavailable,
     ValidationFailed,
 )
@@ -51,7 +48,15 @@ from ultramarket.services.order.errors import (
     PriceChanged,
     ReservationLost,
 )
-from ultramarket.services.order.flows import Flow, Parts, failure_of, log, reservation_key
+from ultramarket.services.order.flows import (
+    UNKNOWN_OUTCOME,
+    Flow,
+    Parts,
+    body_hash,
+    failure_of,
+    log,
+    reservation_key,
+)
 from ultramarket.services.order.metrics import ORDERS, REVENUE
 from ultramarket.services.order.models import Order, OrderItem, OrderNote, OrderStatusChange
 from ultramarket.services.order.service import (
@@ -65,14 +70,7 @@ from ultramarket.services.payment.schemas import PaymentRead
 
 # Crockford-style alphabet without 0/O/1/I: numbers read aloud over the phone.
 NUMBER_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
-# Failures that say nothing about what happened remotely: compensate nothing.
-UNKNOWN_OUTCOME = (Unavailable, RateLimited)
 COUPON_STATUS = {"COUPON_NOT_FOUND": 404, "COUPON_EXHAUSTED": 409, "COUPON_USER_LIMIT": 409}
-
-
-def request_hash(body: s.CheckoutCreate) -> str:
-    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def replayed_error(failure: dict[str, Any]) -> DomainError:
@@ -106,7 +104,7 @@ class Checkout(Flow):
         """Place the order; (the order, True) when this call placed it, (the first
         result, False) when ``key`` was used before with the same body."""
         user_id = principal.user_id
-        digest = request_hash(body)
+        digest = body_hash(body)
         if key is not None:
             async with self.rx() as orders:
                 existing = await orders.by_key(user_id, key)
@@ -432,16 +430,7 @@ class Checkout(Flow):
     ) -> None:
         """The money is in: turn the reservation into a sale, confirm, empty the cart
         (not when the sweeper finishes a checkout later: the cart may be a new one)."""
-        try:
-            await self.parts.inventory.commit(reservation_key(order.id))
-        except UNKNOWN_OUTCOME:
-            raise  # paid, stock state unknown: the sweeper commits or refunds
-        except DomainError as exc:
-            if not await self._committed_already(order):
-                # The hold ran out (or was released) before we could use it: undo the charge.
-                lost = ReservationLost(details=[{"reason": exc.code}])
-                await self._refund_checkout(order, payment, lost)
-                raise lost from exc
+        await self._commit_stock(order, payment)
         if not await self._confirm(order, payment, actor="system:checkout"):
             if await self._confirmed_by_another(order, payment):
                 return  # a sweeper (or a retry) finished this same checkout first
@@ -457,6 +446,19 @@ class Checkout(Flow):
                 await self.parts.cart.clear(order.user_id)
             except DomainError as exc:  # the order stands; a stale cart is only cosmetic
                 log.warning("cart not emptied after checkout", extra={"error": exc.code})
+
+    async def _commit_stock(self, order: Order, payment: PaymentRead) -> None:
+        """Turn the reservation into a sale. An unknown outcome is left to the sweeper; a
+        reservation that ran out (or was released) first undoes the payment."""
+        try:
+            await self.parts.inventory.commit(reservation_key(order.id))
+        except UNKNOWN_OUTCOME:
+            raise
+        except DomainError as exc:
+            if not await self._committed_already(order):
+                lost = ReservationLost(details=[{"reason": exc.code}])
+                await self._refund_checkout(order, payment, lost)
+                raise lost from exc
 
     async def _confirmed_by_another(self, order: Order, payment: PaymentRead) -> bool:
         async with self.rx() as orders:
@@ -551,15 +553,7 @@ class Checkout(Flow):
     async def _hold(self, order: Order, payment: PaymentRead) -> None:
         """Fraud review: the card is only authorised. Keep the stock (commit the
         reservation, so no TTL frees it) and wait for a manager (``approve``/cancel)."""
-        try:
-            await self.parts.inventory.commit(reservation_key(order.id))
-        except UNKNOWN_OUTCOME:
-            raise
-        except DomainError as exc:
-            if not await self._committed_already(order):
-                lost = ReservationLost(details=[{"reason": exc.code}])
-                await self._refund_checkout(order, payment, lost)
-                raise lost from exc
+        await self._commit_stock(order, payment)
         async with self.tx() as orders:
             fresh = await orders.get(order.id)
             held = await orders.move(
@@ -660,9 +654,10 @@ class Checkout(Flow):
                     await self._hold(order, payment)
                 else:
                     await self._complete(order, payment, clear_cart=False)
-            except DomainError as exc:
-                if isinstance(exc, UNKNOWN_OUTCOME):
-                    raise
+            except UNKNOWN_OUTCOME:
+                raise
+            except DomainError:
+                pass  # settled by the refusal itself (refunded, order ended)
             return
         error = Conflict(
             "The checkout did not finish in time; nothing was charged",

@@ -24,7 +24,6 @@ class OrderSettings(BaseSettings):
     sweep_seconds: float = 30.0
     # A retried checkout (same Idempotency-Key) waits this long for the first to finish.
     idempotency_wait_seconds: float = 15.0
-    # Owners may cancel before shipping; staff before delivery.
     max_notes_per_order: int = 200
 
 

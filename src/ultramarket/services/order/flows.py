@@ -8,6 +8,8 @@ a state the sweeper can finish.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -16,8 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel
+
 from ultramarket.core.db import Database, utcnow
-from ultramarket.core.errors import Conflict, DomainError, NotFound
+from ultramarket.core.errors import Conflict, DomainError, NotFound, RateLimited, Unavailable
 from ultramarket.core.events import EventPublisher
 from ultramarket.services.cart.client import CartClient
 from ultramarket.services.inventory.client import InventoryClient
@@ -30,6 +34,8 @@ from ultramarket.services.user.client import UserClient
 log = logging.getLogger("ultramarket.order")
 
 FAULTS_KEY = "order.faults"
+# Failures that say nothing about what happened remotely: compensate nothing.
+UNKNOWN_OUTCOME = (Unavailable, RateLimited)
 
 
 class SimulatedCrash(RuntimeError):
@@ -118,6 +124,12 @@ class Flow:
             fresh.settled = True
         order.settled = True
         return True
+
+
+def body_hash(body: BaseModel) -> str:
+    """What an Idempotency-Key is checked against: the request body, canonically."""
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def failure_of(error: DomainError) -> dict[str, Any]:

@@ -11,16 +11,13 @@ an unknown outcome leaves the row ``pending`` for the sweeper to retry.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from ultramarket.core.errors import DomainError, RateLimited, Unavailable, ValidationFailed
+from ultramarket.core.errors import DomainError, ValidationFailed
 from ultramarket.core.money import Money
 from ultramarket.core.security import Principal
 from ultramarket.services.order import events, status
@@ -34,7 +31,7 @@ from ultramarket.services.order.errors import (
     RefundInProgress,
     UnknownOrderLine,
 )
-from ultramarket.services.order.flows import Flow, log, reservation_key
+from ultramarket.services.order.flows import UNKNOWN_OUTCOME, Flow, body_hash, log, reservation_key
 from ultramarket.services.order.metrics import ORDERS, REFUNDED
 from ultramarket.services.order.models import Order, OrderItem, OrderRefund
 from ultramarket.services.order.service import (
@@ -45,12 +42,6 @@ from ultramarket.services.order.service import (
     actor_of,
     line_events,
 )
-
-UNKNOWN_OUTCOME = (Unavailable, RateLimited)
-
-
-def _hash(body: Any) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def line_refund(item: OrderItem, quantity: int) -> int:
@@ -172,7 +163,7 @@ class Refunds(Flow):
         key: str | None,
     ) -> tuple[OrderRefund, Order, bool]:
         """Refund all that is left, an amount, or lines; (refund, order, created)."""
-        digest = _hash(body.model_dump(mode="json"))
+        digest = body_hash(body)
         async with self.tx() as orders:
             order = await orders.get_for(principal, order_id)
             if key is not None:

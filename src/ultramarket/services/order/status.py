@@ -39,7 +39,6 @@ STATUSES: tuple[Status, ...] = (
 )
 
 REFUNDS: frozenset[Status] = frozenset({"refunded", "partially_refunded"})
-FINAL: frozenset[Status] = frozenset({"payment_failed", "cancelled", "refunded"})
 
 TRANSITIONS: dict[str, frozenset[str]] = {
     "pending": frozenset({"confirmed", "payment_failed", "cancelled"}),
@@ -62,9 +61,6 @@ OWNER_CANCELLABLE: frozenset[str] = frozenset(
     {"pending", "confirmed", "processing", "partially_refunded"}
 )
 STAFF_CANCELLABLE: frozenset[str] = OWNER_CANCELLABLE | {"shipped"}
-# Units of these orders are still in the warehouse: a cancellation or a refund of lines
-# puts them back on the shelf. (After shipping, returns are a separate process.)
-UNSHIPPED: frozenset[str] = frozenset({"pending", "confirmed", "processing"})
 # What ``PUT /{id}/status`` may set; cancellation and refunds have their own routes (and
 # side effects), and confirmation comes from the checkout or a review approval.
 MANUAL: frozenset[str] = frozenset({"confirmed", "processing", "shipped", "delivered", "cancelled"})
@@ -72,8 +68,3 @@ MANUAL: frozenset[str] = frozenset({"confirmed", "processing", "shipped", "deliv
 
 def can_move(current: str, target: str) -> bool:
     return target in TRANSITIONS.get(current, frozenset())
-
-
-def sources_of(target: str) -> frozenset[str]:
-    """Every status from which ``target`` may be reached."""
-    return frozenset(s for s, targets in TRANSITIONS.items() if target in targets)
