@@ -230,9 +230,7 @@ class PaymentService:
         if payment is None:  # nothing was kept: start afresh
             return await self._create(user_id, body, ip=None, key=key)
         if payment.status == "processing":
-            await self._call_provider(
-                payment, body, key, authorize_only=payment.review_required or not body.capture
-            )
+            await self.resume(payment)
         return s.PaymentRead.of(payment)
 
     async def _create(
