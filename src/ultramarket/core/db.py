@@ -235,9 +235,9 @@ class Database:
             )
             return None if record is None else dict(record)
 
-    async def run_statement(self, sql: str, *args: Any) -> Mapping[str, Any] | None:
+    async def run_statement(self, sql: str, *args: Any) -> list[Mapping[str, Any]]:
         """PostgreSQL only: one SQL statement (``$1``-style parameters) run by the driver
-        in autocommit, so it is its own transaction; its first row, or None.
+        in autocommit, so it is its own transaction; its rows.
 
         For a hot write on a contended row: a single statement (data-modifying CTEs)
         holds the row lock only while the server runs it, not across round trips and
@@ -246,8 +246,8 @@ class Database:
             raise RuntimeError("run_statement is for PostgreSQL")
         async with self._read_engine.connect() as conn:
             raw = await conn.get_raw_connection()
-            record = await raw.driver_connection.fetchrow(sql, *args)  # type: ignore[union-attr]
-            return None if record is None else dict(record)
+            records = await raw.driver_connection.fetch(sql, *args)  # type: ignore[union-attr]
+            return [dict(record) for record in records]
 
     def outbox_written(self) -> None:
         """Wake the outbox relay (what a unit of work does when it wrote events)."""

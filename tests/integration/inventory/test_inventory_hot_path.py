@@ -22,7 +22,7 @@ from ultramarket.services.inventory.models import (
     StockItem,
     StockMovement,
 )
-from ultramarket.services.inventory.schemas import StockUpdate
+from ultramarket.services.inventory.schemas import ItemCreate, StockUpdate, WarehouseCreate
 from ultramarket.services.inventory.service import InventoryService
 
 API = "/api/v1/inventory"
@@ -138,3 +138,108 @@ async def test_one_item_reservation_writes_what_the_general_path_writes(
     async with container.db("inventory").read_session() as session:
         item = await session.get(StockItem, item_id)
         assert (item.on_hand, item.reserved) == (10, 5)
+
+
+async def test_multi_line_reservation_and_its_sale_write_what_the_general_path_writes(
+    client, container, make_user, monkeypatch: pytest.MonkeyPatch
+):
+    """A checkout's reservation (several variants) and its commit: on PostgreSQL each is one
+    statement; both databases end with the same rows, the same warehouse choice, the same
+    events and the same refusals."""
+    taken: list[str] = []
+    for name in ("reserve_in_one_statement", "commit_in_one_statement"):
+        original = getattr(inventory_service, name)
+
+        async def spy(*args, _original=original, _name=name, **kwargs):
+            result = await _original(*args, **kwargs)
+            taken.append(f"{_name}:{'served' if result is not None else 'fell back'}")
+            return result
+
+        monkeypatch.setattr(inventory_service, name, spy)
+    manager = await make_user(role="MANAGER")
+    a_item, a = await stocked_item(container, on_hand=10, threshold=0)
+    b_default, b = await stocked_item(container, on_hand=1, threshold=0)
+    async with container.db("inventory").session() as session:
+        service = InventoryService(session, container.publisher("inventory"), actor="test")
+        north = await service.create_warehouse(WarehouseCreate(code="north", name="North"))
+        b_north = (
+            await service.create_item(ItemCreate(variant_id=b, warehouse_id=north.id, on_hand=20))
+        ).id
+
+    def body(key: str, b_units: int) -> dict:
+        return {
+            "key": key,
+            "ttl_seconds": 600,
+            "lines": [
+                {"variant_id": str(a), "quantity": 2},
+                {"variant_id": str(b), "quantity": b_units},
+            ],
+        }
+
+    # 3 of b: the default warehouse holds only 1, so the line takes the north item.
+    made = ok(await client.post(f"{API}/reservations", json=body("m-1", 3),
+                                headers=manager.headers), 201)  # fmt: skip
+    assert sorted((line["item_id"], line["quantity"]) for line in made["lines"]) == sorted(
+        [(str(a_item), 2), (str(b_north), 3)]
+    )
+    replay = ok(await client.post(f"{API}/reservations", json=body("m-1", 3),
+                                  headers=manager.headers), 200)  # fmt: skip
+    assert replay["id"] == made["id"]
+    # 30 of b: more than any item holds. Nothing is reserved, a's line neither.
+    short = await client.post(f"{API}/reservations", json=body("m-2", 30), headers=manager.headers)
+    error = assert_error(short, 409, "INSUFFICIENT_STOCK")
+    assert [d["variant_id"] for d in error["details"]] == [str(b)]
+    committed = ok(await client.post(f"{API}/reservations/m-1/commit", headers=manager.headers))
+    assert committed["status"] == "committed"
+    assert committed["quantity"] == 5
+    again = await client.post(f"{API}/reservations/m-1/commit", headers=manager.headers)
+    assert_error(again, 409, "RESERVATION_ALREADY_COMMITTED")
+
+    on_postgres = container.db("inventory").dialect == "postgresql"
+    assert taken == (
+        [
+            "reserve_in_one_statement:served",
+            "reserve_in_one_statement:fell back",  # the replay
+            "reserve_in_one_statement:fell back",  # short
+            "commit_in_one_statement:served",
+            "commit_in_one_statement:fell back",  # committed already
+        ]
+        if on_postgres
+        else []
+    )
+    async with container.db("inventory").read_session() as session:
+        counts = {
+            item_id: (item.on_hand, item.reserved)
+            for item_id in (a_item, b_default, b_north)
+            if (item := await session.get(StockItem, item_id)) is not None
+        }
+        assert counts == {a_item: (8, 0), b_default: (1, 0), b_north: (17, 0)}
+        moves = (
+            await session.execute(
+                select(
+                    StockMovement.item_id,
+                    StockMovement.delta_on_hand,
+                    StockMovement.delta_reserved,
+                    StockMovement.reason,
+                    StockMovement.reference,
+                ).where(StockMovement.reference == "m-1")
+            )
+        ).all()
+        assert sorted(tuple(m) for m in moves) == sorted(
+            [
+                (a_item, 0, 2, "reservation", "m-1"),
+                (b_north, 0, 3, "reservation", "m-1"),
+                (a_item, -2, -2, "sale", "m-1"),
+                (b_north, -3, -3, "sale", "m-1"),
+            ]
+        )
+        assert not (
+            await session.scalars(select(Reservation.id).where(Reservation.key == "m-2"))
+        ).all()
+    changed = [
+        (e["item_id"], e["reserved"], e["available"], e["variant_available"])
+        for e in await outbox(container, ("inventory.stock_changed.v1",))
+        if e["reason"] == "reservation"
+    ]
+    # The events of the reservation only: a sale leaves ``available`` as it was.
+    assert sorted(changed) == sorted([(str(a_item), 2, 8, 8), (str(b_north), 3, 17, 18)])

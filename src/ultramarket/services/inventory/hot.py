@@ -1,30 +1,42 @@
-"""Reserving one item in ONE statement on PostgreSQL: the path for a hot SKU.
+"""Reservations in ONE statement on PostgreSQL: the checkout's path and a hot SKU's.
 
 Every reservation of an item queues on its row lock. In the general path the lock is
 taken by the conditional UPDATE and held until COMMIT, across the statements after it
 and the event-loop turns between them; under load each turn waits behind every other
-request of the worker, so one hot item sells at a few reservations a second per
-turn. Here the UPDATE, the reservation, its line, the movement and the
-``inventory.stock_changed`` outbox row are data-modifying CTEs of a single statement
-run in autocommit: the lock is held only while the server executes it.
+request of the worker. Here the whole reservation - the locks, the check, the UPDATEs,
+the reservation, its lines, the movements and the ``inventory.stock_changed`` outbox
+rows - is data-modifying CTEs of a single statement run in autocommit: the locks are
+held only while the server executes it, and the checkout pays one round trip, not
+twenty.
 
-The rules are the same: the UPDATE's ``WHERE`` decides (enough available), and every
-other row is inserted ``FROM upd``, so nothing is written when it refuses. The
-statement is all or nothing, so a reused key (unique violation) undoes the UPDATE
-too. Whatever this path does not serve (short stock, an unknown item, a replayed
-key) returns None and the caller takes the general path, which answers precisely.
-A threshold crossing (rare) writes its alert and events in a short follow-up unit
-of work.
+The rules are those of the general path:
+
+- each line takes one item: the one named, or for a variant the default warehouse's
+  when it has enough, else the one with the most available;
+- all or nothing: the items are locked in id order (``FOR UPDATE``: no deadlock
+  between two reservations, and the rows read are the latest versions), the verdict
+  is taken over all of them, and the UPDATE and every insert run only FROM a
+  positive verdict. The UPDATE keeps its own guard too.
+
+A statement either commits whole or not at all, so a reused key (unique violation)
+undoes everything. Whatever this path does not serve (short stock, an unknown item, a
+replayed key) returns None and the caller takes the general path, which answers
+precisely. A threshold crossing (rare) writes its alert and events in a short
+follow-up unit of work.
+
+Committing a reservation (the sale) is one statement too: the reservation's conditional
+status change, its lines, the locks in id order, the stock UPDATE and the movements.
+A sale leaves ``available`` as it was, so it writes no event.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 
@@ -33,6 +45,7 @@ from ultramarket.core.events import EventPublisher
 from ultramarket.core.logging import request_id_var
 from ultramarket.services.inventory.events import StockChanged
 from ultramarket.services.inventory.models import (
+    DEFAULT_WAREHOUSE_ID,
     Reservation,
     ReservationLine,
     StockItem,
@@ -42,99 +55,193 @@ from ultramarket.services.inventory.schemas import ReservationLineRead, Reservat
 
 log = logging.getLogger("ultramarket.inventory")
 
+ITEM = StockItem.__table__.fullname
+RES = Reservation.__table__.fullname
+LINE = ReservationLine.__table__.fullname
+MOVE = StockMovement.__table__.fullname
 
-def _sql(outbox: str) -> str:
-    item = StockItem.__table__.fullname
-    res = Reservation.__table__.fullname
-    line = ReservationLine.__table__.fullname
-    move = StockMovement.__table__.fullname
-    # Only our own table names are interpolated; every value is a $n parameter.
+# The item each wanted line takes ($1: item ids, or variant ids; $2: quantities).
+_PICK = {
+    "item": """
+    SELECT w.n, w.quantity, w.ref AS id
+      FROM unnest($1::uuid[], $2::int[]) WITH ORDINALITY AS w(ref, quantity, n)""",
+    # The default warehouse when it has enough, else the most available (reserve_lines).
+    "variant": f"""
+    SELECT DISTINCT ON (w.n) w.n, w.quantity, i.id
+      FROM unnest($1::uuid[], $2::int[]) WITH ORDINALITY AS w(ref, quantity, n)
+      JOIN {ITEM} i ON i.variant_id = w.ref
+     ORDER BY w.n,
+              (i.warehouse_id = '{DEFAULT_WAREHOUSE_ID}' AND i.on_hand - i.reserved >= w.quantity)
+                DESC,
+              i.on_hand - i.reserved DESC,
+              i.warehouse_id = '{DEFAULT_WAREHOUSE_ID}' DESC,
+              i.id""",  # noqa: S608 (our table name and constant only)
+}
+
+
+def _reserve_sql(outbox: str, by: Literal["item", "variant"]) -> str:
+    # Only our own table names and constants are interpolated; every value is a $n parameter.
     return f"""
-WITH upd AS (
-    UPDATE {item} SET reserved = reserved + $2, updated_at = $3
-     WHERE id = $1 AND on_hand - reserved >= $2
- RETURNING id, variant_id, sku, warehouse_id, on_hand, reserved, low_stock_threshold
+WITH pick AS ({_PICK[by]}
+), locked AS (
+    SELECT i.id, i.on_hand, i.reserved
+      FROM {ITEM} i WHERE i.id IN (SELECT id FROM pick) ORDER BY i.id FOR UPDATE
+), verdict AS (
+    SELECT count(DISTINCT p.id) = cardinality($2::int[])
+           AND bool_and(l.on_hand - l.reserved >= p.quantity) AS ok
+      FROM pick p JOIN locked l ON l.id = p.id
+), upd AS (
+    UPDATE {ITEM} i SET reserved = i.reserved + p.quantity, updated_at = $3
+      FROM pick p, verdict v
+     WHERE v.ok AND i.id = p.id AND i.on_hand - i.reserved >= p.quantity
+ RETURNING i.id, i.variant_id, i.sku, i.warehouse_id, i.on_hand, i.reserved,
+           i.low_stock_threshold, p.n, p.quantity
 ), others AS (
-    SELECT coalesce(sum(o.on_hand - o.reserved), 0)::bigint AS available
-      FROM {item} o JOIN upd ON o.variant_id = upd.variant_id AND o.id <> upd.id
+    SELECT u.id, coalesce(sum(o.on_hand - o.reserved), 0)::bigint AS available
+      FROM upd u LEFT JOIN {ITEM} o ON o.variant_id = u.variant_id AND o.id <> u.id
+     GROUP BY u.id
 ), res AS (
-    INSERT INTO {res} (id, key, status, expires_at, actor, created_at, updated_at)
-    SELECT $4, $5, 'active', $6, $7, $3, $3 FROM upd
-), new_line AS (
-    INSERT INTO {line} (id, reservation_id, item_id, variant_id, quantity, returned)
-    SELECT $8, $4, upd.id, upd.variant_id, $2, 0 FROM upd
-), new_move AS (
-    INSERT INTO {move}
+    INSERT INTO {RES} (id, key, status, expires_at, actor, created_at, updated_at)
+    SELECT $4, $5, 'active', $6, $7, $3, $3 FROM verdict WHERE verdict.ok
+), new_lines AS (
+    INSERT INTO {LINE} (id, reservation_id, item_id, variant_id, quantity, returned)
+    SELECT ($8::uuid[])[u.n], $4, u.id, u.variant_id, u.quantity, 0 FROM upd u
+), new_moves AS (
+    INSERT INTO {MOVE}
            (id, item_id, delta_on_hand, delta_reserved, reason, actor, reference, created_at)
-    SELECT $9, upd.id, 0, $2, 'reservation', $7, $5, $3 FROM upd
-), new_event AS (
+    SELECT ($9::uuid[])[u.n], u.id, 0, u.quantity, 'reservation', $7, $5, $3 FROM upd u
+), new_events AS (
     INSERT INTO {outbox}
            (id, event_type, payload, request_id, occurred_at, available_at, attempts)
-    SELECT $10, '{StockChanged.type}', jsonb_build_object(
-               'item_id', upd.id, 'variant_id', upd.variant_id, 'sku', upd.sku,
-               'warehouse_id', upd.warehouse_id, 'on_hand', upd.on_hand,
-               'reserved', upd.reserved, 'available', upd.on_hand - upd.reserved,
-               'variant_available', others.available + upd.on_hand - upd.reserved,
+    SELECT ($10::uuid[])[u.n], '{StockChanged.type}', jsonb_build_object(
+               'item_id', u.id, 'variant_id', u.variant_id, 'sku', u.sku,
+               'warehouse_id', u.warehouse_id, 'on_hand', u.on_hand,
+               'reserved', u.reserved, 'available', u.on_hand - u.reserved,
+               'variant_available', o.available + u.on_hand - u.reserved,
                'reason', 'reservation'),
            $11, $3, $3, 0
-      FROM upd, others
+      FROM upd u JOIN others o ON o.id = u.id
 )
-SELECT upd.id, upd.variant_id, upd.sku, upd.warehouse_id, upd.on_hand, upd.reserved,
-       upd.low_stock_threshold, others.available AS others_available
-  FROM upd, others
+SELECT u.id, u.variant_id, u.sku, u.warehouse_id, u.on_hand, u.reserved,
+       u.low_stock_threshold, u.quantity, o.available AS others_available
+  FROM upd u JOIN others o ON o.id = u.id
+ ORDER BY u.id
 """  # noqa: S608
 
 
-_STATEMENTS: dict[str, str] = {}
+_COMMIT_SQL = f"""
+WITH res AS (
+    UPDATE {RES} SET status = 'committed', closed_at = $2, updated_at = $2
+     WHERE key = $1 AND status = 'active' AND expires_at > $2
+ RETURNING id, key, expires_at, created_at
+), lines AS (
+    SELECT l.item_id, l.variant_id, l.quantity, l.returned
+      FROM {LINE} l JOIN res ON l.reservation_id = res.id
+), locked AS (
+    SELECT i.id FROM {ITEM} i WHERE i.id IN (SELECT item_id FROM lines) ORDER BY i.id FOR UPDATE
+), per_item AS (
+    SELECT item_id, sum(quantity)::int AS quantity FROM lines GROUP BY item_id
+), upd AS (
+    UPDATE {ITEM} i
+       SET on_hand = i.on_hand - p.quantity, reserved = i.reserved - p.quantity, updated_at = $2
+      FROM per_item p WHERE i.id = p.item_id AND i.id IN (SELECT id FROM locked)
+), moves AS (
+    INSERT INTO {MOVE}
+           (id, item_id, delta_on_hand, delta_reserved, reason, actor, reference, created_at)
+    SELECT gen_random_uuid(), l.item_id, -l.quantity, -l.quantity, 'sale', $3, $1, $2
+      FROM lines l
+)
+SELECT res.id, res.key, res.expires_at, res.created_at,
+       l.item_id, l.variant_id, l.quantity, l.returned
+  FROM res JOIN lines l ON true
+ ORDER BY l.item_id
+"""  # noqa: S608
+
+_STATEMENTS: dict[tuple[str, str], str] = {}
 
 
 async def reserve_in_one_statement(
     db: Database,
     publisher: EventPublisher,
     *,
-    item_id: uuid.UUID,
-    quantity: int,
+    lines: Sequence[tuple[uuid.UUID, int]],
+    by: Literal["item", "variant"],
     key: str,
     ttl_seconds: int,
     actor: str | None,
     clock: Callable[[], datetime],
     crossing: Callable[[Any, int, int], Any],
 ) -> ReservationRead | None:
-    """The new reservation, or None when the general path must answer. ``crossing(row,
-    previous_available, variant_available)`` writes a threshold crossing's alert and
-    events (called only when one happened)."""
+    """The new reservation of ``lines`` ((item or variant id, quantity), as ``by`` says),
+    or None when the general path must answer. ``crossing(row, previous_available,
+    variant_available)`` writes a threshold crossing's alert and events."""
     outbox = publisher.tables.outbox.fullname
-    sql = _STATEMENTS.get(outbox)
+    sql = _STATEMENTS.get((outbox, by))
     if sql is None:
-        sql = _STATEMENTS[outbox] = _sql(outbox)
+        sql = _STATEMENTS[(outbox, by)] = _reserve_sql(outbox, by)
     now = clock()
     reservation_id = uuid.uuid4()
     expires_at = now + timedelta(seconds=ttl_seconds)
+    count = len(lines)
     try:
-        row = await db.run_statement(
+        rows = await db.run_statement(
             sql,
-            item_id, quantity, now, reservation_id, key, expires_at, actor,
-            uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), request_id_var.get(),
+            [ref for ref, _ in lines], [quantity for _, quantity in lines], now,
+            reservation_id, key, expires_at, actor,
+            [uuid.uuid4() for _ in range(count)], [uuid.uuid4() for _ in range(count)],
+            [uuid.uuid4() for _ in range(count)], request_id_var.get(),
         )  # fmt: skip
     except asyncpg.UniqueViolationError:
         return None  # the key is taken: the general path replays or refuses it
-    if row is None:
-        return None
+    if len(rows) != count:
+        return None  # refused: nothing was written
     db.outbox_written()
-    state = SimpleNamespace(**row)
-    available = state.on_hand - state.reserved
-    previous = available + quantity
-    threshold = state.low_stock_threshold
-    if (available <= threshold < previous) or (available <= 0 < previous):
-        await crossing(state, previous, int(state.others_available) + available)
+    for row in rows:
+        state = SimpleNamespace(**row)
+        available = state.on_hand - state.reserved
+        previous = available + state.quantity
+        threshold = state.low_stock_threshold
+        if (available <= threshold < previous) or (available <= 0 < previous):
+            await crossing(state, previous, int(state.others_available) + available)
     return ReservationRead(
         id=reservation_id,
         key=key,
-        quantity=quantity,
+        quantity=sum(row["quantity"] for row in rows),
         status="active",
         expires_at=expires_at,
         created_at=now,
         lines=[
-            ReservationLineRead(item_id=state.id, variant_id=state.variant_id, quantity=quantity)
+            ReservationLineRead(
+                item_id=row["id"], variant_id=row["variant_id"], quantity=row["quantity"]
+            )
+            for row in rows
+        ],
+    )
+
+
+async def commit_in_one_statement(
+    db: Database, *, key: str, actor: str | None, clock: Callable[[], datetime]
+) -> ReservationRead | None:
+    """The committed reservation, or None when it was not active and unexpired (the
+    general path answers why)."""
+    rows = await db.run_statement(_COMMIT_SQL, key, clock(), actor)
+    if not rows:
+        return None
+    first = rows[0]
+    return ReservationRead(
+        id=first["id"],
+        key=first["key"],
+        quantity=sum(row["quantity"] for row in rows),
+        status="committed",
+        expires_at=first["expires_at"],
+        created_at=first["created_at"],
+        lines=[
+            ReservationLineRead(
+                item_id=row["item_id"],
+                variant_id=row["variant_id"],
+                quantity=row["quantity"],
+                returned=row["returned"],
+            )
+            for row in rows
         ],
     )

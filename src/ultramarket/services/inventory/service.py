@@ -17,9 +17,9 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, Literal, cast
 
-from sqlalchemy import Row, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import Row, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,7 +27,7 @@ from ultramarket.core.db import Database, insert_for, utcnow
 from ultramarket.core.errors import Conflict, NotFound, ValidationFailed
 from ultramarket.core.events import EventPublisher
 from ultramarket.services.inventory import events
-from ultramarket.services.inventory.hot import reserve_in_one_statement
+from ultramarket.services.inventory.hot import commit_in_one_statement, reserve_in_one_statement
 from ultramarket.services.inventory.models import (
     DEFAULT_WAREHOUSE_CODE,
     DEFAULT_WAREHOUSE_ID,
@@ -73,22 +73,6 @@ _OTHERS_AVAILABLE = (
     .where(_OTHER.c.variant_id == ITEM.c.variant_id, _OTHER.c.id != ITEM.c.id)
     .scalar_subquery()
     .label("others_available")
-)
-# The item a one-line reservation takes: the default warehouse when it has enough, else
-# the one with the most available (what reserve_lines chooses for each line).
-_BEST_ITEM = (
-    select(ITEM.c.id)
-    .where(ITEM.c.variant_id == bindparam("variant_id"))
-    .order_by(
-        and_(
-            ITEM.c.warehouse_id == bindparam("default"),
-            ITEM.c.on_hand - ITEM.c.reserved >= bindparam("quantity"),
-        ).desc(),
-        (ITEM.c.on_hand - ITEM.c.reserved).desc(),
-        (ITEM.c.warehouse_id == bindparam("default")).desc(),
-        ITEM.c.id,
-    )
-    .limit(bindparam("limit"))
 )
 SORTABLE = {
     "sku": ITEM.c.sku,
@@ -251,9 +235,14 @@ class InventoryService:
         # A sale (on_hand and reserved down alike) leaves ``available`` as it was: no
         # threshold can be crossed and the stock mirror has nothing to learn.
         visible = on_hand != reserved
-        returning: tuple[Any, ...] = ITEM_COLUMNS
-        if self.publisher is not None and visible:
-            returning = (*ITEM_COLUMNS, _OTHERS_AVAILABLE)
+        # SQLite renders RETURNING columns unqualified, so there the correlated sum would
+        # compare the other items with themselves: _after_change reads it afterwards.
+        correlated = (
+            self.publisher is not None
+            and visible
+            and self.session.get_bind().dialect.name != "sqlite"
+        )
+        returning = (*ITEM_COLUMNS, _OTHERS_AVAILABLE) if correlated else ITEM_COLUMNS
         row = (
             await self.session.execute(
                 update(ITEM)
@@ -278,9 +267,7 @@ class InventoryService:
             previous_available=available - (on_hand - reserved),
             previous_threshold=row.low_stock_threshold,
             reason=reason,
-            variant_available=(
-                None if self.publisher is None else int(row.others_available or 0) + available
-            ),
+            variant_available=int(row.others_available or 0) + available if correlated else None,
         )
         return row
 
@@ -590,7 +577,7 @@ class InventoryService:
         self, item_id: uuid.UUID, quantity: int, key: str, ttl_seconds: int
     ) -> tuple[ReservationRead, bool]:
         """Reserve ``quantity`` of one item. Returns the reservation and whether it is new."""
-        fast = await self._one_statement(item_id, quantity, key, ttl_seconds)
+        fast = await self._one_statement([(item_id, quantity)], "item", key, ttl_seconds)
         if fast is not None:
             return fast, True
         variant_id = await self.session.scalar(
@@ -601,16 +588,21 @@ class InventoryService:
         return await self._reserve(key, ttl_seconds, [Wanted(item_id, variant_id, quantity)])
 
     async def _one_statement(
-        self, item_id: uuid.UUID, quantity: int, key: str, ttl_seconds: int
+        self,
+        lines: Sequence[tuple[uuid.UUID, int]],
+        by: Literal["item", "variant"],
+        key: str,
+        ttl_seconds: int,
     ) -> ReservationRead | None:
-        """The one-statement path on PostgreSQL (hot.py); None: take the general one."""
+        """The one-statement path on PostgreSQL (hot.py), taken before the session holds
+        a connection (the statement needs its own); None: take the general one."""
         if self.database is None or self.publisher is None:
             return None
         return await reserve_in_one_statement(
             self.database,
             self.publisher,
-            item_id=item_id,
-            quantity=quantity,
+            lines=lines,
+            by=by,
             key=key,
             ttl_seconds=ttl_seconds,
             actor=self.actor,
@@ -640,21 +632,9 @@ class InventoryService:
     ) -> tuple[ReservationRead, bool]:
         """Reserve several variants, all or nothing. Each line is taken from one warehouse:
         the default one when it has enough, else the one with the most available."""
-        if len(lines) == 1 and self.database is not None:
-            # One line (a hot product's checkout): the one-statement path when it serves,
-            # before the session takes a connection (the statement needs its own).
-            variant_id, quantity = lines[0]
-            best = await self.database.fetch_one(
-                _BEST_ITEM,
-                variant_id=variant_id,
-                quantity=quantity,
-                default=DEFAULT_WAREHOUSE_ID,
-                limit=1,
-            )
-            if best is not None:
-                fast = await self._one_statement(best["id"], quantity, key, ttl_seconds)
-                if fast is not None:
-                    return fast, True
+        fast = await self._one_statement(lines, "variant", key, ttl_seconds)
+        if fast is not None:
+            return fast, True
         existing = await self._existing(key)
         if existing is not None:
             return self._replay(existing, [Wanted(None, v, q) for v, q in lines], by_item=False)
@@ -835,6 +815,12 @@ class InventoryService:
 
     async def commit(self, key: str, *, item_id: uuid.UUID | None = None) -> ReservationRead:
         """Turn an active reservation into a sale: on_hand and reserved both drop."""
+        if self.database is not None and item_id is None:
+            committed = await commit_in_one_statement(
+                self.database, key=key, actor=self.actor, clock=self.clock
+            )
+            if committed is not None:
+                return committed
         return await self._close(key, "committed", item_id=item_id)
 
     async def release(self, key: str, *, item_id: uuid.UUID | None = None) -> ReservationRead:
