@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import case, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ultramarket.core.config import PaymentSettings
 from ultramarket.core.db import utcnow
@@ -137,13 +138,21 @@ class PaymentService:
         return self.providers.get(payment.provider)
 
     async def _transition(self, payment: Payment, expected: tuple[str, ...], **values: Any) -> bool:
-        result = await self.session.execute(
+        """Move ``payment`` on from one of the ``expected`` statuses (one conditional
+        UPDATE); False when it was in none of them (it is reloaded to show where it is)."""
+        values["updated_at"] = utcnow()
+        moved = await self.session.scalar(
             update(PAY)
             .where(PAY.c.id == payment.id, PAY.c.status.in_(expected))
-            .values(updated_at=utcnow(), **values)
+            .values(**values)
+            .returning(PAY.c.id)
         )
-        await self.session.refresh(payment)
-        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+        if moved is None:
+            await self.session.refresh(payment)
+            return False
+        for name, value in values.items():
+            set_committed_value(payment, name, value)
+        return True
 
     async def _publish(self, event: Any) -> None:
         if self.publisher is not None:
@@ -261,6 +270,7 @@ class PaymentService:
             fingerprint=fingerprint_of(body.token) if body.method == "card" else None,
             provider_token=body.token,
             capture=body.capture,
+            idempotency_key=key,
             ip=ip,
             actor=self.actor,
         )
