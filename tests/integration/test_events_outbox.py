@@ -6,17 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 from ultramarket.core.config import EventSettings, Settings
 from ultramarket.core.container import Container
 from ultramarket.core.db import utcnow
+from ultramarket.core.errors import Conflict
 from ultramarket.core.events import (
+    Delivery,
     Dispatcher,
     Event,
     EventEnvelope,
@@ -24,7 +28,9 @@ from ultramarket.core.events import (
     InProcessBus,
     OutboxRelay,
     OutboxSource,
+    Outcome,
     Subscription,
+    publish_each,
     subscription,
 )
 
@@ -249,6 +255,9 @@ async def test_nothing_is_lost_while_the_bus_is_down(container: Container) -> No
             self.calls += 1
             raise ConnectionError("broker unreachable")
 
+        async def publish_batch(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+            return await publish_each(self, deliveries)
+
         async def ping(self) -> None:
             raise ConnectionError("broker unreachable")
 
@@ -307,3 +316,231 @@ async def test_registration_mail_goes_out_through_the_outbox(
         await session.execute(update(outbox).values(published_at=None, available_at=utcnow()))
     await drain()
     assert len([p for p in mail_dir.glob("*.eml") if email in p.read_text()]) == 1
+
+
+# -- batches ---------------------------------------------------------------------------
+
+
+class Ponged(Event):
+    type = "test.ponged.v1"
+    n: int
+
+
+@contextmanager
+def statements(container: Container) -> Iterator[list[str]]:
+    """Every statement (and "COMMIT") the databases run inside the block."""
+    seen: list[str] = []
+    engines = {id(db.engine): db.engine.sync_engine for db in container.databases.values()}
+
+    def on_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(" ".join(statement.split()))
+
+    def on_commit(conn: Any) -> None:
+        seen.append("COMMIT")
+
+    for engine in engines.values():
+        event.listen(engine, "before_cursor_execute", on_execute)
+        event.listen(engine, "commit", on_commit)
+    try:
+        yield seen
+    finally:
+        for engine in engines.values():
+            event.remove(engine, "before_cursor_execute", on_execute)
+            event.remove(engine, "commit", on_commit)
+
+
+def inbox_claims(seen: list[str], service: str) -> int:
+    return sum(1 for s in seen if s.startswith("INSERT INTO") and f"{service}_inbox" in s)
+
+
+async def handled(container: Container, sub: Subscription) -> set[int]:
+    """The events (by n) the handler's inbox says it processed."""
+    tables = container.events("auth")
+    async with container.db("auth").read_session() as session:
+        ids = set(
+            await session.scalars(
+                select(tables.inbox.c.event_id).where(tables.inbox.c.handler == sub.name)
+            )
+        )
+        payloads = await session.scalars(
+            select(tables.outbox.c.payload).where(tables.outbox.c.id.in_(ids))
+        )
+        return {p["n"] for p in payloads}
+
+
+async def test_a_batch_reaches_each_handler_in_one_unit_of_work(container: Container) -> None:
+    rec = Recorder()
+    sessions: set[int] = set()
+
+    async def ok(ctx: HandlerContext) -> None:
+        sessions.add(id(ctx.session))
+        await rec.ok(ctx)
+
+    sub = subscription("auth", Pinged, ok)
+    relay, _ = make_relay(container, [sub])
+    for n in range(10):
+        await publish(container, n)
+
+    with statements(container) as seen:
+        assert await relay.run_once() == 10
+    assert rec.ok_calls == list(range(10))  # in the order they occurred
+    assert len(sessions) == 1
+    # One inbox claim for the ten; commits: the relay's claim, the handler's unit of
+    # work, the relay's outcome (one claim and one commit per event before batching).
+    assert inbox_claims(seen, "auth") == 1
+    assert seen.count("COMMIT") == 3
+    assert await handled(container, sub) == set(range(10))
+    assert await relay.lag() == {"auth": 0}
+
+
+async def test_a_handler_sees_its_events_of_every_type_in_order(container: Container) -> None:
+    calls: list[tuple[str, int]] = []
+
+    async def mirror(ctx: HandlerContext) -> None:
+        calls.append((ctx.envelope.type, ctx.envelope.data["n"]))
+
+    # One handler subscribed to two event types (as the product stock mirror is).
+    relay, _ = make_relay(
+        container, [subscription("auth", Pinged, mirror), subscription("auth", Ponged, mirror)]
+    )
+    async with container.db("auth").session() as session:
+        for n in range(6):
+            event_type = Pinged if n % 2 else Ponged
+            await container.publisher("auth").publish(session, event_type(n=n))
+    with statements(container) as seen:
+        await relay.run_once()
+    assert [n for _, n in calls] == list(range(6))
+    assert inbox_claims(seen, "auth") == 1
+
+
+async def test_a_failing_event_in_a_batch_leaves_the_others_delivered(
+    container: Container,
+) -> None:
+    rec = Recorder()
+    bad = {2}
+
+    async def picky(ctx: HandlerContext) -> None:
+        if ctx.envelope.data["n"] in bad:
+            await rec.failing(ctx)
+        await rec.ok(ctx)
+
+    sub = subscription("auth", Pinged, picky)
+    relay, _ = make_relay(container, [sub], max_attempts=2, backoff=10)
+    ids = [await publish(container, n) for n in range(5)]
+
+    # The batch fails on event 2: it rolls back, and each event goes again on its own.
+    started = utcnow()
+    with statements(container) as seen:
+        await relay.run_once()
+    assert inbox_claims(seen, "auth") == 1 + 5
+    assert await handled(container, sub) == {0, 1, 3, 4}
+    failed = await outbox_row(container, ids[2])
+    assert failed.published_at is None
+    assert failed.attempts == 1
+    assert "handler exploded on 2" in failed.last_error
+    assert failed.available_at >= started + timedelta(seconds=9)
+    for event_id in ids[:2] + ids[3:]:
+        row = await outbox_row(container, event_id)
+        assert row.published_at is not None
+        assert row.attempts == 1
+        assert row.last_error is None
+    assert relay.stats.published == 4
+    assert relay.stats.retried == 1
+
+    # Its last attempt comes in a batch with new events: they are delivered, it is
+    # dead-lettered, and the row is done.
+    later = [await publish(container, n) for n in (5, 6)]
+    await make_due(container, ids[2])
+    await relay.run_once()
+    assert await handled(container, sub) == {0, 1, 3, 4, 5, 6}
+    for event_id in [ids[2], *later]:
+        assert (await outbox_row(container, event_id)).published_at is not None
+    tables = container.events("auth")
+    async with container.db("auth").read_session() as session:
+        dead = (await session.execute(select(tables.dead_letter))).all()
+    assert [(d.event_id, d.handler, d.attempts) for d in dead] == [(ids[2], sub.name, 2)]
+    assert "handler exploded on 2" in dead[0].error
+    assert await relay.run_once() == 0
+
+
+async def test_a_failure_that_keeps_its_changes_still_rolls_the_batch_back(
+    container: Container,
+) -> None:
+    # Alone, an error with persist_changes commits its unit of work; in a batch that
+    # would mark the events after it handled without running them.
+    ran: list[int] = []
+
+    async def declines_two(ctx: HandlerContext) -> None:
+        if ctx.envelope.data["n"] == 2:
+            raise Conflict("declined", persist_changes=True)
+        ran.append(ctx.envelope.data["n"])
+
+    sub = subscription("auth", Pinged, declines_two)
+    relay, _ = make_relay(container, [sub])
+    ids = [await publish(container, n) for n in range(4)]
+    await relay.run_once()
+    assert sorted(set(ran)) == [0, 1, 3]
+    assert 3 in await handled(container, sub)
+    assert (await outbox_row(container, ids[3])).published_at is not None
+
+
+async def test_a_redelivered_batch_runs_each_handler_once_per_event(
+    container: Container,
+) -> None:
+    rec = Recorder()
+    sub = subscription("auth", Pinged, rec.ok)
+    relay, dispatcher = make_relay(container, [sub])
+    ids = [await publish(container, n) for n in range(4)]
+    await relay.run_once()
+    assert rec.ok_calls == [0, 1, 2, 3]
+
+    # The whole batch again (a lease ran out before its outcome was recorded), with
+    # two new events among it: only those run.
+    new = [await publish(container, n) for n in (4, 5)]
+    outbox = container.events("auth").outbox
+    async with container.db("auth").session() as session:
+        await session.execute(
+            update(outbox)
+            .where(outbox.c.id.in_(ids))
+            .values(published_at=None, available_at=utcnow() - timedelta(seconds=1))
+        )
+    with statements(container) as seen:
+        assert await relay.run_once() == 6
+    assert rec.ok_calls == [0, 1, 2, 3, 4, 5]
+    assert inbox_claims(seen, "auth") == 1
+    for event_id in ids + new:
+        assert (await outbox_row(container, event_id)).published_at is not None
+
+    # And straight to the dispatcher: every outcome is a success, nothing runs.
+    async with container.db("auth").read_session() as session:
+        rows = (await session.execute(select(outbox).where(outbox.c.id.in_(ids + new)))).all()
+    envelopes = [
+        EventEnvelope(
+            id=r.id, type=r.event_type, source="auth", occurred_at=r.occurred_at, data=r.payload
+        )
+        for r in rows
+    ]
+    outcomes = await dispatcher.dispatch_batch([Delivery(e) for e in envelopes])
+    assert outcomes == [None] * 6
+    assert rec.ok_calls == [0, 1, 2, 3, 4, 5]
+
+
+async def test_concurrent_batches_of_the_same_events_run_each_once(
+    container: Container,
+) -> None:
+    rec = Recorder()
+    first, second = (
+        make_relay(container, [subscription("auth", Pinged, rec.ok)])[1] for _ in range(2)
+    )
+    envelopes = [
+        EventEnvelope(
+            id=uuid.uuid4(), type=Pinged.type, source="auth", occurred_at=utcnow(), data={"n": n}
+        )
+        for n in range(8)
+    ]
+    batches = [[Delivery(e) for e in envelopes], [Delivery(e) for e in reversed(envelopes)]]
+    outcomes = await asyncio.gather(
+        first.dispatch_batch(batches[0]), second.dispatch_batch(batches[1])
+    )
+    assert outcomes == [[None] * 8, [None] * 8]
+    assert sorted(rec.ok_calls) == list(range(8))

@@ -2,11 +2,13 @@
 
 A service publishes an event by writing an outbox row in the same transaction as
 its state change. The relay claims due rows (a short lease, ``SKIP LOCKED`` on
-PostgreSQL), hands each to the bus, and records the outcome. The in-process bus
-runs every subscribed handler in its own transaction, after recording
-``(handler, event_id)`` in the consumer's inbox, so a redelivered event is a no-op.
-A failing handler is retried with exponential backoff and, after the last attempt,
-dead-lettered in the consumer's schema. Delivery is at-least-once.
+PostgreSQL), hands them to the bus as a batch, and records the outcome per event.
+The in-process bus runs each subscribed handler over its events of the batch in one
+transaction, after recording ``(handler, event_id)`` for each in the consumer's inbox,
+so a redelivered event is a no-op; if that transaction fails, it delivers the events
+one by one, each in its own. A failing handler is retried with exponential backoff
+and, after the last attempt, dead-lettered in the consumer's schema. Delivery is
+at-least-once.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import asyncio
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -173,8 +175,28 @@ class DeliveryFailed(Exception):
         self.failures = failures
 
 
+class BatchFailed(Exception):
+    """A handler failed inside a batch: the whole unit of work rolls back (even when the
+    error asks to keep its changes), and each event is then delivered on its own."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """An event handed to the bus, and which attempt this is."""
+
+    envelope: EventEnvelope
+    attempt: int = 1
+    final_attempt: bool = False
+
+
+Outcome = Exception | None  # per event: None when delivered, else why it failed
+
+
 class Dispatcher:
-    """Runs the subscribed handlers for an event, each idempotently, in its own unit of work."""
+    """Runs the subscribed handlers for events, each idempotently (the inbox).
+
+    A batch of events reaches each handler in one unit of work; if that fails, each
+    event is delivered again on its own, so failures are counted per event."""
 
     def __init__(
         self,
@@ -196,47 +218,97 @@ class Dispatcher:
     async def dispatch(
         self, envelope: EventEnvelope, *, final_attempt: bool, attempt: int = 1
     ) -> None:
-        failures: dict[str, str] = {}
-        for sub in self.subscribers(envelope.type):
-            try:
-                await self.deliver(sub, envelope)
-            except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
-                log.warning(
-                    "event handler failed",
-                    extra={"handler": sub.name, "event_id": str(envelope.id), "error": error},
-                )
-                if final_attempt:
-                    await self._dead_letter(sub, envelope, error, attempt)
-                else:
-                    failures[sub.name] = error
-        if failures:
-            raise DeliveryFailed(failures)
+        [outcome] = await self.dispatch_batch([Delivery(envelope, attempt, final_attempt)])
+        if outcome is not None:
+            raise outcome
+
+    async def dispatch_batch(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        # Grouped by handler name, not subscription: one handler subscribed to several
+        # event types (the stock mirror) still sees its events in the order they occurred.
+        groups: dict[str, list[tuple[Subscription, Delivery]]] = defaultdict(list)
+        for delivery in sorted(deliveries, key=lambda d: d.envelope.occurred_at):
+            for sub in self.subscribers(delivery.envelope.type):
+                groups[sub.name].append((sub, delivery))
+        failures: dict[uuid.UUID, dict[str, str]] = defaultdict(dict)
+        for group in groups.values():
+            if len(group) > 1:
+                try:
+                    await self.deliver_batch(group[0][0], [d.envelope for _, d in group])
+                    continue
+                except Exception as exc:
+                    log.info(
+                        "batch delivery failed; delivering one by one",
+                        extra={"handler": group[0][0].name, "error": repr(exc.__cause__ or exc)},
+                    )
+            for sub, delivery in group:
+                if error := await self._deliver_one(sub, delivery):
+                    failures[delivery.envelope.id][sub.name] = error
+        return [
+            DeliveryFailed(failures[d.envelope.id]) if d.envelope.id in failures else None
+            for d in deliveries
+        ]
 
     async def deliver(self, sub: Subscription, envelope: EventEnvelope) -> bool:
         """Run one handler once per event id. Returns False when it had already run."""
-
-        tables = self._tables(sub.service)
-        token = request_id_var.set(envelope.request_id)
         try:
-            async with self._databases(sub.service).session() as session:
-                # Claiming the inbox row first is the check: one statement, and a
-                # concurrent delivery of the same event waits on it, then finds it taken.
-                claimed = await session.scalar(
-                    insert_for(session, tables.inbox)
-                    .values(handler=sub.name, event_id=envelope.id, processed_at=utcnow())
-                    .on_conflict_do_nothing(index_elements=["handler", "event_id"])
-                    .returning(tables.inbox.c.event_id)
-                )
-                if claimed is None:
-                    return False
-                await sub.handler(HandlerContext(envelope, session, self.services))
-            return True
+            return await self.deliver_batch(sub, [envelope]) == 1
         except IntegrityError:
             # A concurrent delivery of the same event won the inbox row.
             return False
-        finally:
-            request_id_var.reset(token)
+
+    async def deliver_batch(self, sub: Subscription, envelopes: Sequence[EventEnvelope]) -> int:
+        """Run one handler for events (in the order given) in one unit of work, each
+        event id once. Returns how many it ran; if one fails, none is kept."""
+
+        tables = self._tables(sub.service)
+        async with self._databases(sub.service).session() as session:
+            # Claiming the inbox rows first is the check: one statement, and a concurrent
+            # delivery of the same events waits on them, then finds them taken. Rows go
+            # in id order so two overlapping batches lock them in the same order.
+            now = utcnow()
+            rows = [
+                {"handler": sub.name, "event_id": envelope.id, "processed_at": now}
+                for envelope in sorted(envelopes, key=lambda e: e.id)
+            ]
+            claimed = set(
+                await session.scalars(
+                    insert_for(session, tables.inbox)
+                    .values(rows)
+                    .on_conflict_do_nothing(index_elements=["handler", "event_id"])
+                    .returning(tables.inbox.c.event_id)
+                )
+            )
+            for envelope in envelopes:
+                if envelope.id not in claimed:
+                    continue
+                token = request_id_var.set(envelope.request_id)
+                try:
+                    await sub.handler(HandlerContext(envelope, session, self.services))
+                except Exception as exc:
+                    if len(envelopes) > 1:
+                        raise BatchFailed(f"event {envelope.id}") from exc
+                    raise
+                finally:
+                    request_id_var.reset(token)
+        return len(claimed)
+
+    async def _deliver_one(self, sub: Subscription, delivery: Delivery) -> str | None:
+        """Deliver one event to one handler; a failure is dead-lettered on the final
+        attempt, else returned (the relay retries the event)."""
+        envelope = delivery.envelope
+        try:
+            await self.deliver(sub, envelope)
+            return None
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "event handler failed",
+                extra={"handler": sub.name, "event_id": str(envelope.id), "error": error},
+            )
+            if not delivery.final_attempt:
+                return error
+            await self._dead_letter(sub, envelope, error, delivery.attempt)
+            return None
 
     async def _dead_letter(
         self, sub: Subscription, envelope: EventEnvelope, error: str, attempts: int
@@ -269,9 +341,26 @@ class EventBus(Protocol):
         self, envelope: EventEnvelope, *, final_attempt: bool, attempt: int = 1
     ) -> None: ...
 
+    async def publish_batch(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        """One outcome per delivery, in order. A bus without batches of its own
+        returns ``await publish_each(self, deliveries)``."""
+        ...
+
     async def ping(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+async def publish_each(bus: EventBus, deliveries: Sequence[Delivery]) -> list[Outcome]:
+    """``publish_batch`` as one ``publish`` per event."""
+    outcomes: list[Outcome] = []
+    for d in deliveries:
+        try:
+            await bus.publish(d.envelope, final_attempt=d.final_attempt, attempt=d.attempt)
+            outcomes.append(None)
+        except Exception as exc:
+            outcomes.append(exc)
+    return outcomes
 
 
 class InProcessBus:
@@ -282,6 +371,9 @@ class InProcessBus:
         self, envelope: EventEnvelope, *, final_attempt: bool, attempt: int = 1
     ) -> None:
         await self.dispatcher.dispatch(envelope, final_attempt=final_attempt, attempt=attempt)
+
+    async def publish_batch(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        return await self.dispatcher.dispatch_batch(deliveries)
 
     async def ping(self) -> None:
         return None
@@ -360,35 +452,43 @@ class OutboxRelay:
         if not rows:
             return 0
         outbox = source.tables.outbox
+        deliveries = [
+            Delivery(
+                EventEnvelope(
+                    id=row.id,
+                    type=row.event_type,
+                    source=source.service,
+                    occurred_at=row.occurred_at,
+                    request_id=row.request_id,
+                    data=row.payload,
+                ),
+                attempt=row.attempts + 1,
+                final_attempt=row.attempts + 1 >= self.settings.max_attempts,
+            )
+            for row in rows
+        ]
+        try:
+            outcomes = await self.bus.publish_batch(deliveries)
+        except Exception as exc:
+            outcomes = [exc] * len(deliveries)
         published: list[uuid.UUID] = []
         failed: list[tuple[uuid.UUID, dict[str, Any]]] = []
-        for row in rows:
-            envelope = EventEnvelope(
-                id=row.id,
-                type=row.event_type,
-                source=source.service,
-                occurred_at=row.occurred_at,
-                request_id=row.request_id,
-                data=row.payload,
-            )
-            attempts = row.attempts + 1
-            final = attempts >= self.settings.max_attempts
-            try:
-                await self.bus.publish(envelope, final_attempt=final, attempt=attempts)
-                published.append(row.id)
+        for delivery, outcome in zip(deliveries, outcomes, strict=True):
+            if outcome is None:
+                published.append(delivery.envelope.id)
                 self.stats.published += 1
-            except Exception as exc:
-                self.stats.retried += 1
-                failed.append(
-                    (
-                        row.id,
-                        {
-                            "attempts": attempts,
-                            "last_error": str(exc)[:4000],
-                            "available_at": utcnow() + self._backoff(attempts),
-                        },
-                    )
+                continue
+            self.stats.retried += 1
+            failed.append(
+                (
+                    delivery.envelope.id,
+                    {
+                        "attempts": delivery.attempt,
+                        "last_error": str(outcome)[:4000],
+                        "available_at": utcnow() + self._backoff(delivery.attempt),
+                    },
                 )
+            )
         # The outcome of the whole batch in one transaction. A crash before it only means
         # the batch is delivered again once its lease ends; handlers are idempotent.
         async with source.database.session() as session:

@@ -407,16 +407,31 @@ class ProductService:
         """Mirror inventory's per-variant availability (absolute, so replays are harmless).
 
         Says whether the figure changed and whether the product's ``in_stock`` flipped
-        (only a flip changes which products a listing shows)."""
-        result = await self.session.execute(
-            update(ProductVariant)
-            .where(ProductVariant.id == variant_id, ProductVariant.available != max(0, available))
-            .values(available=max(0, available))
-            .returning(ProductVariant.product_id)
-        )
-        product_id = result.scalar_one_or_none()
-        if product_id is None:
+        (only a flip changes which products a listing shows). The variant's UPDATE also
+        returns the product's ``in_stock``: when it already agrees with this variant's
+        figure (in stock, or out and staying out) that one statement is all."""
+        figure = max(0, available)
+        row = (
+            await self.session.execute(
+                update(ProductVariant)
+                .where(ProductVariant.id == variant_id, ProductVariant.available != figure)
+                .values(available=figure)
+                .returning(
+                    ProductVariant.product_id,
+                    # SQLite renders RETURNING unqualified ("WHERE id = product_id"):
+                    # correct only because product has no product_id column of its own.
+                    select(Product.in_stock)
+                    .where(Product.id == ProductVariant.product_id)
+                    .scalar_subquery(),
+                )
+            )
+        ).first()
+        if row is None:
             return StockChange.NONE
+        product_id, shown_in_stock = row
+        if shown_in_stock == (figure > 0):
+            return StockChange.FIGURE
+        # In stock now but shown out, or out now and maybe the last: ask every variant.
         in_stock = select(
             exists().where(ProductVariant.product_id == product_id, ProductVariant.available > 0)
         ).scalar_subquery()
@@ -430,29 +445,28 @@ class ProductService:
 
     async def record_sales(self, quantities: Mapping[uuid.UUID, int]) -> int:
         """Add sold quantities per variant to their products' ``sales_count`` (the order
-        service's confirmed lines feed this); returns how many products changed."""
+        service's confirmed lines feed this), in one statement; returns how many
+        products changed."""
         if not quantities:
             return 0
-        rows = await self.session.execute(
-            select(ProductVariant.id, ProductVariant.product_id).where(
-                ProductVariant.id.in_(list(quantities))
-            )
+        sold = case(
+            *((ProductVariant.id == variant, int(units)) for variant, units in quantities.items())
         )
-        per_product: dict[uuid.UUID, int] = {}
-        for variant_id, product_id in rows:
-            per_product[product_id] = per_product.get(product_id, 0) + int(quantities[variant_id])
-        for product_id, sold in per_product.items():
-            await self.session.execute(
-                update(Product)
-                .where(Product.id == product_id)
-                .values(
-                    # A late cancellation never takes the counter below zero.
-                    sales_count=case(
-                        (Product.sales_count + sold < 0, 0), else_=Product.sales_count + sold
-                    )
-                )
-            )
-        return len(per_product)
+        per_product = (
+            select(ProductVariant.product_id, func.sum(sold).label("sold"))
+            .where(ProductVariant.id.in_(list(quantities)))
+            .group_by(ProductVariant.product_id)
+            .subquery()
+        )
+        total = Product.sales_count + per_product.c.sold
+        result = await self.session.execute(
+            update(Product)
+            .where(Product.id == per_product.c.product_id)
+            # A late cancellation never takes the counter below zero.
+            .values(sales_count=case((total < 0, 0), else_=total))
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
 
     # -- helpers ------------------------------------------------------------------------
 

@@ -1,0 +1,163 @@
+"""The product service's event handlers in a batch: the stock mirror and the sales
+counters keep their results with fewer statements, one unit of work per handler."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+from test_events_outbox import statements
+from tests.support import ok
+
+from ultramarket.core.container import Container
+from ultramarket.core.db import utcnow
+from ultramarket.core.events import Delivery, Event, EventEnvelope
+from ultramarket.services.inventory.events import OutOfStock, StockChanged
+from ultramarket.services.order.events import OrderCancelled, OrderConfirmed, OrderLine
+from ultramarket.services.product.models import Product, ProductVariant
+from ultramarket.services.product.service import ProductService, StockChange
+
+VARIANT_UPDATE = re.compile(r"^UPDATE (\w+\.)?product_variant SET")
+PRODUCT_UPDATE = re.compile(r"^UPDATE (\w+\.)?product SET")
+
+
+async def two_variant_product(client: httpx.AsyncClient, make_user: Any, drain: Any) -> Any:
+    manager = await make_user("MANAGER")
+    body = {
+        "name": "Trail Runner Shoe",
+        "status": "active",
+        "variants": [
+            {"sku": f"SKU-{uuid.uuid4().hex[:8]}", "price": "19.99", "currency": "USD"}
+            for _ in range(2)
+        ],
+    }
+    product = ok(await client.post("/api/v1/products", headers=manager.headers, json=body), 201)
+    await drain()
+    return uuid.UUID(product["id"]), [uuid.UUID(v["id"]) for v in product["variants"]]
+
+
+def stock(kind: type[StockChanged] | type[OutOfStock], variant_id: uuid.UUID, n: int) -> Event:
+    values: dict[str, Any] = {
+        "item_id": uuid.uuid4(), "variant_id": variant_id, "sku": "X",
+        "warehouse_id": uuid.uuid4(), "on_hand": n, "reserved": 0, "available": n,
+        "variant_available": n,
+    }  # fmt: skip
+    return StockChanged(**values, reason="test") if kind is StockChanged else OutOfStock(**values)
+
+
+def line(product_id: uuid.UUID, variant_id: uuid.UUID, quantity: int) -> OrderLine:
+    return OrderLine(
+        item_id=uuid.uuid4(), variant_id=variant_id, product_id=product_id, sku="X",
+        name="X", quantity=quantity, unit_price_amount=100, total_amount=100 * quantity,
+    )  # fmt: skip
+
+
+def order_fields() -> dict[str, Any]:
+    return {
+        "order_id": uuid.uuid4(),
+        "number": "UM-1",
+        "user_id": uuid.uuid4(),
+        "currency": "USD",
+    }
+
+
+def delivery(event: Event, source: str) -> Delivery:
+    return Delivery(
+        EventEnvelope(
+            id=uuid.uuid4(),
+            type=event.type,
+            source=source,
+            occurred_at=utcnow(),
+            data=event.model_dump(mode="json"),
+        )
+    )
+
+
+async def test_a_batch_of_stock_and_order_events_keeps_the_product_mirror(
+    client: httpx.AsyncClient, container: Container, make_user: Any, drain: Any
+) -> None:
+    product_id, (v1, v2) = await two_variant_product(client, make_user, drain)
+    confirmed = OrderConfirmed(
+        **order_fields(), email=None, items=[line(product_id, v1, 2), line(product_id, v2, 1)],
+        subtotal_amount=300, discount_amount=0, shipping_amount=0, tax_amount=0,
+        total_amount=300, coupon_code=None, payment_method="card", shipping_country=None,
+        confirmed_at=utcnow(),
+    )  # fmt: skip
+    cancelled = OrderCancelled(
+        **order_fields(), previous_status="confirmed", reason=None,
+        items=[line(product_id, v2, 1)], was_confirmed=True, refund_amount=100,
+    )  # fmt: skip
+    batch = [
+        delivery(stock(StockChanged, v1, 5), "inventory"),  # in stock: the product flips
+        delivery(stock(StockChanged, v1, 4), "inventory"),  # a count
+        delivery(stock(StockChanged, v2, 3), "inventory"),  # a count
+        delivery(confirmed, "order"),
+        delivery(stock(OutOfStock, v1, 0), "inventory"),  # v2 still in stock: no flip
+        delivery(cancelled, "order"),
+        delivery(stock(OutOfStock, v2, 0), "inventory"),  # the last one: the product flips
+    ]
+
+    with statements(container) as seen:
+        outcomes = await container.dispatcher.dispatch_batch(batch)
+
+    assert outcomes == [None] * len(batch)
+    async with container.db("product").read_session() as session:
+        product = await session.get_one(Product, product_id)
+        available = dict(
+            (await session.execute(select(ProductVariant.id, ProductVariant.available))).all()
+        )
+    assert (available[v1], available[v2]) == (0, 0)
+    assert product.in_stock is False
+    assert product.sales_count == 2
+    # The stock mirror: its five events in one unit of work, one UPDATE each, and the
+    # product's in_stock only where it may change (2 statements an event before). The
+    # sales counters: one UPDATE an order (a SELECT and an UPDATE per product before).
+    assert not [s for s in seen if s.startswith("SELECT")]
+    assert sum(1 for s in seen if VARIANT_UPDATE.match(s)) == 5
+    assert sum(1 for s in seen if PRODUCT_UPDATE.match(s)) == 3 + 2
+    assert sum(1 for s in seen if "product_inbox" in s) == 3
+    assert seen.count("COMMIT") == 3
+
+
+async def test_the_stock_mirror_tells_counts_from_flips_across_variants(
+    client: httpx.AsyncClient, container: Container, make_user: Any, drain: Any
+) -> None:
+    # Another product, in stock, first: each figure is weighed against its own product.
+    _, (other, _) = await two_variant_product(client, make_user, drain)
+    product_id, (v1, v2) = await two_variant_product(client, make_user, drain)
+
+    async def record(variant_id: uuid.UUID, available: int) -> tuple[StockChange, bool]:
+        async with container.db("product").session() as session:
+            change = await ProductService(session).record_stock(variant_id, available)
+            product = await session.get_one(Product, product_id)
+            return change, product.in_stock
+
+    await record(other, 1)
+    assert await record(v1, 5) == (StockChange.FLIPPED, True)
+    assert await record(v2, 3) == (StockChange.FIGURE, True)
+    assert await record(v1, 0) == (StockChange.FIGURE, True)  # v2 still sells
+    assert await record(v1, 0) == (StockChange.NONE, True)
+    assert await record(v2, -1) == (StockChange.FLIPPED, False)  # clamped to 0: sold out
+    assert await record(v1, 0) == (StockChange.NONE, False)
+    assert await record(v2, 2) == (StockChange.FLIPPED, True)
+
+
+async def test_sales_counters_sum_per_product_and_never_go_below_zero(
+    client: httpx.AsyncClient, container: Container, make_user: Any, drain: Any
+) -> None:
+    first, (a1, a2) = await two_variant_product(client, make_user, drain)
+    second, (b1, _) = await two_variant_product(client, make_user, drain)
+
+    async def record(quantities: dict[uuid.UUID, int]) -> tuple[int, int, int]:
+        async with container.db("product").session() as session:
+            changed = await ProductService(session).record_sales(quantities)
+            counts = dict((await session.execute(select(Product.id, Product.sales_count))).all())
+            return changed, counts[first], counts[second]
+
+    assert await record({a1: 2, a2: 3, b1: 1, uuid.uuid4(): 9}) == (2, 5, 1)
+    assert await record({a1: -1, b1: -4}) == (2, 4, 0)
+    assert await record({uuid.uuid4(): 1}) == (0, 4, 0)
+    assert await record({}) == (0, 4, 0)
