@@ -1,7 +1,8 @@
 """Base for typed service-to-service clients.
 
-A client speaks HTTP through httpx. In all-in-one mode its transport is the
-in-process ASGI app (no socket); in split mode it is the network. Every call
+A client speaks HTTP. In split mode its transport is httpx over the network; in
+all-in-one mode it hands the same request to the service's ASGI app in this process
+(no socket, no HTTP client: a scope, the body, the answer collected). Every call
 carries the request id and the calling service's identity (a short-lived service
 token), idempotent calls are retried, and a remote error envelope is raised again
 as the same domain error.
@@ -10,13 +11,20 @@ as the same domain error.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, TypeVar
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, TypeVar
+from urllib.parse import urlencode
 
 import httpx
+from starlette.types import ASGIApp, Message
 
 from ultramarket.core.errors import ERROR_CLASSES, DomainError, RateLimited, Unavailable
 from ultramarket.core.logging import request_id_var
+
+log = logging.getLogger("ultramarket.clients")
 
 TokenSource = Callable[[str], Awaitable[str]]  # caller name -> service token
 
@@ -24,18 +32,160 @@ RETRYABLE_STATUS = {502, 503, 504}
 IN_PROCESS_CLIENT = ("in-process", 0)
 
 
+@dataclass(frozen=True)
+class Reply:
+    status_code: int
+    headers: Mapping[str, str]  # names in lower case
+    content: bytes
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+class NoAnswer(Exception):
+    """The request may not have reached the service, or its answer did not come back."""
+
+
+class Transport(Protocol):
+    async def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any,
+        params: Mapping[str, Any] | None,
+        headers: dict[str, str],
+    ) -> Reply: ...
+
+    async def close(self) -> None: ...
+
+
+class HttpTransport:
+    """Over the network (split mode)."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any,
+        params: Mapping[str, Any] | None,
+        headers: dict[str, str],
+    ) -> Reply:
+        try:
+            response = await self.http.request(
+                method, path, json=json, params=params, headers=headers
+            )
+        except httpx.TransportError as exc:
+            raise NoAnswer(str(exc)) from exc
+        return Reply(response.status_code, response.headers, response.content)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
+class AppTransport:
+    """To a service's ASGI app in this process (all-in-one mode): the request goes
+    through the same app - its middleware, routing, validation and error handlers - as
+    over the network, minus the socket and the HTTP client."""
+
+    def __init__(self, app: ASGIApp, host: str) -> None:
+        self.app = app
+        self.host = host.encode()
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any,
+        params: Mapping[str, Any] | None,
+        headers: dict[str, str],
+    ) -> Reply:
+        body = b"" if json is None else _json_bytes(json)
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        raw.append((b"host", self.host))
+        if json is not None:
+            raw.append((b"content-type", b"application/json"))
+            raw.append((b"content-length", str(len(body)).encode()))
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": urlencode(params, doseq=True).encode() if params else b"",
+            "root_path": "",
+            "headers": raw,
+            "client": IN_PROCESS_CLIENT,
+            "server": (self.host.decode(), 80),
+        }
+        status = 0
+        reply_headers: dict[str, str] = {}
+        chunks: list[bytes] = []
+        done = asyncio.Event()
+        request_sent = False
+
+        async def receive() -> Message:
+            nonlocal request_sent
+            if not request_sent:
+                request_sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await done.wait()  # asked again: the client stays until the answer is complete
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                for key, value in message.get("headers", ()):
+                    reply_headers[key.decode("latin-1").lower()] = value.decode("latin-1")
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    done.set()
+
+        try:
+            await self.app(scope, receive, send)
+        except Exception:
+            if not done.is_set():
+                raise NoAnswer(f"{method} {path}: the app failed before answering") from None
+            # Answered (500) by the platform middleware, as a server over the network would.
+            log.exception("in-process call failed", extra={"method": method, "path": path})
+        if not done.is_set():
+            raise NoAnswer(f"{method} {path}: no complete answer")
+        return Reply(status, reply_headers, b"".join(chunks))
+
+    async def close(self) -> None:
+        return None
+
+
+def _json_bytes(value: Any) -> bytes:
+    # What httpx sends for ``json=``.
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
 class ServiceClient:
     service: ClassVar[str]
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        transport: Transport,
         *,
         caller: str,
         token: TokenSource,
         retries: int = 2,
     ) -> None:
-        self._http = http
+        self._transport = transport
         self._caller = caller
         self._token = token
         self._retries = retries
@@ -69,10 +219,10 @@ class ServiceClient:
         last_error: Exception | None = None
         for attempt in range(attempts):
             try:
-                response = await self._http.request(
+                response = await self._transport.send(
                     method, path, json=json, params=params, headers=await self._headers(headers)
                 )
-            except httpx.TransportError as exc:
+            except NoAnswer as exc:
                 last_error = exc
             else:
                 if response.status_code not in RETRYABLE_STATUS or attempt == attempts - 1:
@@ -83,7 +233,7 @@ class ServiceClient:
             f"{self.service} service unreachable", code="UPSTREAM_UNAVAILABLE"
         ) from last_error
 
-    def _unwrap(self, response: httpx.Response) -> Any:
+    def _unwrap(self, response: Reply) -> Any:
         try:
             body = response.json()
         except ValueError:
@@ -127,36 +277,32 @@ class ClientFactory:
         self._local_app = local_app
         self._timeout = timeout
         self._clients: dict[tuple[type[ServiceClient], str], ServiceClient] = {}
-        self._http: dict[str, httpx.AsyncClient] = {}
+        self._transports: dict[str, Transport] = {}
 
-    def _http_for(self, service: str) -> httpx.AsyncClient:
-        http = self._http.get(service)
-        if http is None:
+    def _transport_for(self, service: str) -> Transport:
+        transport = self._transports.get(service)
+        if transport is None:
             app = self._local_app(service)
             if app is not None:
-                http = httpx.AsyncClient(
-                    # A client address no socket can have: the platform middleware
-                    # leaves in-process calls out of the per-IP rate limit.
-                    transport=httpx.ASGITransport(app=app, client=IN_PROCESS_CLIENT),
-                    base_url=f"http://{service}.internal",
-                    timeout=self._timeout,
-                )
+                transport = AppTransport(app, f"{service}.internal")
             else:
-                http = httpx.AsyncClient(base_url=self._base_url(service), timeout=self._timeout)
-            self._http[service] = http
-        return http
+                transport = HttpTransport(
+                    httpx.AsyncClient(base_url=self._base_url(service), timeout=self._timeout)
+                )
+            self._transports[service] = transport
+        return transport
 
     def get(self, cls: type[C], caller: str) -> C:
         """The client of ``cls.service`` used by the service named ``caller``."""
         client = self._clients.get((cls, caller))
         if client is None:
-            client = cls(self._http_for(cls.service), caller=caller, token=self._token)
+            client = cls(self._transport_for(cls.service), caller=caller, token=self._token)
             self._clients[(cls, caller)] = client
         assert isinstance(client, cls)
         return client
 
     async def close(self) -> None:
-        for http in self._http.values():
-            await http.aclose()
-        self._http.clear()
+        for transport in self._transports.values():
+            await transport.close()
+        self._transports.clear()
         self._clients.clear()

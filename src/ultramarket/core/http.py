@@ -238,7 +238,6 @@ def create_app(
     """Build the ASGI app serving ``specs`` (all of them in all-in-one mode)."""
 
     configure_logging(settings.log_level)
-    names = {spec.name for spec in specs}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -264,17 +263,17 @@ def create_app(
         "`{success, data}` or `{success: false, error: {code, message, details}, request_id}`.",
     )
     app.state.settings = settings
-    app.state.container = Container.build(
-        settings,
-        specs,
-        local_app=lambda name: app if name in names else None,
-        all_schemas=ALL_SCHEMAS,
+    # What in-process clients call: each service as its own app, as in split mode.
+    service_apps: dict[str, FastAPI] = {}
+    app.state.container = container = Container.build(
+        settings, specs, local_app=service_apps.get, all_schemas=ALL_SCHEMAS
     )
     install_error_handlers(app)
     app.include_router(platform_router())
     for spec in specs:
         for router in spec.routers():
             app.include_router(router)
+        service_apps[spec.name] = _service_app(spec, settings, container)
 
     app.add_middleware(GZipMiddleware, minimum_size=1024)
     app.add_middleware(
@@ -289,6 +288,20 @@ def create_app(
     app.add_middleware(PlatformMiddleware, settings=settings, container=lambda: app.state.container)
     if settings.otlp_endpoint:
         _install_tracing(app, settings)
+    return app
+
+
+def _service_app(spec: ServiceSpec, settings: Settings, container: Container) -> FastAPI:
+    """One service's routes behind the platform middleware (request id, body limit,
+    metrics), sharing the platform's container: what another service of this process
+    calls. Routing looks at this service's routes only, not at every service's."""
+    app = FastAPI(title=spec.name, openapi_url=None, docs_url=None, redoc_url=None)
+    app.state.settings = settings
+    app.state.container = container
+    install_error_handlers(app)
+    for router in spec.routers():
+        app.include_router(router)
+    app.add_middleware(PlatformMiddleware, settings=settings, container=lambda: container)
     return app
 
 

@@ -14,7 +14,7 @@ from pydantic import SecretStr, ValidationError
 from tests.conftest import HAVE_REDIS, REDIS_URL
 
 from ultramarket.core.cache import KeyedCache, MemoryCache, RedisCache, make_cache
-from ultramarket.core.clients import ServiceClient
+from ultramarket.core.clients import HttpTransport, ServiceClient
 from ultramarket.core.config import DEV_SECRET, AuthSettings, Settings
 from ultramarket.core.errors import (
     Conflict,
@@ -291,7 +291,7 @@ def make_client(handler: Any, calls: list[httpx.Request]) -> ProductClient:
     async def token(caller: str) -> str:
         return f"token-for-{caller}"
 
-    return ProductClient(http, caller="order", token=token)
+    return ProductClient(HttpTransport(http), caller="order", token=token)
 
 
 @pytest.mark.parametrize(
