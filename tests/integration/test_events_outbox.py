@@ -118,7 +118,7 @@ async def test_publish_writes_the_outbox_row_in_the_callers_transaction(
 async def test_a_rolled_back_transaction_leaves_no_event(container: Container) -> None:
     outbox = container.events("auth").outbox
     woken: list[bool] = []
-    container.db("auth").after_commit_hooks.append(lambda: woken.append(True))
+    container.db("auth").after_commit_hooks.append(lambda services: woken.append(True))
     before = await count(container, outbox)
 
     async def failing_state_change() -> None:
@@ -544,3 +544,61 @@ async def test_concurrent_batches_of_the_same_events_run_each_once(
     )
     assert outcomes == [[None] * 8, [None] * 8]
     assert sorted(rec.ok_calls) == list(range(8))
+
+
+async def test_the_running_relay_drains_the_outboxes_written_and_every_one_once_an_interval(
+    container: Container,
+) -> None:
+    """Woken by a commit, the relay looks at the outboxes that commit wrote, not at every
+    service's; an event it was not told about (another process wrote it) is delivered
+    after a quiet interval, when it looks everywhere."""
+    recorder = Recorder()
+    dispatcher = Dispatcher(
+        [subscription("auth", Pinged, recorder.ok)],
+        databases=container.db,
+        tables=container.events,
+        services=container,
+    )
+    sources = [
+        OutboxSource(name, container.db(name), container.events(name))
+        for name in ("auth", "user", "product")
+    ]
+    relay = OutboxRelay(
+        sources, InProcessBus(dispatcher), EventSettings(relay_interval_seconds=0.3)
+    )
+    looked: list[str] = []
+    drain = relay._drain
+
+    async def counted(source: OutboxSource) -> int:
+        looked.append(source.service)
+        return await drain(source)
+
+    relay._drain = counted  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run_forever(stop))
+    try:
+        await asyncio.sleep(0.1)  # the first look, everywhere, finds nothing
+        assert sorted(looked) == ["auth", "product", "user"]
+        looked.clear()
+        container.db("auth").after_commit_hooks.append(relay.wake)
+        await publish(container, 1)
+        await _until(lambda: recorder.ok_calls == [1])
+        await asyncio.sleep(0.05)
+        assert set(looked) == {"auth"}
+
+        # Written without a wake (as by another process): found by the next full look.
+        container.db("auth").after_commit_hooks.remove(relay.wake)
+        await publish(container, 2)
+        await _until(lambda: recorder.ok_calls == [1, 2])
+        assert {"user", "product"} <= set(looked)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
+async def _until(condition: Any) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("not delivered in time")

@@ -174,8 +174,8 @@ class Database:
         self._read_engine = read_engine
         self._compiled: dict[Select[Any], tuple[str, tuple[str, ...]]] = {}
         self._reader = async_sessionmaker(read_engine, expire_on_commit=False)
-        # Called after a commit that wrote outbox rows (wakes the relay).
-        self.after_commit_hooks: list[Callable[[], None]] = []
+        # Called with the services whose outbox a commit wrote (wakes the relay).
+        self.after_commit_hooks: list[Callable[[set[str]], None]] = []
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -191,8 +191,8 @@ class Database:
                 else:
                     await session.rollback()
                 raise
-        if session.info.pop("outbox_written", False):
-            self.outbox_written()
+        if written := session.info.pop("outbox_written", None):
+            self.outbox_written(*written)
         for callback in session.info.pop("after_commit", []):
             try:
                 await callback()
@@ -249,10 +249,11 @@ class Database:
             records = await raw.driver_connection.fetch(sql, *args)  # type: ignore[union-attr]
             return [dict(record) for record in records]
 
-    def outbox_written(self) -> None:
-        """Wake the outbox relay (what a unit of work does when it wrote events)."""
+    def outbox_written(self, *services: str) -> None:
+        """Wake the outbox relay: the outboxes of ``services`` have new events (what a
+        unit of work does when it wrote events)."""
         for hook in self.after_commit_hooks:
-            hook()
+            hook(set(services))
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -139,7 +139,7 @@ class EventPublisher:
                 attempts=0,
             )
         )
-        session.info["outbox_written"] = True
+        session.info.setdefault("outbox_written", set()).add(self.tables.service)
         return event_id
 
 
@@ -408,20 +408,28 @@ class OutboxRelay:
         self.settings = settings
         self.stats = RelayStats()
         self._wake = asyncio.Event()
+        self._due: set[str] = set()  # services whose outbox was written since the last look
 
-    def wake(self) -> None:
+    def wake(self, services: Iterable[str] = ()) -> None:
+        """Events were written to the outboxes of ``services`` (none named: of any)."""
+        self._due.update(services or (source.service for source in self.sources))
         self._wake.set()
 
     def _backoff(self, attempts: int) -> timedelta:
         delay = self.settings.backoff_base_seconds * (2 ** max(attempts - 1, 0))
         return timedelta(seconds=min(delay, self.settings.backoff_max_seconds))
 
-    async def run_once(self) -> int:
-        """Deliver every due event once. Returns how many rows were handled."""
+    async def run_once(self, services: Collection[str] | None = None) -> int:
+        """Deliver every due event once (of ``services``, or of every service). Returns
+        how many rows were handled."""
+        return len(await self._run(services))
 
-        handled = 0
+    async def _run(self, services: Collection[str] | None) -> list[str]:
+        """One batch from each outbox looked at; the service of every row handled."""
+        handled: list[str] = []
         for source in self.sources:
-            handled += await self._drain(source)
+            if services is None or source.service in services:
+                handled += [source.service] * await self._drain(source)
         self.stats.last_run_at = utcnow()
         return handled
 
@@ -516,20 +524,32 @@ class OutboxRelay:
         return result
 
     async def run_forever(self, stop: asyncio.Event) -> None:
+        """Drain the outboxes written in this process as they are written; every outbox
+        once an interval (events of other processes, retries coming due)."""
+        loop = asyncio.get_running_loop()
+        interval = self.settings.relay_interval_seconds
+        next_full_look = loop.time()
         while not stop.is_set():
+            services: set[str] | None
+            if loop.time() >= next_full_look:
+                services, next_full_look = None, loop.time() + interval
+            else:
+                services = self._due
+            self._due = set()
+            self._wake.clear()
             try:
-                handled = await self.run_once()
+                handled = await self._run(services)
             except Exception:
                 log.exception("outbox relay iteration failed")
-                handled = 0
-            if handled:
+                handled = []
+            self._due.update(handled)  # a full batch may have left more behind
+            if self._due:
                 continue
-            self._wake.clear()
             waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
-            await asyncio.wait(
-                waiters,
-                timeout=self.settings.relay_interval_seconds,
-                return_when=asyncio.FIRST_COMPLETED,
+            done, _ = await asyncio.wait(
+                waiters, timeout=interval, return_when=asyncio.FIRST_COMPLETED
             )
             for waiter in waiters:
                 waiter.cancel()
+            if not done:
+                next_full_look = loop.time()  # a quiet interval: look everywhere

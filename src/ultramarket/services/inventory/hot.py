@@ -195,7 +195,7 @@ async def reserve_in_one_statement(
         return None  # the key is taken: the general path replays or refuses it
     if len(rows) != count:
         return None  # refused: nothing was written
-    db.outbox_written()
+    db.outbox_written(publisher.tables.service)
     for row in rows:
         state = SimpleNamespace(**row)
         available = state.on_hand - state.reserved
