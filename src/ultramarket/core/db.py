@@ -16,7 +16,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, MetaData, Select, TypeDecorator, event, text
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Insert,
+    MetaData,
+    Row,
+    Select,
+    Table,
+    TypeDecorator,
+    Update,
+    event,
+    insert,
+    literal,
+    select,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -114,6 +129,30 @@ def insert_for(session: AsyncSession, table: Any) -> Any:
     if session.get_bind().dialect.name == "postgresql":
         return postgresql_insert(table)
     return sqlite_insert(table)
+
+
+def columns_of(obj: Any) -> dict[str, Any]:
+    """A mapped object's values by column, as its INSERT writes them: the Python-side
+    defaults of the columns left unset are filled in (on the object too), for writes
+    that do not go through a session's flush (``write_together``, ``write_if``)."""
+    values: dict[str, Any] = {}
+    for column in obj.__table__.columns:
+        value = getattr(obj, column.key, None)
+        default = column.default
+        if value is None and default is not None:
+            value = default.arg if default.is_scalar else default.arg(None)
+            setattr(obj, column.key, value)
+        if value is not None:
+            values[column.key] = value
+    return values
+
+
+def inserts_of(*objects: Any) -> list[Insert]:
+    """The INSERTs of mapped objects: one per table, several rows of a table in one."""
+    by_table: dict[Table, list[dict[str, Any]]] = {}
+    for obj in objects:
+        by_table.setdefault(obj.__table__, []).append(columns_of(obj))
+    return [insert(table).values(rows) for table, rows in by_table.items()]
 
 
 def is_sqlite(url: str) -> bool:
@@ -234,6 +273,49 @@ class Database:
                 compiled[0], *(params[name] for name in compiled[1])
             )
             return None if record is None else dict(record)
+
+    async def write_together(self, *statements: Insert) -> None:
+        """INSERTs that land together or not at all: on PostgreSQL ONE statement (the
+        inserts as data-modifying CTEs, in autocommit: one round trip, no BEGIN and
+        COMMIT); elsewhere one transaction. A constraint violation undoes them all."""
+        if self.dialect == "postgresql":
+            combined = select(literal(1)).add_cte(
+                *(statement.cte(f"write_{n}") for n, statement in enumerate(statements))
+            )
+            async with self._read_engine.connect() as conn:
+                await conn.execute(combined)
+            return
+        async with self.session() as session:
+            for statement in statements:
+                await session.execute(statement)
+
+    async def write_if(self, guard: Update, *rows: tuple[Table, dict[str, Any]]) -> Row[Any] | None:
+        """``guard`` (a conditional UPDATE ... RETURNING) and, only when it matched, the
+        ``rows`` (table, values) inserted: on PostgreSQL ONE statement (each insert
+        selects from the guard's CTE), elsewhere one transaction. The guard's row, or
+        None when it matched nothing (and nothing was written)."""
+        if self.dialect == "postgresql":
+            matched = guard.cte("guard")
+            inserts = [
+                insert(table).from_select(
+                    list(values),
+                    select(
+                        *(literal(v, table.c[k].type).label(k) for k, v in values.items())
+                    ).select_from(matched),
+                )
+                for table, values in rows
+            ]
+            combined = select(matched).add_cte(
+                *(statement.cte(f"write_{n}") for n, statement in enumerate(inserts))
+            )
+            async with self._read_engine.connect() as conn:
+                return (await conn.execute(combined)).first()
+        async with self.session() as session:
+            row = (await session.execute(guard)).first()
+            if row is not None:
+                for table, values in rows:
+                    await session.execute(insert(table).values(**values))
+            return row
 
     async def run_statement(self, sql: str, *args: Any) -> list[Mapping[str, Any]]:
         """PostgreSQL only: one SQL statement (``$1``-style parameters) run by the driver

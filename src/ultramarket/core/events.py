@@ -126,21 +126,25 @@ class EventPublisher:
         self.tables = tables
 
     async def publish(self, session: AsyncSession, event: Event) -> uuid.UUID:
-        event_id = uuid.uuid4()
-        now = utcnow()
-        await session.execute(
-            insert(self.tables.outbox).values(
-                id=event_id,
-                event_type=event.type,
-                payload=event.model_dump(mode="json"),
-                request_id=request_id_var.get(),
-                occurred_at=now,
-                available_at=now,
-                attempts=0,
-            )
-        )
+        row = self.outbox_row(event)
+        await session.execute(insert(self.tables.outbox).values(**row))
         session.info.setdefault("outbox_written", set()).add(self.tables.service)
+        event_id: uuid.UUID = row["id"]
         return event_id
+
+    def outbox_row(self, event: Event) -> dict[str, Any]:
+        """The outbox row of ``event``, for a write that is not a session's (whoever
+        writes it wakes the relay: ``Database.outbox_written``)."""
+        now = utcnow()
+        return {
+            "id": uuid.uuid4(),
+            "event_type": event.type,
+            "payload": event.model_dump(mode="json"),
+            "request_id": request_id_var.get(),
+            "occurred_at": now,
+            "available_at": now,
+            "attempts": 0,
+        }
 
 
 # -- handlers -------------------------------------------------------------------

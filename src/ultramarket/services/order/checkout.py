@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
+from ultramarket.core.db import columns_of, inserts_of
 from ultramarket.core.errors import (
     ERROR_CLASSES,
     Conflict,
@@ -57,7 +58,8 @@ from ultramarket.services.order.flows import (
     log,
     reservation_key,
 )
-from ultramarket.services.order.metrics import ORDERS, REVENUE
+from ultramarket.services.order.metrics import ORDERS as ORDERS_TOTAL
+from ultramarket.services.order.metrics import REVENUE
 from ultramarket.services.order.models import Order, OrderItem, OrderNote, OrderStatusChange
 from ultramarket.services.order.service import (
     OrderService,
@@ -67,6 +69,10 @@ from ultramarket.services.order.service import (
     present,
 )
 from ultramarket.services.payment.schemas import PaymentRead
+
+ORDERS = Order.__table__
+ORDER_HISTORY = OrderStatusChange.__table__
+
 
 # Crockford-style alphabet without 0/O/1/I: numbers read aloud over the phone.
 NUMBER_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
@@ -288,6 +294,7 @@ class Checkout(Flow):
             )
             lines = [
                 OrderItem(
+                    id=uuid.uuid4(),
                     order_id=order_id,
                     position=n,
                     variant_id=i.variant_id,
@@ -295,6 +302,7 @@ class Checkout(Flow):
                     sku=i.sku,
                     name=i.name,
                     quantity=i.quantity,
+                    refunded_quantity=0,
                     unit_price_amount=i.unit_price_amount,
                     subtotal_amount=i.line_total_amount,
                     discount_amount=discounts[n],
@@ -304,28 +312,26 @@ class Checkout(Flow):
                 for n, i in enumerate(quote.items)
             ]
             actor = actor_of(principal)
-            try:
-                async with self.tx() as orders:
-                    orders.session.add(order)
-                    await orders.session.flush()
-                    orders.session.add_all(lines)
-                    orders.session.add(
-                        OrderStatusChange(
-                            order_id=order_id, to_status="pending", actor=actor, created_at=now
-                        )
+            history = OrderStatusChange(
+                id=uuid.uuid4(), order_id=order_id, to_status="pending", actor=actor, created_at=now
+            )
+            rows: list[Any] = [order, *lines, history]
+            if body.note:
+                self.note_id = uuid.uuid4()
+                rows.append(
+                    OrderNote(
+                        id=self.note_id,
+                        order_id=order_id,
+                        author_id=actor,
+                        author_role=principal.role.value if principal.role else None,
+                        internal=False,
+                        body=body.note,
+                        created_at=now,
                     )
-                    if body.note:
-                        self.note_id = uuid.uuid4()
-                        orders.session.add(
-                            OrderNote(
-                                id=self.note_id,
-                                order_id=order_id,
-                                author_id=actor,
-                                author_role=principal.role.value if principal.role else None,
-                                body=body.note,
-                                created_at=now,
-                            )
-                        )
+                )
+            try:
+                # The order, its lines, its first history row (and note) in one write.
+                await self.parts.db.write_together(*inserts_of(*rows))
                 self.lines = lines
                 self.opened_at = now
                 return order
@@ -393,7 +399,7 @@ class Checkout(Flow):
             if moved:
                 await self._publish_end(orders, fresh, target, error.code)
         if moved:
-            ORDERS.labels(target).inc()
+            ORDERS_TOTAL.labels(target).inc()
         await self.settle(order, restock=True)
 
     async def _publish_end(
@@ -478,56 +484,61 @@ class Checkout(Flow):
 
     async def _confirm(self, order: Order, payment: PaymentRead, *, actor: str) -> bool:
         """``pending`` -> ``confirmed`` (one conditional UPDATE), its history row and
-        ``order.confirmed``; False when the order was no longer pending."""
-        async with self.tx() as orders:
-            now = self.clock()
-            confirmed = await orders.session.scalar(
-                update(Order)
-                .where(Order.id == order.id, Order.status == "pending")
-                .values(
-                    status="confirmed",
-                    payment_status="paid",
-                    payment_id=payment.id,
-                    paid_amount=Order.total_amount,
-                    on_hold=False,
-                    confirmed_at=now,
-                    updated_at=now,
-                )
-                .returning(Order)
+        ``order.confirmed``, all in one write; False when the order was no longer pending."""
+        now = self.clock()
+        if not self.lines:  # the sweeper finishing a checkout: the lines are in the database
+            async with self.rx() as orders:
+                self.lines = list(await orders.items(order.id))
+        history = OrderStatusChange(
+            id=uuid.uuid4(),
+            order_id=order.id,
+            from_status="pending",
+            to_status="confirmed",
+            actor=actor,
+            created_at=now,
+        )
+        after = [(ORDER_HISTORY, columns_of(history))]
+        publisher = self.parts.publisher
+        if publisher is not None:
+            event = events.OrderConfirmed(
+                order_id=order.id,
+                number=order.number,
+                user_id=order.user_id,
+                currency=order.currency,
+                email=order.email,
+                items=line_events(self.lines),
+                subtotal_amount=order.subtotal_amount,
+                discount_amount=order.discount_amount,
+                shipping_amount=order.shipping_amount,
+                tax_amount=order.tax_amount,
+                total_amount=order.total_amount,
+                coupon_code=order.coupon_code,
+                payment_method=order.payment_method,
+                shipping_country=(order.shipping_address or {}).get("country"),
+                confirmed_at=now,
             )
-            if confirmed is None:
-                return False
-            orders.session.add(
-                OrderStatusChange(
-                    order_id=order.id,
-                    from_status="pending",
-                    to_status="confirmed",
-                    actor=actor,
-                    created_at=now,
-                )
+            after.append((publisher.tables.outbox, publisher.outbox_row(event)))
+        row = await self.parts.db.write_if(
+            update(ORDERS)
+            .where(ORDERS.c.id == order.id, ORDERS.c.status == "pending")
+            .values(
+                status="confirmed",
+                payment_status="paid",
+                payment_id=payment.id,
+                paid_amount=ORDERS.c.total_amount,
+                on_hold=False,
+                confirmed_at=now,
+                updated_at=now,
             )
-            items = self.lines if self.lines else await orders.items(order.id)
-            await orders.publish(
-                events.OrderConfirmed(
-                    order_id=confirmed.id,
-                    number=confirmed.number,
-                    user_id=confirmed.user_id,
-                    currency=confirmed.currency,
-                    email=confirmed.email,
-                    items=line_events(items),
-                    subtotal_amount=confirmed.subtotal_amount,
-                    discount_amount=confirmed.discount_amount,
-                    shipping_amount=confirmed.shipping_amount,
-                    tax_amount=confirmed.tax_amount,
-                    total_amount=confirmed.total_amount,
-                    coupon_code=confirmed.coupon_code,
-                    payment_method=confirmed.payment_method,
-                    shipping_country=(confirmed.shipping_address or {}).get("country"),
-                    confirmed_at=now,
-                )
-            )
-        self.confirmed = confirmed
-        ORDERS.labels("confirmed").inc()
+            .returning(*ORDERS.c),
+            *after,
+        )
+        if row is None:
+            return False
+        if publisher is not None:
+            self.parts.db.outbox_written(publisher.tables.service)
+        self.confirmed = confirmed = Order(**row._mapping)
+        ORDERS_TOTAL.labels("confirmed").inc()
         REVENUE.labels(confirmed.currency).inc(confirmed.total_amount)
         return True
 
