@@ -68,6 +68,9 @@ class MailSettings(BaseModel):
 
 class EventSettings(BaseModel):
     relay_interval_seconds: float = 0.5
+    # After a wake, wait this long for more events to deliver them in one batch: fewer
+    # round trips under load, for at most this much more delivery latency.
+    relay_gather_seconds: float = 0.02
     batch_size: int = 100
     max_attempts: int = 8
     backoff_base_seconds: float = 1.0

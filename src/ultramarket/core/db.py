@@ -148,11 +148,9 @@ def columns_of(obj: Any) -> dict[str, Any]:
 
 
 def inserts_of(*objects: Any) -> list[Insert]:
-    """The INSERTs of mapped objects: one per table, several rows of a table in one."""
-    by_table: dict[Table, list[dict[str, Any]]] = {}
-    for obj in objects:
-        by_table.setdefault(obj.__table__, []).append(columns_of(obj))
-    return [insert(table).values(rows) for table, rows in by_table.items()]
+    """The INSERTs of mapped objects, one a row: SQLAlchemy caches the compiled form of
+    a single-row INSERT, not of a multi-row one."""
+    return [insert(obj.__table__).values(**columns_of(obj)) for obj in objects]
 
 
 def is_sqlite(url: str) -> bool:

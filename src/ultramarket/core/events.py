@@ -538,6 +538,7 @@ class OutboxRelay:
             if loop.time() >= next_full_look:
                 services, next_full_look = None, loop.time() + interval
             else:
+                await asyncio.sleep(self.settings.relay_gather_seconds)
                 services = self._due
             self._due = set()
             self._wake.clear()
