@@ -22,6 +22,7 @@ from ultramarket.core.container import Container
 from ultramarket.core.db import after_commit
 from ultramarket.core.deps import ContainerDep, read_session, unit_of_work
 from ultramarket.core.errors import Forbidden, ValidationFailed
+from ultramarket.core.money import Money
 from ultramarket.core.schemas import Envelope, Page, PageParams, page_params
 from ultramarket.core.security import CurrentPrincipal, OptionalPrincipal, Principal, require
 from ultramarket.services.product import repository as repo
@@ -246,15 +247,7 @@ async def lookup_variants(
 ) -> Envelope[list[s.VariantInfo]]:
     if not principal.is_staff():
         raise Forbidden("Services and staff only")
-    from sqlalchemy import select
-
-    rows = await session.execute(
-        select(*repo.VARIANT_COLUMNS, repo.P.c.name, repo.P.c.status)
-        .join(repo.P, repo.P.c.id == repo.V.c.product_id)
-        .where(repo.V.c.id.in_(body.variant_ids))
-    )
-    from ultramarket.core.money import Money
-
+    rows = await session.execute(repo.VARIANTS_BY_ID, {"ids": body.variant_ids})
     return Envelope(
         data=[
             s.VariantInfo(

@@ -332,3 +332,12 @@ def product_json(
         "created_at": row["created_at"].isoformat(),
         "updated_at": row["updated_at"].isoformat(),
     }
+
+
+# Variants by id with their product's name and status (carts and orders price from it):
+# built once, so a lookup only binds the ids.
+VARIANTS_BY_ID = (
+    select(*VARIANT_COLUMNS, P.c.name, P.c.status)
+    .join(P, P.c.id == V.c.product_id)
+    .where(V.c.id.in_(bindparam("ids", expanding=True)))
+)
