@@ -166,11 +166,16 @@ class Subscription:
     event_type: str
     handler: Handler
     name: str
+    # False for a handler with effects outside its unit of work (a mail sent): in a
+    # batch that fails part-way, the events before the failure would run it again.
+    batch: bool = True
 
 
-def subscription(service: str, event: type[Event], handler: Handler) -> Subscription:
+def subscription(
+    service: str, event: type[Event], handler: Handler, *, batch: bool = True
+) -> Subscription:
     name = f"{service}:{handler.__module__}.{handler.__qualname__}"
-    return Subscription(service, event.type, handler, name)
+    return Subscription(service, event.type, handler, name, batch)
 
 
 class DeliveryFailed(Exception):
@@ -235,7 +240,7 @@ class Dispatcher:
                 groups[sub.name].append((sub, delivery))
         failures: dict[uuid.UUID, dict[str, str]] = defaultdict(dict)
         for group in groups.values():
-            if len(group) > 1:
+            if len(group) > 1 and group[0][0].batch:
                 try:
                     await self.deliver_batch(group[0][0], [d.envelope for _, d in group])
                     continue

@@ -67,7 +67,9 @@ async def send_password_changed_mail(ctx: HandlerContext) -> None:
 
 def subscriptions() -> list[Subscription]:
     return [
-        subscription("auth", events.EmailVerificationRequested, send_verification_mail),
-        subscription("auth", events.PasswordResetRequested, send_reset_mail),
-        subscription("auth", events.PasswordChanged, send_password_changed_mail),
+        subscription(
+            "auth", events.EmailVerificationRequested, send_verification_mail, batch=False
+        ),
+        subscription("auth", events.PasswordResetRequested, send_reset_mail, batch=False),
+        subscription("auth", events.PasswordChanged, send_password_changed_mail, batch=False),
     ]
