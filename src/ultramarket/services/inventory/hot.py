@@ -79,21 +79,27 @@ _PICK = {
 }
 
 
-def _reserve_sql(outbox: str, by: Literal["item", "variant"]) -> str:
-    # Only our own table names and constants are interpolated; every value is a $n parameter.
-    return f"""
-WITH pick AS ({_PICK[by]}
+# All or nothing over several lines: the items locked in id order (the rows read are
+# then the latest versions), one verdict over all of them. One line needs neither: its
+# UPDATE's guard decides alone.
+_VERDICT = f"""
 ), locked AS (
     SELECT i.id, i.on_hand, i.reserved
       FROM {ITEM} i WHERE i.id IN (SELECT id FROM pick) ORDER BY i.id FOR UPDATE
 ), verdict AS (
     SELECT count(DISTINCT p.id) = cardinality($2::int[])
            AND bool_and(l.on_hand - l.reserved >= p.quantity) AS ok
-      FROM pick p JOIN locked l ON l.id = p.id
+      FROM pick p JOIN locked l ON l.id = p.id"""  # noqa: S608
+
+
+def _reserve_sql(outbox: str, by: Literal["item", "variant"], single: bool) -> str:
+    # Only our own table names and constants are interpolated; every value is a $n parameter.
+    return f"""
+WITH pick AS ({_PICK[by]}{"" if single else _VERDICT}
 ), upd AS (
     UPDATE {ITEM} i SET reserved = i.reserved + p.quantity, updated_at = $3
-      FROM pick p, verdict v
-     WHERE v.ok AND i.id = p.id AND i.on_hand - i.reserved >= p.quantity
+      FROM pick p{"" if single else ", verdict v"}
+     WHERE {"" if single else "v.ok AND "}i.id = p.id AND i.on_hand - i.reserved >= p.quantity
  RETURNING i.id, i.variant_id, i.sku, i.warehouse_id, i.on_hand, i.reserved,
            i.low_stock_threshold, p.n, p.quantity
 ), others AS (
@@ -102,7 +108,8 @@ WITH pick AS ({_PICK[by]}
      GROUP BY u.id
 ), res AS (
     INSERT INTO {RES} (id, key, status, expires_at, actor, created_at, updated_at)
-    SELECT $4, $5, 'active', $6, $7, $3, $3 FROM verdict WHERE verdict.ok
+    SELECT $4, $5, 'active', $6, $7, $3, $3
+      {"FROM upd" if single else "FROM verdict WHERE verdict.ok"}
 ), new_lines AS (
     INSERT INTO {LINE} (id, reservation_id, item_id, variant_id, quantity, returned)
     SELECT ($8::uuid[])[u.n], $4, u.id, u.variant_id, u.quantity, 0 FROM upd u
@@ -157,7 +164,7 @@ SELECT res.id, res.key, res.expires_at, res.created_at,
  ORDER BY l.item_id
 """  # noqa: S608
 
-_STATEMENTS: dict[tuple[str, str], str] = {}
+_STATEMENTS: dict[tuple[str, str, bool], str] = {}
 
 
 async def reserve_in_one_statement(
@@ -176,9 +183,10 @@ async def reserve_in_one_statement(
     or None when the general path must answer. ``crossing(row, previous_available,
     variant_available)`` writes a threshold crossing's alert and events."""
     outbox = publisher.tables.outbox.fullname
-    sql = _STATEMENTS.get((outbox, by))
+    shape = (outbox, by, len(lines) == 1)
+    sql = _STATEMENTS.get(shape)
     if sql is None:
-        sql = _STATEMENTS[(outbox, by)] = _reserve_sql(outbox, by)
+        sql = _STATEMENTS[shape] = _reserve_sql(*shape)
     now = clock()
     reservation_id = uuid.uuid4()
     expires_at = now + timedelta(seconds=ttl_seconds)
