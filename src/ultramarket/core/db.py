@@ -153,6 +153,39 @@ def inserts_of(*objects: Any) -> list[Insert]:
     return [insert(obj.__table__).values(**columns_of(obj)) for obj in objects]
 
 
+async def write_if_in(
+    session: AsyncSession, guard: Update, *rows: tuple[Table, dict[str, Any]]
+) -> Row[Any] | None:
+    """``Database.write_if`` inside the caller's unit of work: on PostgreSQL one
+    statement, elsewhere the guard and then (when it matched) the inserts."""
+    if session.get_bind().dialect.name == "postgresql":
+        matched: Row[Any] | None = (await session.execute(_guarded(guard, rows))).first()
+        return matched
+    row = (await session.execute(guard)).first()
+    if row is not None:
+        for table, values in rows:
+            await session.execute(insert(table).values(**values))
+    return row
+
+
+def _guarded(guard: Update, rows: Iterable[tuple[Table, dict[str, Any]]]) -> Select[Any]:
+    """One PostgreSQL statement: the guard as a CTE, each row inserted FROM it (so only
+    when it matched), the guard's rows selected."""
+    matched = guard.cte("guard")
+    inserts = [
+        insert(table).from_select(
+            list(values),
+            select(*(literal(v, table.c[k].type).label(k) for k, v in values.items())).select_from(
+                matched
+            ),
+        )
+        for table, values in rows
+    ]
+    return select(matched).add_cte(
+        *(statement.cte(f"write_{n}") for n, statement in enumerate(inserts))
+    )
+
+
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
@@ -289,31 +322,15 @@ class Database:
 
     async def write_if(self, guard: Update, *rows: tuple[Table, dict[str, Any]]) -> Row[Any] | None:
         """``guard`` (a conditional UPDATE ... RETURNING) and, only when it matched, the
-        ``rows`` (table, values) inserted: on PostgreSQL ONE statement (each insert
-        selects from the guard's CTE), elsewhere one transaction. The guard's row, or
-        None when it matched nothing (and nothing was written)."""
+        ``rows`` (table, values) inserted: on PostgreSQL ONE statement in autocommit
+        (each insert selects from the guard's CTE), elsewhere one transaction. The
+        guard's row, or None when it matched nothing (and nothing was written)."""
         if self.dialect == "postgresql":
-            matched = guard.cte("guard")
-            inserts = [
-                insert(table).from_select(
-                    list(values),
-                    select(
-                        *(literal(v, table.c[k].type).label(k) for k, v in values.items())
-                    ).select_from(matched),
-                )
-                for table, values in rows
-            ]
-            combined = select(matched).add_cte(
-                *(statement.cte(f"write_{n}") for n, statement in enumerate(inserts))
-            )
             async with self._read_engine.connect() as conn:
-                return (await conn.execute(combined)).first()
+                matched: Row[Any] | None = (await conn.execute(_guarded(guard, rows))).first()
+                return matched
         async with self.session() as session:
-            row = (await session.execute(guard)).first()
-            if row is not None:
-                for table, values in rows:
-                    await session.execute(insert(table).values(**values))
-            return row
+            return await write_if_in(session, guard, *rows)
 
     async def run_statement(self, sql: str, *args: Any) -> list[Mapping[str, Any]]:
         """PostgreSQL only: one SQL statement (``$1``-style parameters) run by the driver

@@ -128,9 +128,13 @@ class EventPublisher:
     async def publish(self, session: AsyncSession, event: Event) -> uuid.UUID:
         row = self.outbox_row(event)
         await session.execute(insert(self.tables.outbox).values(**row))
-        session.info.setdefault("outbox_written", set()).add(self.tables.service)
+        self.written(session)
         event_id: uuid.UUID = row["id"]
         return event_id
+
+    def written(self, session: AsyncSession) -> None:
+        """``session`` wrote outbox rows: its commit wakes the relay."""
+        session.info.setdefault("outbox_written", set()).add(self.tables.service)
 
     def outbox_row(self, event: Event) -> dict[str, Any]:
         """The outbox row of ``event``, for a write that is not a session's (whoever

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ultramarket.core.config import PaymentSettings
-from ultramarket.core.db import utcnow
+from ultramarket.core.db import utcnow, write_if_in
 from ultramarket.core.errors import (
     Conflict,
     DomainError,
@@ -36,7 +36,7 @@ from ultramarket.core.errors import (
     Unavailable,
     ValidationFailed,
 )
-from ultramarket.core.events import EventPublisher
+from ultramarket.core.events import Event, EventPublisher
 from ultramarket.core.money import Money
 from ultramarket.services.payment import events, fraud
 from ultramarket.services.payment import schemas as s
@@ -137,19 +137,35 @@ class PaymentService:
             return WalletProvider(Ledger(self.session), str(payment.user_id))
         return self.providers.get(payment.provider)
 
-    async def _transition(self, payment: Payment, expected: tuple[str, ...], **values: Any) -> bool:
+    async def _transition(
+        self,
+        payment: Payment,
+        expected: tuple[str, ...],
+        *,
+        then: Event | None = None,
+        **values: Any,
+    ) -> bool:
         """Move ``payment`` on from one of the ``expected`` statuses (one conditional
-        UPDATE); False when it was in none of them (it is reloaded to show where it is)."""
+        UPDATE) and publish ``then`` with it, in one statement; False when it was in
+        none of them (nothing is published, and it is reloaded to show where it is)."""
         values["updated_at"] = utcnow()
-        moved = await self.session.scalar(
+        rows = []
+        if then is not None and self.publisher is not None:
+            rows.append((self.publisher.tables.outbox, self.publisher.outbox_row(then)))
+        moved = await write_if_in(
+            self.session,
             update(PAY)
             .where(PAY.c.id == payment.id, PAY.c.status.in_(expected))
             .values(**values)
-            .returning(PAY.c.id)
+            .returning(PAY.c.id),
+            *rows,
         )
         if moved is None:
             await self.session.refresh(payment)
             return False
+        if rows:
+            assert self.publisher is not None
+            self.publisher.written(self.session)
         for name, value in values.items():
             set_committed_value(payment, name, value)
         return True
@@ -357,15 +373,16 @@ class PaymentService:
 
     async def _apply_result(self, payment: Payment, result: ProviderResult) -> None:
         if result.status == "failed":
+            decline = result.decline_code or "declined"
             await self._transition(
                 payment,
                 ("processing",),
+                then=events.PaymentFailed(**self._event_fields(payment), decline_code=decline),
                 status="failed",
                 provider_ref=result.provider_ref,
-                decline_code=result.decline_code or "declined",
+                decline_code=decline,
                 failure_message=(result.message or "declined")[:500],
             )
-            await self._failed(payment)
             raise PaymentDeclined(
                 result.message or "The payment was declined",
                 details=[
@@ -377,11 +394,11 @@ class PaymentService:
                 ],
             )
         values: dict[str, Any] = {"status": result.status, "provider_ref": result.provider_ref}
+        succeeded = None
         if result.status == "succeeded":
             values["succeeded_at"] = utcnow()
-        await self._transition(payment, ("processing",), **values)
-        if result.status == "succeeded":
-            await self._succeeded(payment)
+            succeeded = events.PaymentSucceeded(**self._event_fields(payment))
+        await self._transition(payment, ("processing",), then=succeeded, **values)
 
     # -- capture / void ------------------------------------------------------------------
 
