@@ -16,7 +16,6 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
-from urllib.parse import urlencode
 
 import httpx
 from starlette.types import ASGIApp, Message
@@ -123,7 +122,8 @@ class AppTransport:
             "scheme": "http",
             "path": path,
             "raw_path": path.encode(),
-            "query_string": urlencode(params, doseq=True).encode() if params else b"",
+            # Encoded as httpx encodes ``params=`` over the network (true, empty for None).
+            "query_string": str(httpx.QueryParams(params)).encode() if params else b"",
             "root_path": "",
             "headers": raw,
             "client": IN_PROCESS_CLIENT,
@@ -156,9 +156,10 @@ class AppTransport:
 
         try:
             await self.app(scope, receive, send)
-        except Exception:
+        except Exception as exc:
             if not done.is_set():
-                raise NoAnswer(f"{method} {path}: the app failed before answering") from None
+                log.exception("in-process call failed before answering", extra={"path": path})
+                raise NoAnswer(f"{method} {path}: the app failed before answering") from exc
             # Answered (500) by the platform middleware, as a server over the network would.
             log.exception("in-process call failed", extra={"method": method, "path": path})
         if not done.is_set():

@@ -242,6 +242,10 @@ class Database:
             else self.engine
         )
         self._read_engine = read_engine
+        # Single statements that write (write_together, write_if, run_statement) run in
+        # autocommit on PostgreSQL: each is its own transaction, with no BEGIN/COMMIT
+        # (the same engine as reads today; kept apart so reads may move to a replica).
+        self._autocommit_engine = read_engine
         self._compiled: dict[Select[Any], tuple[str, tuple[str, ...]]] = {}
         self._reader = async_sessionmaker(read_engine, expire_on_commit=False)
         # Called with the services whose outbox a commit wrote (wakes the relay).
@@ -313,7 +317,7 @@ class Database:
             combined = select(literal(1)).add_cte(
                 *(statement.cte(f"write_{n}") for n, statement in enumerate(statements))
             )
-            async with self._read_engine.connect() as conn:
+            async with self._autocommit_engine.connect() as conn:
                 await conn.execute(combined)
             return
         async with self.session() as session:
@@ -326,7 +330,7 @@ class Database:
         (each insert selects from the guard's CTE), elsewhere one transaction. The
         guard's row, or None when it matched nothing (and nothing was written)."""
         if self.dialect == "postgresql":
-            async with self._read_engine.connect() as conn:
+            async with self._autocommit_engine.connect() as conn:
                 matched: Row[Any] | None = (await conn.execute(_guarded(guard, rows))).first()
                 return matched
         async with self.session() as session:
@@ -341,7 +345,7 @@ class Database:
         event-loop turns. Call ``outbox_written()`` when it wrote outbox rows."""
         if self.dialect != "postgresql":
             raise RuntimeError("run_statement is for PostgreSQL")
-        async with self._read_engine.connect() as conn:
+        async with self._autocommit_engine.connect() as conn:
             raw = await conn.get_raw_connection()
             records = await raw.driver_connection.fetch(sql, *args)  # type: ignore[union-attr]
             return [dict(record) for record in records]

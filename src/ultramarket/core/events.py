@@ -435,16 +435,21 @@ class OutboxRelay:
     async def run_once(self, services: Collection[str] | None = None) -> int:
         """Deliver every due event once (of ``services``, or of every service). Returns
         how many rows were handled."""
-        return len(await self._run(services))
+        handled, _ = await self._run(services)
+        return handled
 
-    async def _run(self, services: Collection[str] | None) -> list[str]:
-        """One batch from each outbox looked at; the service of every row handled."""
-        handled: list[str] = []
+    async def _run(self, services: Collection[str] | None) -> tuple[int, set[str]]:
+        """One batch from each outbox looked at: the rows handled, and the services whose
+        batch was full (more may be waiting)."""
+        handled, full = 0, set()
         for source in self.sources:
             if services is None or source.service in services:
-                handled += [source.service] * await self._drain(source)
+                count = await self._drain(source)
+                handled += count
+                if count >= self.settings.batch_size:
+                    full.add(source.service)
         self.stats.last_run_at = utcnow()
-        return handled
+        return handled, full
 
     async def _claim(self, source: OutboxSource) -> list[Any]:
         outbox = source.tables.outbox
@@ -552,11 +557,11 @@ class OutboxRelay:
             self._due = set()
             self._wake.clear()
             try:
-                handled = await self._run(services)
+                _, full = await self._run(services)
             except Exception:
                 log.exception("outbox relay iteration failed")
-                handled = []
-            self._due.update(handled)  # a full batch may have left more behind
+                full = set()
+            self._due.update(full)  # a full batch may have left more behind
             if self._due:
                 continue
             waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]

@@ -302,6 +302,10 @@ def _service_app(spec: ServiceSpec, settings: Settings, container: Container) ->
     for router in spec.routers():
         app.include_router(router)
     app.add_middleware(PlatformMiddleware, settings=settings, container=lambda: container)
+    if settings.otlp_endpoint:
+        from opentelemetry import trace
+
+        app.add_middleware(TracingMiddleware, tracer=trace.get_tracer("ultramarket"))
     return app
 
 

@@ -145,7 +145,8 @@ WITH res AS (
     SELECT l.item_id, l.variant_id, l.quantity, l.returned
       FROM {LINE} l JOIN res ON l.reservation_id = res.id
 ), locked AS (
-    SELECT i.id FROM {ITEM} i WHERE i.id IN (SELECT item_id FROM lines) ORDER BY i.id FOR UPDATE
+    SELECT i.id FROM {ITEM} i WHERE i.id IN (SELECT item_id FROM lines)
+     ORDER BY i.id FOR UPDATE
 ), per_item AS (
     SELECT item_id, sum(quantity)::int AS quantity FROM lines GROUP BY item_id
 ), upd AS (
@@ -201,6 +202,11 @@ async def reserve_in_one_statement(
         )  # fmt: skip
     except asyncpg.UniqueViolationError:
         return None  # the key is taken: the general path replays or refuses it
+    except asyncpg.DeadlockDetectedError:
+        # The same key at once on the general path, which inserts the key before it
+        # locks the items (a retry racing its first try): this statement was undone
+        # whole; the general path waits for the other and replays or refuses.
+        return None
     if len(rows) != count:
         return None  # refused: nothing was written
     db.outbox_written(publisher.tables.service)

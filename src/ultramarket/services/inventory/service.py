@@ -656,12 +656,17 @@ class InventoryService:
             if not candidates:
                 wanted.append(Wanted(None, variant_id, quantity))
                 continue
-            best = max(
+            # The same choice as hot.py's: the default warehouse when it has enough, else
+            # the most available, then the default warehouse, then the smallest id.
+            best = min(
                 candidates,
                 key=lambda r: (
-                    r.warehouse_id == DEFAULT_WAREHOUSE_ID and r.on_hand - r.reserved >= quantity,
-                    r.on_hand - r.reserved,
-                    r.warehouse_id == DEFAULT_WAREHOUSE_ID,
+                    not (
+                        r.warehouse_id == DEFAULT_WAREHOUSE_ID
+                        and r.on_hand - r.reserved >= quantity
+                    ),
+                    -(r.on_hand - r.reserved),
+                    r.warehouse_id != DEFAULT_WAREHOUSE_ID,
                     str(r.id),
                 ),
             )

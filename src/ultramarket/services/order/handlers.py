@@ -13,6 +13,7 @@ import uuid
 
 from sqlalchemy import select, update
 
+from ultramarket.core.db import after_commit
 from ultramarket.core.events import HandlerContext, Subscription, subscription
 from ultramarket.services.order.metrics import REFUNDED
 from ultramarket.services.order.models import Order, OrderRefund
@@ -58,7 +59,12 @@ async def on_payment_refunded(ctx: HandlerContext) -> None:
     )
     ctx.session.add(refund)
     await orders.refunded(order, refund, note_prefix="Refunded at the provider:")
-    REFUNDED.labels(order.currency).inc(amount)
+    currency = order.currency
+
+    async def count() -> None:  # once committed: a batch that rolls back runs this again
+        REFUNDED.labels(currency).inc(amount)
+
+    after_commit(ctx.session, count)
 
 
 def subscriptions() -> list[Subscription]:
