@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import case, delete, exists, func, select, update
+from sqlalchemy import bindparam, case, delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -52,6 +52,36 @@ def _uuid(key: str) -> uuid.UUID | None:
         return uuid.UUID(key)
     except ValueError:
         return None
+
+
+_VARIANT = ProductVariant.__table__
+_PRODUCT = Product.__table__
+# The stock mirror's statements (one per stock event), built once: a variant's figure,
+# returning its product's in_stock...
+_MIRROR_STOCK = (
+    update(_VARIANT)
+    .where(_VARIANT.c.id == bindparam("variant_id"), _VARIANT.c.available != bindparam("figure"))
+    .values(available=bindparam("figure"))
+    .returning(
+        _VARIANT.c.product_id,
+        # SQLite renders RETURNING unqualified ("WHERE id = product_id"): correct only
+        # because product has no product_id column of its own.
+        select(_PRODUCT.c.in_stock).where(_PRODUCT.c.id == _VARIANT.c.product_id).scalar_subquery(),
+    )
+)
+# ... and the product's in_stock from every variant, when it may have flipped.
+_IN_STOCK = select(
+    exists().where(_VARIANT.c.product_id == bindparam("product_id"), _VARIANT.c.available > 0)
+).scalar_subquery()
+_FOLLOW_STOCK = (
+    update(_PRODUCT)
+    .where(
+        _PRODUCT.c.id == bindparam("product_id"),
+        _PRODUCT.c.in_stock.is_distinct_from(_IN_STOCK),
+    )
+    .values(in_stock=_IN_STOCK)
+    .returning(_PRODUCT.c.id)
+)
 
 
 class StockChange(enum.Enum):
@@ -412,19 +442,7 @@ class ProductService:
         figure (in stock, or out and staying out) that one statement is all."""
         figure = max(0, available)
         row = (
-            await self.session.execute(
-                update(ProductVariant)
-                .where(ProductVariant.id == variant_id, ProductVariant.available != figure)
-                .values(available=figure)
-                .returning(
-                    ProductVariant.product_id,
-                    # SQLite renders RETURNING unqualified ("WHERE id = product_id"):
-                    # correct only because product has no product_id column of its own.
-                    select(Product.in_stock)
-                    .where(Product.id == ProductVariant.product_id)
-                    .scalar_subquery(),
-                )
-            )
+            await self.session.execute(_MIRROR_STOCK, {"variant_id": variant_id, "figure": figure})
         ).first()
         if row is None:
             return StockChange.NONE
@@ -432,15 +450,7 @@ class ProductService:
         if shown_in_stock == (figure > 0):
             return StockChange.FIGURE
         # In stock now but shown out, or out now and maybe the last: ask every variant.
-        in_stock = select(
-            exists().where(ProductVariant.product_id == product_id, ProductVariant.available > 0)
-        ).scalar_subquery()
-        flipped = await self.session.execute(
-            update(Product)
-            .where(Product.id == product_id, Product.in_stock.is_distinct_from(in_stock))
-            .values(in_stock=in_stock)
-            .returning(Product.id)
-        )
+        flipped = await self.session.execute(_FOLLOW_STOCK, {"product_id": product_id})
         return StockChange.FLIPPED if flipped.first() is not None else StockChange.FIGURE
 
     async def record_sales(self, quantities: Mapping[uuid.UUID, int]) -> int:
