@@ -42,7 +42,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, make_transient_to_detached, mapped_column
 from sqlalchemy.pool import NullPool
 
 log = logging.getLogger("ultramarket.db")
@@ -147,6 +147,16 @@ def columns_of(obj: Any) -> dict[str, Any]:
     return values
 
 
+def adopt(session: AsyncSession, obj: Any) -> None:
+    """A mapped object whose row a statement has just inserted (``columns_of`` filled
+    it) joins ``session`` as persistent: later changes flush as UPDATEs, and no second
+    INSERT is made."""
+    for column in obj.__table__.columns:  # every column loaded: nothing to lazy-load
+        setattr(obj, column.key, getattr(obj, column.key, None))
+    make_transient_to_detached(obj)
+    session.add(obj)
+
+
 def inserts_of(*objects: Any) -> list[Insert]:
     """The INSERTs of mapped objects, one a row: SQLAlchemy caches the compiled form of
     a single-row INSERT, not of a multi-row one."""
@@ -154,7 +164,7 @@ def inserts_of(*objects: Any) -> list[Insert]:
 
 
 async def write_if_in(
-    session: AsyncSession, guard: Update, *rows: tuple[Table, dict[str, Any]]
+    session: AsyncSession, guard: Update | Insert, *rows: tuple[Table, dict[str, Any]]
 ) -> Row[Any] | None:
     """``Database.write_if`` inside the caller's unit of work: on PostgreSQL one
     statement, elsewhere the guard and then (when it matched) the inserts."""
@@ -168,7 +178,7 @@ async def write_if_in(
     return row
 
 
-def _guarded(guard: Update, rows: Iterable[tuple[Table, dict[str, Any]]]) -> Select[Any]:
+def _guarded(guard: Update | Insert, rows: Iterable[tuple[Table, dict[str, Any]]]) -> Select[Any]:
     """One PostgreSQL statement: the guard as a CTE, each row inserted FROM it (so only
     when it matched), the guard's rows selected."""
     matched = guard.cte("guard")

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ultramarket.core.db import insert_for, utcnow
+from ultramarket.core.db import adopt, columns_of, insert_for, utcnow, write_if_in
 from ultramarket.core.errors import ERROR_CLASSES, Conflict, DomainError
 from ultramarket.services.payment.models import IdempotencyRecord
 
@@ -80,14 +80,20 @@ class Idempotency:
             )
         return status, body
 
-    async def begin(self) -> tuple[int, dict[str, Any]] | None:
-        """The first response when this key was used before; else claim the key."""
+    async def begin(self, row: Any = None) -> tuple[int, dict[str, Any]] | None:
+        """The first response when this key was used before; else claim the key. ``row``
+        (a new mapped object) is inserted with the claim, in the same statement, and
+        only when the key is claimed (or when there is no key)."""
         if self.key is None:
+            if row is not None:
+                self.session.add(row)
+                await self.session.flush()
             return None
         # Claiming is the lookup: one INSERT that does nothing when the key is taken. A
         # concurrent claim of the same key waits on the unique index (PostgreSQL) or on
         # the write lock (SQLite), then finds the finished record.
-        record_id = await self.session.scalar(
+        claimed = await write_if_in(
+            self.session,
             insert_for(self.session, RECORD)
             .values(
                 id=uuid.uuid4(),
@@ -98,13 +104,16 @@ class Idempotency:
                 created_at=utcnow(),
             )
             .on_conflict_do_nothing(index_elements=["scope", "owner", "key"])
-            .returning(RECORD.c.id)
+            .returning(RECORD.c.id),
+            *([] if row is None else [(row.__table__, columns_of(row))]),
         )
-        if record_id is None:
-            row = await self._find()
-            assert row is not None  # the conflicting record is committed
-            return self._replay(row)
-        self._id = record_id
+        if claimed is None:
+            found = await self._find()
+            assert found is not None  # the conflicting record is committed
+            return self._replay(found)
+        self._id = claimed[0]
+        if row is not None:
+            adopt(self.session, row)
         return None
 
     async def finish(self, status: int, body: dict[str, Any]) -> None:

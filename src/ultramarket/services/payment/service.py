@@ -220,9 +220,11 @@ class PaymentService:
         """Charge (or authorise) once. Returns the payment and whether it is new."""
         request = body.model_dump(mode="json", exclude={"ip"})
         idem = Idempotency(self.session, "payment.create", owner, idempotency_key, request)
+        payment = self._new_payment(user_id, body, ip=ip, key=idempotency_key)
         resumed = False
         try:
-            replay = await idem.begin()
+            # The payment row goes in with the claim of the key (one statement).
+            replay = await idem.begin(payment)
         except KeyUnfinished:
             replay, resumed = None, True
         if replay is not None:
@@ -231,7 +233,7 @@ class PaymentService:
             if resumed:
                 read = await self._resume(user_id, body, key=idempotency_key)
             else:
-                read = await self._create(user_id, body, ip=ip, key=idempotency_key)
+                read = await self._create(payment, body, ip=ip, key=idempotency_key)
         except DomainError as error:
             # An unknown outcome leaves the key unanswered: the next try resumes it.
             if error.persist_changes and not isinstance(error, OutcomeUnknown):
@@ -253,14 +255,18 @@ class PaymentService:
             .limit(1)
         )
         if payment is None:  # nothing was kept: start afresh
-            return await self._create(user_id, body, ip=None, key=key)
+            payment = self._new_payment(user_id, body, ip=None, key=key)
+            self.session.add(payment)
+            await self.session.flush()
+            return await self._create(payment, body, ip=None, key=key)
         if payment.status == "processing":
             await self.resume(payment)
         return s.PaymentRead.of(payment)
 
-    async def _create(
+    def _new_payment(
         self, user_id: uuid.UUID, body: s.PaymentCreate, *, ip: str | None, key: str | None
-    ) -> s.PaymentRead:
+    ) -> Payment:
+        """The ``processing`` payment a request makes (not written yet)."""
         money = money_of(body.amount, body.currency)
         if body.method == "card" and not body.token:
             raise ValidationFailed(
@@ -273,7 +279,7 @@ class PaymentService:
             provider_slug = "paypal"
         else:
             provider_slug = self.settings.card_provider
-        payment = Payment(
+        return Payment(
             id=uuid.uuid4(),
             user_id=user_id,
             order_id=body.order_id,
@@ -289,10 +295,15 @@ class PaymentService:
             idempotency_key=key,
             ip=ip,
             actor=self.actor,
+            created_at=utcnow(),
         )
-        self.session.add(payment)
-        await self.session.flush()
 
+    async def _create(
+        self, payment: Payment, body: s.PaymentCreate, *, ip: str | None, key: str | None
+    ) -> s.PaymentRead:
+        """Screen the written payment (fraud rules), then ask the provider."""
+        user_id = payment.user_id
+        money = Money(payment.amount, payment.currency)
         # Fraud rules guard money coming from outside; wallet money was checked on deposit.
         review = False
         if body.method != "wallet":
