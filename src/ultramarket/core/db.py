@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +27,7 @@ from sqlalchemy import (
     TypeDecorator,
     Update,
     event,
+    exists,
     insert,
     literal,
     select,
@@ -164,24 +165,36 @@ def inserts_of(*objects: Any) -> list[Insert]:
 
 
 async def write_if_in(
-    session: AsyncSession, guard: Update | Insert, *rows: tuple[Table, dict[str, Any]]
+    session: AsyncSession,
+    guard: Update | Insert,
+    *rows: tuple[Table, dict[str, Any]],
+    updates: Sequence[Update] = (),
 ) -> Row[Any] | None:
-    """``Database.write_if`` inside the caller's unit of work: on PostgreSQL one
-    statement, elsewhere the guard and then (when it matched) the inserts."""
+    """``Database.write_if`` inside the caller's unit of work (and ``updates`` run too,
+    only when the guard matched): on PostgreSQL one statement, elsewhere the guard and
+    then (when it matched) the rest."""
     if session.get_bind().dialect.name == "postgresql":
-        matched: Row[Any] | None = (await session.execute(_guarded(guard, rows))).first()
+        statement = _guarded(guard, rows, updates)
+        matched: Row[Any] | None = (await session.execute(statement)).first()
         return matched
     row = (await session.execute(guard)).first()
     if row is not None:
         for table, values in rows:
             await session.execute(insert(table).values(**values))
+        for update in updates:
+            await session.execute(update)
     return row
 
 
-def _guarded(guard: Update | Insert, rows: Iterable[tuple[Table, dict[str, Any]]]) -> Select[Any]:
-    """One PostgreSQL statement: the guard as a CTE, each row inserted FROM it (so only
-    when it matched), the guard's rows selected."""
+def _guarded(
+    guard: Update | Insert,
+    rows: Iterable[tuple[Table, dict[str, Any]]],
+    updates: Sequence[Update] = (),
+) -> Select[Any]:
+    """One PostgreSQL statement: the guard as a CTE, each row inserted FROM it and each
+    update conditioned on it (so only when it matched), the guard's rows selected."""
     matched = guard.cte("guard")
+    when_matched = exists(select(literal(1)).select_from(matched))
     inserts = [
         insert(table).from_select(
             list(values),
@@ -191,8 +204,9 @@ def _guarded(guard: Update | Insert, rows: Iterable[tuple[Table, dict[str, Any]]
         )
         for table, values in rows
     ]
+    writes = [*inserts, *(update.where(when_matched) for update in updates)]
     return select(matched).add_cte(
-        *(statement.cte(f"write_{n}") for n, statement in enumerate(inserts))
+        *(statement.cte(f"write_{n}") for n, statement in enumerate(writes))
     )
 
 

@@ -14,7 +14,7 @@ import json
 import uuid
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Update, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ultramarket.core.db import adopt, columns_of, insert_for, utcnow, write_if_in
@@ -116,13 +116,23 @@ class Idempotency:
             adopt(self.session, row)
         return None
 
+    def answer(self, status: int, body: dict[str, Any]) -> Update | None:
+        """The statement that records the answer to the key (None without a key), for
+        the caller to run within another write; then ``answered()``."""
+        if self._id is None:
+            return None
+        return (
+            update(RECORD).where(RECORD.c.id == self._id).values(status_code=status, response=body)
+        )
+
+    def answered(self) -> None:
+        """The answer went in with another write: ``finish`` has nothing left to do."""
+        self._id = None
+
     async def finish(self, status: int, body: dict[str, Any]) -> None:
-        if self._id is not None:
-            await self.session.execute(
-                update(RECORD)
-                .where(RECORD.c.id == self._id)
-                .values(status_code=status, response=body)
-            )
+        statement = self.answer(status, body)
+        if statement is not None:
+            await self.session.execute(statement)
 
     async def fail(self, error: DomainError) -> None:
         await self.finish(

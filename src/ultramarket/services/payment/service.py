@@ -129,6 +129,8 @@ class PaymentService:
         self.providers = providers
         self.settings = settings
         self.actor = actor
+        # The key a create() is answering: the answer goes in with the provider's result.
+        self._answering: Idempotency | None = None
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -143,15 +145,23 @@ class PaymentService:
         expected: tuple[str, ...],
         *,
         then: Event | None = None,
+        answer: bool = False,
         **values: Any,
     ) -> bool:
         """Move ``payment`` on from one of the ``expected`` statuses (one conditional
-        UPDATE) and publish ``then`` with it, in one statement; False when it was in
-        none of them (nothing is published, and it is reloaded to show where it is)."""
+        UPDATE) and publish ``then`` with it - and, with ``answer``, record the payment as
+        the answer to the key being answered - in one statement; False when it was in
+        none of them (nothing else is written; it is reloaded to show where it is)."""
         values["updated_at"] = utcnow()
+        for name, value in values.items():  # as it will be: what the answer shows
+            set_committed_value(payment, name, value)
         rows = []
         if then is not None and self.publisher is not None:
             rows.append((self.publisher.tables.outbox, self.publisher.outbox_row(then)))
+        recorded = None
+        if answer and self._answering is not None:
+            body = s.PaymentRead.of(payment).model_dump(mode="json")
+            recorded = self._answering.answer(201, body)
         moved = await write_if_in(
             self.session,
             update(PAY)
@@ -159,6 +169,7 @@ class PaymentService:
             .values(**values)
             .returning(PAY.c.id),
             *rows,
+            updates=[recorded] if recorded is not None else [],
         )
         if moved is None:
             await self.session.refresh(payment)
@@ -166,8 +177,9 @@ class PaymentService:
         if rows:
             assert self.publisher is not None
             self.publisher.written(self.session)
-        for name, value in values.items():
-            set_committed_value(payment, name, value)
+        if recorded is not None:
+            assert self._answering is not None
+            self._answering.answered()
         return True
 
     async def _publish(self, event: Any) -> None:
@@ -229,6 +241,7 @@ class PaymentService:
             replay, resumed = None, True
         if replay is not None:
             return s.PaymentRead.model_validate(replay[1]), False
+        self._answering = idem
         try:
             if resumed:
                 read = await self._resume(user_id, body, key=idempotency_key)
@@ -409,7 +422,7 @@ class PaymentService:
         if result.status == "succeeded":
             values["succeeded_at"] = utcnow()
             succeeded = events.PaymentSucceeded(**self._event_fields(payment))
-        await self._transition(payment, ("processing",), then=succeeded, **values)
+        await self._transition(payment, ("processing",), then=succeeded, answer=True, **values)
 
     # -- capture / void ------------------------------------------------------------------
 
