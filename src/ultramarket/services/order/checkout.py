@@ -58,10 +58,11 @@ from ultramarket.services.order.flows import (
     log,
     reservation_key,
 )
-from ultramarket.services.order.metrics import ORDERS as ORDERS_TOTAL
-from ultramarket.services.order.metrics import REVENUE
+from ultramarket.services.order.metrics import ORDERS, REVENUE
 from ultramarket.services.order.models import Order, OrderItem, OrderNote, OrderStatusChange
 from ultramarket.services.order.service import (
+    HISTORY,
+    ORDER,
     OrderService,
     actor_of,
     allocate,
@@ -69,10 +70,6 @@ from ultramarket.services.order.service import (
     present,
 )
 from ultramarket.services.payment.schemas import PaymentRead
-
-ORDERS = Order.__table__
-ORDER_HISTORY = OrderStatusChange.__table__
-
 
 # Crockford-style alphabet without 0/O/1/I: numbers read aloud over the phone.
 NUMBER_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
@@ -399,7 +396,7 @@ class Checkout(Flow):
             if moved:
                 await self._publish_end(orders, fresh, target, error.code)
         if moved:
-            ORDERS_TOTAL.labels(target).inc()
+            ORDERS.labels(target).inc()
         await self.settle(order, restock=True)
 
     async def _publish_end(
@@ -497,7 +494,7 @@ class Checkout(Flow):
             actor=actor,
             created_at=now,
         )
-        after = [(ORDER_HISTORY, columns_of(history))]
+        after = [(HISTORY, columns_of(history))]
         publisher = self.parts.publisher
         if publisher is not None:
             event = events.OrderConfirmed(
@@ -519,18 +516,18 @@ class Checkout(Flow):
             )
             after.append((publisher.tables.outbox, publisher.outbox_row(event)))
         row = await self.parts.db.write_if(
-            update(ORDERS)
-            .where(ORDERS.c.id == order.id, ORDERS.c.status == "pending")
+            update(ORDER)
+            .where(ORDER.c.id == order.id, ORDER.c.status == "pending")
             .values(
                 status="confirmed",
                 payment_status="paid",
                 payment_id=payment.id,
-                paid_amount=ORDERS.c.total_amount,
+                paid_amount=ORDER.c.total_amount,
                 on_hold=False,
                 confirmed_at=now,
                 updated_at=now,
             )
-            .returning(*ORDERS.c),
+            .returning(*ORDER.c),
             *after,
         )
         if row is None:
@@ -538,7 +535,7 @@ class Checkout(Flow):
         if publisher is not None:
             self.parts.db.outbox_written(publisher.tables.service)
         self.confirmed = confirmed = Order(**row._mapping)
-        ORDERS_TOTAL.labels("confirmed").inc()
+        ORDERS.labels("confirmed").inc()
         REVENUE.labels(confirmed.currency).inc(confirmed.total_amount)
         return True
 
