@@ -12,7 +12,9 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +23,13 @@ from sqlalchemy import (
     DateTime,
     Insert,
     MetaData,
-    Row,
     Select,
     Table,
     TypeDecorator,
     Update,
+    bindparam,
     event,
+    exc,
     exists,
     insert,
     literal,
@@ -36,8 +39,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Compiled, Dialect
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -158,56 +162,162 @@ def adopt(session: AsyncSession, obj: Any) -> None:
     session.add(obj)
 
 
-def inserts_of(*objects: Any) -> list[Insert]:
-    """The INSERTs of mapped objects, one a row: SQLAlchemy caches the compiled form of
-    a single-row INSERT, not of a multi-row one."""
-    return [insert(obj.__table__).values(**columns_of(obj)) for obj in objects]
+Rows = Sequence[tuple[Table, Mapping[str, Any]]]
+Shape = tuple[tuple[Table, tuple[str, ...]], ...]
 
 
-async def write_if_in(
-    session: AsyncSession,
-    guard: Update | Insert,
-    *rows: tuple[Table, dict[str, Any]],
-    updates: Sequence[Update] = (),
-) -> Row[Any] | None:
-    """``Database.write_if`` inside the caller's unit of work (and ``updates`` run too,
-    only when the guard matched): on PostgreSQL one statement, elsewhere the guard and
-    then (when it matched) the rest."""
-    if session.get_bind().dialect.name == "postgresql":
-        statement = _guarded(guard, rows, updates)
-        matched: Row[Any] | None = (await session.execute(statement)).first()
-        return matched
-    row = (await session.execute(guard)).first()
-    if row is not None:
-        for table, values in rows:
-            await session.execute(insert(table).values(**values))
-        for update in updates:
-            await session.execute(update)
-    return row
+def rows_of(*objects: Any) -> list[tuple[Table, dict[str, Any]]]:
+    """Mapped objects as (table, values) rows for ``write_together``/``write_if``."""
+    return [(obj.__table__, columns_of(obj)) for obj in objects]
 
 
-def _guarded(
-    guard: Update | Insert,
-    rows: Iterable[tuple[Table, dict[str, Any]]],
-    updates: Sequence[Update] = (),
-) -> Select[Any]:
-    """One PostgreSQL statement: the guard as a CTE, each row inserted FROM it and each
-    update conditioned on it (so only when it matched), the guard's rows selected."""
+def _shape(rows: Rows) -> Shape:
+    return tuple((table, tuple(values)) for table, values in rows)
+
+
+def _row_params(rows: Rows, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The parameters of ``rows`` as the statements of ``_together``/``_guarded`` name
+    them (``r<n>_<column>``), with ``params`` (the guard's and the updates')."""
+    merged = dict(params or {})
+    for n, (_table, values) in enumerate(rows):
+        for key, value in values.items():
+            merged[f"r{n}_{key}"] = value
+    return merged
+
+
+def _row_binds(n: int, table: Table, keys: tuple[str, ...]) -> list[Any]:
+    return [bindparam(f"r{n}_{key}", type_=table.c[key].type) for key in keys]
+
+
+def _row_labels(n: int, table: Table, keys: tuple[str, ...]) -> list[Any]:
+    return [bind.label(key) for key, bind in zip(keys, _row_binds(n, table, keys), strict=True)]
+
+
+@lru_cache(maxsize=256)
+def _together(shape: Shape) -> Select[Any]:
+    """One PostgreSQL statement inserting rows of ``shape``: each INSERT a
+    data-modifying CTE, its values bound by name."""
+    inserts = [
+        insert(table).values(dict(zip(keys, _row_binds(n, table, keys), strict=True)))
+        for n, (table, keys) in enumerate(shape)
+    ]
+    return select(literal(1)).add_cte(
+        *(statement.cte(f"write_{n}") for n, statement in enumerate(inserts))
+    )
+
+
+@lru_cache(maxsize=256)
+def _guarded(guard: Update | Insert, shape: Shape, updates: tuple[Update, ...] = ()) -> Select[Any]:
+    """One PostgreSQL statement: the guard as a CTE, each row of ``shape`` inserted FROM
+    it and each update conditioned on it (so only when it matched), the guard's rows
+    selected. Built once a shape: the guard and updates are templates (their values are
+    ``bindparam``s), the rows' values are bound as ``r<n>_<column>``."""
     matched = guard.cte("guard")
     when_matched = exists(select(literal(1)).select_from(matched))
     inserts = [
         insert(table).from_select(
-            list(values),
-            select(*(literal(v, table.c[k].type).label(k) for k, v in values.items())).select_from(
-                matched
-            ),
+            list(keys),
+            select(
+                *(
+                    bind.label(key)
+                    for key, bind in zip(keys, _row_binds(n, table, keys), strict=True)
+                )
+            ).select_from(matched),
         )
-        for table, values in rows
+        for n, (table, keys) in enumerate(shape)
     ]
     writes = [*inserts, *(update.where(when_matched) for update in updates)]
     return select(matched).add_cte(
         *(statement.cte(f"write_{n}") for n, statement in enumerate(writes))
     )
+
+
+@lru_cache(maxsize=256)
+def _insert_of(table: Table, keys: tuple[str, ...]) -> Insert:
+    return insert(table).values(dict(zip(keys, _row_binds(0, table, keys), strict=True)))
+
+
+async def write_if_in(
+    session: AsyncSession,
+    guard: Update | Insert,
+    params: Mapping[str, Any],
+    *rows: tuple[Table, Mapping[str, Any]],
+    updates: Sequence[tuple[Update, Mapping[str, Any]]] = (),
+) -> Mapping[str, Any] | None:
+    """``Database.write_if`` inside the caller's unit of work (and ``updates`` run too,
+    only when the guard matched): on PostgreSQL one statement, elsewhere the guard and
+    then (when it matched) the rest. ``guard`` and each update are templates built
+    once, their values ``bindparam``s filled from their params (distinct names)."""
+    if session.get_bind().dialect.name == "postgresql":
+        statement = _guarded(guard, _shape(rows), tuple(update for update, _ in updates))
+        merged = _row_params(rows, params)
+        for _update, values in updates:
+            merged.update(values)
+        matched = (await session.execute(statement, merged)).mappings().first()
+        return None if matched is None else dict(matched)
+    row = (await session.execute(guard, dict(params))).mappings().first()
+    if row is not None:
+        for table, values in rows:
+            await session.execute(_insert_of(table, tuple(values)), _row_params([(table, values)]))
+        for update, values in updates:
+            await session.execute(update, dict(values))
+    return None if row is None else dict(row)
+
+
+def _result_processor(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
+    try:
+        processor: Callable[[Any], Any] | None = type_.dialect_impl(dialect).result_processor(
+            dialect, None
+        )
+    except (TypeError, exc.InvalidRequestError):
+        # A number type asks what the column's own type is (unknown here): the driver
+        # returns a column's own Python type (Decimal for numeric, float for float8).
+        return None
+    return processor
+
+
+@dataclass(frozen=True, slots=True)
+class _DriverPlan:
+    """A statement compiled once for the driver: its SQL, the order of its parameters
+    with their types' bind processors, and its result columns' processors."""
+
+    compiled: Compiled
+    sql: str
+    names: tuple[str, ...]
+    binds: tuple[Callable[[Any], Any] | None, ...]
+    results: tuple[Callable[[Any], Any] | None, ...]
+
+    @classmethod
+    def of(cls, statement: Select[Any], dialect: Dialect) -> _DriverPlan:
+        compiled = statement.compile(dialect=dialect)
+        names = tuple(compiled.positiontup or ())
+        return cls(
+            compiled=compiled,
+            sql=compiled.string,
+            names=names,
+            binds=tuple(
+                compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+                for name in names
+            ),
+            results=tuple(
+                _result_processor(column.type, dialect) for column in statement.selected_columns
+            ),
+        )
+
+    def args(self, params: Mapping[str, Any]) -> list[Any]:
+        values = self.compiled.construct_params(dict(params)) or {}
+        return [
+            value if process is None else process(value)
+            for process, value in zip(
+                self.binds, (values[name] for name in self.names), strict=True
+            )
+        ]
+
+    def row(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            key: value if process is None else process(value)
+            for (key, value), process in zip(record.items(), self.results, strict=True)
+        }
 
 
 def is_sqlite(url: str) -> bool:
@@ -270,7 +380,7 @@ class Database:
         # autocommit on PostgreSQL: each is its own transaction, with no BEGIN/COMMIT
         # (the same engine as reads today; kept apart so reads may move to a replica).
         self._autocommit_engine = read_engine
-        self._compiled: dict[Select[Any], tuple[str, tuple[str, ...]]] = {}
+        self._plans: dict[Select[Any], _DriverPlan] = {}
         self._reader = async_sessionmaker(read_engine, expire_on_commit=False)
         # Called with the services whose outbox a commit wrote (wakes the relay).
         self.after_commit_hooks: list[Callable[[set[str]], None]] = []
@@ -313,52 +423,60 @@ class Database:
 
     async def fetch_one(self, statement: Select[Any], **params: Any) -> Mapping[str, Any] | None:
         """One row of a Core ``select`` (with ``bindparam``s filled from ``params``) on a
-        pooled connection and no ORM session: the hot read path.
-
-        On PostgreSQL the statement is compiled once and run by the driver itself
-        (asyncpg), which skips SQLAlchemy's per-execution work; columns must then be
-        of types the driver returns as is (UUID, text, numbers, timestamptz, JSON).
-        """
+        pooled connection and no ORM session: the hot read path (see ``_driver``)."""
         async with self._read_engine.connect() as conn:
             if self.dialect != "postgresql":
                 row = (await conn.execute(statement, params)).mappings().first()
                 return None if row is None else dict(row)
-            compiled = self._compiled.get(statement)
-            if compiled is None:
-                done = statement.compile(dialect=self.engine.dialect)
-                compiled = self._compiled[statement] = (done.string, tuple(done.positiontup or ()))
-            raw = await conn.get_raw_connection()
-            record = await raw.driver_connection.fetchrow(  # type: ignore[union-attr]
-                compiled[0], *(params[name] for name in compiled[1])
-            )
-            return None if record is None else dict(record)
+            rows = await self._driver(conn, statement, params)
+            return rows[0] if rows else None
 
-    async def write_together(self, *statements: Insert) -> None:
-        """INSERTs that land together or not at all: on PostgreSQL ONE statement (the
-        inserts as data-modifying CTEs, in autocommit: one round trip, no BEGIN and
-        COMMIT); elsewhere one transaction. A constraint violation undoes them all."""
+    async def _driver(
+        self, conn: AsyncConnection, statement: Select[Any], params: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        """PostgreSQL: ``statement`` compiled once (kept by statement) and run by the
+        driver itself (asyncpg), with the bind and result processing of its types but
+        none of SQLAlchemy's per-execution work: for statements built once (module
+        constants, or cached by shape) on hot paths."""
+        plan = self._plans.get(statement)
+        if plan is None:
+            plan = self._plans[statement] = _DriverPlan.of(statement, self.engine.dialect)
+        raw = await conn.get_raw_connection()
+        records = await raw.driver_connection.fetch(plan.sql, *plan.args(params))  # type: ignore[union-attr]
+        return [plan.row(record) for record in records]
+
+    async def write_together(self, *rows: tuple[Table, Mapping[str, Any]]) -> None:
+        """Rows (table, values; ``rows_of`` for mapped objects) that land together or
+        not at all: on PostgreSQL ONE statement (the inserts as data-modifying CTEs, in
+        autocommit: one round trip, no BEGIN and COMMIT), built and compiled once a
+        shape; elsewhere one transaction. A constraint violation undoes them all."""
         if self.dialect == "postgresql":
-            combined = select(literal(1)).add_cte(
-                *(statement.cte(f"write_{n}") for n, statement in enumerate(statements))
-            )
             async with self._autocommit_engine.connect() as conn:
-                await conn.execute(combined)
+                await self._driver(conn, _together(_shape(rows)), _row_params(rows))
             return
         async with self.session() as session:
-            for statement in statements:
-                await session.execute(statement)
+            for table, values in rows:
+                await session.execute(insert(table).values(**values))
 
-    async def write_if(self, guard: Update, *rows: tuple[Table, dict[str, Any]]) -> Row[Any] | None:
-        """``guard`` (a conditional UPDATE ... RETURNING) and, only when it matched, the
-        ``rows`` (table, values) inserted: on PostgreSQL ONE statement in autocommit
-        (each insert selects from the guard's CTE), elsewhere one transaction. The
-        guard's row, or None when it matched nothing (and nothing was written)."""
+    async def write_if(
+        self,
+        guard: Update,
+        params: Mapping[str, Any],
+        *rows: tuple[Table, Mapping[str, Any]],
+    ) -> Mapping[str, Any] | None:
+        """``guard`` (a conditional UPDATE ... RETURNING, built once: its values are
+        ``bindparam``s filled from ``params``) and, only when it matched, the ``rows``
+        (table, values) inserted: on PostgreSQL ONE statement in autocommit (each insert
+        selects from the guard's CTE), elsewhere one transaction. The guard's row, or
+        None when it matched nothing (and nothing was written)."""
         if self.dialect == "postgresql":
             async with self._autocommit_engine.connect() as conn:
-                matched: Row[Any] | None = (await conn.execute(_guarded(guard, rows))).first()
-                return matched
+                found = await self._driver(
+                    conn, _guarded(guard, _shape(rows)), _row_params(rows, params)
+                )
+                return found[0] if found else None
         async with self.session() as session:
-            return await write_if_in(session, guard, *rows)
+            return await write_if_in(session, guard, params, *rows)
 
     async def run_statement(self, sql: str, *args: Any) -> list[Mapping[str, Any]]:
         """PostgreSQL only: one SQL statement (``$1``-style parameters) run by the driver

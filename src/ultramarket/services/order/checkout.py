@@ -23,10 +23,10 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
-from ultramarket.core.db import columns_of, inserts_of
+from ultramarket.core.db import columns_of, rows_of
 from ultramarket.core.errors import (
     ERROR_CLASSES,
     Conflict,
@@ -74,6 +74,22 @@ from ultramarket.services.payment.schemas import PaymentRead
 # Crockford-style alphabet without 0/O/1/I: numbers read aloud over the phone.
 NUMBER_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
 COUPON_STATUS = {"COUPON_NOT_FOUND": 404, "COUPON_EXHAUSTED": 409, "COUPON_USER_LIMIT": 409}
+
+# ``pending`` -> ``confirmed`` and paid, only from ``pending``: built once, its values bound.
+CONFIRM = (
+    update(ORDER)
+    .where(ORDER.c.id == bindparam("order_id"), ORDER.c.status == "pending")
+    .values(
+        status="confirmed",
+        payment_status="paid",
+        payment_id=bindparam("new_payment_id"),
+        paid_amount=ORDER.c.total_amount,
+        on_hold=False,
+        confirmed_at=bindparam("new_confirmed_at"),
+        updated_at=bindparam("new_updated_at"),
+    )
+    .returning(*ORDER.c)
+)
 
 
 def replayed_error(failure: dict[str, Any]) -> DomainError:
@@ -328,7 +344,7 @@ class Checkout(Flow):
                 )
             try:
                 # The order, its lines, its first history row (and note) in one write.
-                await self.parts.db.write_together(*inserts_of(*rows))
+                await self.parts.db.write_together(*rows_of(*rows))
                 self.lines = lines
                 self.opened_at = now
                 return order
@@ -516,25 +532,20 @@ class Checkout(Flow):
             )
             after.append((publisher.tables.outbox, publisher.outbox_row(event)))
         row = await self.parts.db.write_if(
-            update(ORDER)
-            .where(ORDER.c.id == order.id, ORDER.c.status == "pending")
-            .values(
-                status="confirmed",
-                payment_status="paid",
-                payment_id=payment.id,
-                paid_amount=ORDER.c.total_amount,
-                on_hold=False,
-                confirmed_at=now,
-                updated_at=now,
-            )
-            .returning(*ORDER.c),
+            CONFIRM,
+            {
+                "order_id": order.id,
+                "new_payment_id": payment.id,
+                "new_confirmed_at": now,
+                "new_updated_at": now,
+            },
             *after,
         )
         if row is None:
             return False
         if publisher is not None:
             self.parts.db.outbox_written(publisher.tables.service)
-        self.confirmed = confirmed = Order(**row._mapping)
+        self.confirmed = confirmed = Order(**row)
         ORDERS.labels("confirmed").inc()
         REVENUE.labels(confirmed.currency).inc(confirmed.total_amount)
         return True

@@ -14,14 +14,39 @@ import json
 import uuid
 from typing import Any
 
-from sqlalchemy import Update, select, update
+from sqlalchemy import Insert, Update, bindparam, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ultramarket.core.db import adopt, columns_of, insert_for, utcnow, write_if_in
+from ultramarket.core.db import adopt, columns_of, utcnow, write_if_in
 from ultramarket.core.errors import ERROR_CLASSES, Conflict, DomainError
 from ultramarket.services.payment.models import IdempotencyRecord
 
 RECORD = IdempotencyRecord.__table__
+
+# Statements built once, their values bound (``claim_*``, ``answer_*``).
+_CLAIM_VALUES = {
+    "id": bindparam("claim_id"),
+    "scope": bindparam("claim_scope"),
+    "owner": bindparam("claim_owner"),
+    "key": bindparam("claim_key"),
+    "request_hash": bindparam("claim_hash"),
+    "created_at": bindparam("claim_at"),
+}
+# The claim of a key: an INSERT that does nothing (and returns no row) when it is taken.
+CLAIM: dict[str, Insert] = {
+    name: dialect_insert(RECORD)
+    .values(_CLAIM_VALUES)
+    .on_conflict_do_nothing(index_elements=["scope", "owner", "key"])
+    .returning(RECORD.c.id)
+    for name, dialect_insert in (("postgresql", postgresql_insert), ("sqlite", sqlite_insert))
+}
+ANSWER = (
+    update(RECORD)
+    .where(RECORD.c.id == bindparam("answer_id"))
+    .values(status_code=bindparam("answer_status"), response=bindparam("answer_body"))
+)
 
 
 class KeyUnfinished(Exception):
@@ -94,45 +119,41 @@ class Idempotency:
         # the write lock (SQLite), then finds the finished record.
         claimed = await write_if_in(
             self.session,
-            insert_for(self.session, RECORD)
-            .values(
-                id=uuid.uuid4(),
-                scope=self.scope,
-                owner=self.owner,
-                key=self.key,
-                request_hash=self.hash,
-                created_at=utcnow(),
-            )
-            .on_conflict_do_nothing(index_elements=["scope", "owner", "key"])
-            .returning(RECORD.c.id),
+            CLAIM[self.session.get_bind().dialect.name],
+            {
+                "claim_id": uuid.uuid4(),
+                "claim_scope": self.scope,
+                "claim_owner": self.owner,
+                "claim_key": self.key,
+                "claim_hash": self.hash,
+                "claim_at": utcnow(),
+            },
             *([] if row is None else [(row.__table__, columns_of(row))]),
         )
         if claimed is None:
             found = await self._find()
             assert found is not None  # the conflicting record is committed
             return self._replay(found)
-        self._id = claimed[0]
+        self._id = claimed["id"]
         if row is not None:
             adopt(self.session, row)
         return None
 
-    def answer(self, status: int, body: dict[str, Any]) -> Update | None:
-        """The statement that records the answer to the key (None without a key), for
-        the caller to run within another write; then ``answered()``."""
+    def answer(self, status: int, body: dict[str, Any]) -> tuple[Update, dict[str, Any]] | None:
+        """The statement (with its params) that records the answer to the key (None
+        without a key), for the caller to run within another write; then ``answered()``."""
         if self._id is None:
             return None
-        return (
-            update(RECORD).where(RECORD.c.id == self._id).values(status_code=status, response=body)
-        )
+        return ANSWER, {"answer_id": self._id, "answer_status": status, "answer_body": body}
 
     def answered(self) -> None:
         """The answer went in with another write: ``finish`` has nothing left to do."""
         self._id = None
 
     async def finish(self, status: int, body: dict[str, Any]) -> None:
-        statement = self.answer(status, body)
-        if statement is not None:
-            await self.session.execute(statement)
+        answer = self.answer(status, body)
+        if answer is not None:
+            await self.session.execute(*answer)
 
     async def fail(self, error: DomainError) -> None:
         await self.finish(

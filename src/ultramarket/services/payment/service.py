@@ -19,9 +19,10 @@ import logging
 import uuid
 from collections import defaultdict
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import Update, bindparam, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -60,6 +61,20 @@ from ultramarket.services.payment.providers.wallet import WalletProvider
 
 log = logging.getLogger("ultramarket.payment")
 PAY = Payment.__table__
+
+
+@lru_cache(maxsize=64)
+def _move(expected: tuple[str, ...], keys: tuple[str, ...]) -> Update:
+    """The conditional UPDATE of a payment from one of ``expected`` setting ``keys``,
+    built once a shape: its values bound as ``payment_id`` and ``new_<key>``."""
+    return (
+        update(PAY)
+        .where(PAY.c.id == bindparam("payment_id"), or_(*(PAY.c.status == x for x in expected)))
+        .values({key: bindparam(f"new_{key}") for key in keys})
+        .returning(PAY.c.id)
+    )
+
+
 REFUND = PaymentRefund.__table__
 REFUNDABLE = ("succeeded", "partially_refunded")
 
@@ -164,10 +179,8 @@ class PaymentService:
             recorded = self._answering.answer(201, body)
         moved = await write_if_in(
             self.session,
-            update(PAY)
-            .where(PAY.c.id == payment.id, PAY.c.status.in_(expected))
-            .values(**values)
-            .returning(PAY.c.id),
+            _move(expected, tuple(values)),
+            {"payment_id": payment.id, **{f"new_{k}": v for k, v in values.items()}},
             *rows,
             updates=[recorded] if recorded is not None else [],
         )
