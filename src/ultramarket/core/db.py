@@ -18,6 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import (
     JSON,
     DateTime,
@@ -39,7 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Compiled, Dialect
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -49,6 +50,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, make_transient_to_detached, mapped_column
 from sqlalchemy.pool import NullPool
+from sqlalchemy.sql.compiler import SQLCompiler
 
 log = logging.getLogger("ultramarket.db")
 
@@ -281,7 +283,7 @@ class _DriverPlan:
     """A statement compiled once for the driver: its SQL, the order of its parameters
     with their types' bind processors, and its result columns' processors."""
 
-    compiled: Compiled
+    compiled: SQLCompiler
     sql: str
     names: tuple[str, ...]
     binds: tuple[Callable[[Any], Any] | None, ...]
@@ -303,6 +305,21 @@ class _DriverPlan:
                 _result_processor(column.type, dialect) for column in statement.selected_columns
             ),
         )
+
+    def bound(self, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
+        """The SQL and its arguments for ``params``. A statement with expanding
+        parameters (``IN`` a list) is expanded for the lengths of their lists."""
+        if self.compiled.post_compile_params:
+            state = self.compiled.construct_expanded_state(dict(params))
+            processors = state.processors
+            values = [
+                processors[name](value) if name in processors else value
+                for name, value in zip(
+                    state.positiontup or (), state.positional_parameters, strict=True
+                )
+            ]
+            return state.statement, values
+        return self.sql, self.args(params)
 
     def args(self, params: Mapping[str, Any]) -> list[Any]:
         values = self.compiled.construct_params(dict(params)) or {}
@@ -424,12 +441,17 @@ class Database:
     async def fetch_one(self, statement: Select[Any], **params: Any) -> Mapping[str, Any] | None:
         """One row of a Core ``select`` (with ``bindparam``s filled from ``params``) on a
         pooled connection and no ORM session: the hot read path (see ``_driver``)."""
+        rows = await self.fetch_all(statement, **params)
+        return rows[0] if rows else None
+
+    async def fetch_all(self, statement: Select[Any], **params: Any) -> list[dict[str, Any]]:
+        """The rows of a Core ``select`` built once (``bindparam``s filled from
+        ``params``, expanding ones too), as dicts, on a pooled connection and no ORM
+        session: the hot read path (see ``_driver``)."""
         async with self._read_engine.connect() as conn:
             if self.dialect != "postgresql":
-                row = (await conn.execute(statement, params)).mappings().first()
-                return None if row is None else dict(row)
-            rows = await self._driver(conn, statement, params)
-            return rows[0] if rows else None
+                return [dict(row) for row in (await conn.execute(statement, params)).mappings()]
+            return await self._driver(conn, statement, params)
 
     async def _driver(
         self, conn: AsyncConnection, statement: Select[Any], params: Mapping[str, Any]
@@ -437,12 +459,19 @@ class Database:
         """PostgreSQL: ``statement`` compiled once (kept by statement) and run by the
         driver itself (asyncpg), with the bind and result processing of its types but
         none of SQLAlchemy's per-execution work: for statements built once (module
-        constants, or cached by shape) on hot paths."""
+        constants, or cached by shape) on hot paths. Errors are SQLAlchemy's, as on its
+        own path (a constraint violated is an ``IntegrityError``)."""
         plan = self._plans.get(statement)
         if plan is None:
             plan = self._plans[statement] = _DriverPlan.of(statement, self.engine.dialect)
+        sql, args = plan.bound(params)
         raw = await conn.get_raw_connection()
-        records = await raw.driver_connection.fetch(plan.sql, *plan.args(params))  # type: ignore[union-attr]
+        try:
+            records = await raw.driver_connection.fetch(sql, *args)  # type: ignore[union-attr]
+        except asyncpg.IntegrityConstraintViolationError as error:
+            raise exc.IntegrityError(sql, None, error) from error
+        except asyncpg.PostgresError as error:
+            raise exc.DBAPIError(sql, None, error) from error
         return [plan.row(record) for record in records]
 
     async def write_together(self, *rows: tuple[Table, Mapping[str, Any]]) -> None:

@@ -85,7 +85,7 @@ _PICK = {
 _VERDICT = f"""
 ), locked AS (
     SELECT i.id, i.on_hand, i.reserved
-      FROM {ITEM} i WHERE i.id IN (SELECT id FROM pick) ORDER BY i.id FOR UPDATE
+      FROM {ITEM} i WHERE i.id = ANY(ARRAY(SELECT id FROM pick)) ORDER BY i.id FOR UPDATE
 ), verdict AS (
     SELECT count(DISTINCT p.id) = cardinality($2::int[])
            AND bool_and(l.on_hand - l.reserved >= p.quantity) AS ok
@@ -145,14 +145,14 @@ WITH res AS (
     SELECT l.item_id, l.variant_id, l.quantity, l.returned
       FROM {LINE} l JOIN res ON l.reservation_id = res.id
 ), locked AS (
-    SELECT i.id FROM {ITEM} i WHERE i.id IN (SELECT item_id FROM lines)
+    SELECT i.id FROM {ITEM} i WHERE i.id = ANY(ARRAY(SELECT item_id FROM lines))
      ORDER BY i.id FOR UPDATE
 ), per_item AS (
     SELECT item_id, sum(quantity)::int AS quantity FROM lines GROUP BY item_id
 ), upd AS (
     UPDATE {ITEM} i
        SET on_hand = i.on_hand - p.quantity, reserved = i.reserved - p.quantity, updated_at = $2
-      FROM per_item p WHERE i.id = p.item_id AND i.id IN (SELECT id FROM locked)
+      FROM per_item p WHERE i.id = p.item_id AND i.id = ANY(ARRAY(SELECT id FROM locked))
 ), moves AS (
     INSERT INTO {MOVE}
            (id, item_id, delta_on_hand, delta_reserved, reason, actor, reference, created_at)

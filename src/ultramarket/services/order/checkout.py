@@ -63,6 +63,7 @@ from ultramarket.services.order.models import Order, OrderItem, OrderNote, Order
 from ultramarket.services.order.service import (
     HISTORY,
     ORDER,
+    ORDER_BY_KEY,
     OrderService,
     actor_of,
     allocate,
@@ -125,10 +126,9 @@ class Checkout(Flow):
         user_id = principal.user_id
         digest = body_hash(body)
         if key is not None:
-            async with self.rx() as orders:
-                existing = await orders.by_key(user_id, key)
+            existing = await self.parts.db.fetch_one(ORDER_BY_KEY, user_id=user_id, key=key)
             if existing is not None:
-                return await self._replay(existing.id, digest), False
+                return await self._replay(existing["id"], digest), False
 
         shipping = await self._shipping_address(user_id, body)
         quote = await self.parts.cart.checkout_quote(
@@ -144,10 +144,9 @@ class Checkout(Flow):
         order = await self._create(principal, body, key, digest, quote, shipping)
         if order is None:  # a concurrent retry with the same key created it first
             assert key is not None
-            async with self.rx() as orders:
-                existing = await orders.by_key(user_id, key)
+            existing = await self.parts.db.fetch_one(ORDER_BY_KEY, user_id=user_id, key=key)
             assert existing is not None
-            return await self._replay(existing.id, digest), False
+            return await self._replay(existing["id"], digest), False
         self.fault("after_create")
 
         try:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ultramarket.core.db import utcnow
@@ -35,6 +35,10 @@ from ultramarket.services.order.models import (
 ORDER = Order.__table__
 ITEM = OrderItem.__table__
 HISTORY = OrderStatusChange.__table__
+# The order a user's Idempotency-Key placed: built once (``Database.fetch_one``).
+ORDER_BY_KEY = select(ORDER.c.id).where(
+    ORDER.c.user_id == bindparam("user_id"), ORDER.c.idempotency_key == bindparam("key")
+)
 NOTE = OrderNote.__table__
 REFUND = OrderRefund.__table__
 

@@ -243,11 +243,11 @@ async def new_arrivals(
     summary="Variants by id, for carts and orders (services and MANAGER+)",
 )
 async def lookup_variants(
-    body: s.VariantLookupRequest, session: ReadSession, principal: CurrentPrincipal
+    body: s.VariantLookupRequest, container: ContainerDep, principal: CurrentPrincipal
 ) -> Envelope[list[s.VariantInfo]]:
     if not principal.is_staff():
         raise Forbidden("Services and staff only")
-    rows = await session.execute(repo.VARIANTS_BY_ID, {"ids": body.variant_ids})
+    rows = await container.db("product").fetch_all(repo.VARIANTS_BY_ID, ids=body.variant_ids)
     return Envelope(
         data=[
             s.VariantInfo(
@@ -263,7 +263,7 @@ async def lookup_variants(
                 weight_grams=r["weight_grams"],
                 available=r["available"],
             )
-            for r in rows.mappings()
+            for r in rows
         ]
     )
 
