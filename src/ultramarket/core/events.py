@@ -164,6 +164,19 @@ class HandlerContext:
 Handler = Callable[[HandlerContext], Awaitable[None]]
 
 
+@dataclass
+class BatchContext:
+    """The events a batch handler takes at once: those of a batch its inbox claimed,
+    in the order they occurred, in one unit of work."""
+
+    envelopes: list[EventEnvelope]
+    session: AsyncSession
+    services: Any
+
+
+BatchHandler = Callable[[BatchContext], Awaitable[None]]
+
+
 @dataclass(frozen=True)
 class Subscription:
     service: str  # the consuming service: its database and inbox
@@ -173,6 +186,8 @@ class Subscription:
     # False for a handler with effects outside its unit of work (a mail sent): in a
     # batch that fails part-way, the events before the failure would run it again.
     batch: bool = True
+    # Set for a handler that takes a whole batch at once (``batch_subscriptions``).
+    batch_handler: BatchHandler | None = None
 
 
 def subscription(
@@ -180,6 +195,20 @@ def subscription(
 ) -> Subscription:
     name = f"{service}:{handler.__module__}.{handler.__qualname__}"
     return Subscription(service, event.type, handler, name, batch)
+
+
+def batch_subscriptions(
+    service: str, events: Iterable[type[Event]], handler: BatchHandler
+) -> list[Subscription]:
+    """``handler`` takes the events of ``events`` types a batch brings (one call for all,
+    in the order they occurred; one event at a time when delivered alone): for work that
+    folds many events into one write (the last figure of each variant, sums)."""
+    name = f"{service}:{handler.__module__}.{handler.__qualname__}"
+
+    async def one(ctx: HandlerContext) -> None:
+        await handler(BatchContext([ctx.envelope], ctx.session, ctx.services))
+
+    return [Subscription(service, e.type, one, name, True, handler) for e in events]
 
 
 class DeliveryFailed(Exception):
@@ -291,6 +320,11 @@ class Dispatcher:
                     .returning(tables.inbox.c.event_id)
                 )
             )
+            if sub.batch_handler is not None:
+                taken = [envelope for envelope in envelopes if envelope.id in claimed]
+                if taken:
+                    await sub.batch_handler(BatchContext(taken, session, self.services))
+                return len(claimed)
             for envelope in envelopes:
                 if envelope.id not in claimed:
                     continue

@@ -3,9 +3,9 @@ import uuid
 from product_helpers import API, CATEGORIES, assert_error, category, create, ok, variant
 
 from ultramarket.core.db import utcnow
-from ultramarket.core.events import EventEnvelope, HandlerContext
+from ultramarket.core.events import BatchContext, EventEnvelope
 from ultramarket.services.inventory.events import BackInStock, OutOfStock, StockChanged
-from ultramarket.services.product.handlers import on_stock_event
+from ultramarket.services.product.handlers import on_stock_events
 
 
 async def seed(client, manager):
@@ -139,7 +139,7 @@ async def stock_event(container, kind, variant_id, available):
         data=event.model_dump(mode="json"),
     )
     async with container.db("product").session() as session:
-        await on_stock_event(HandlerContext(envelope, session, container))
+        await on_stock_events(BatchContext([envelope], session, container))
 
 
 async def test_inventory_events_update_availability_and_in_stock(client, make_user, container):

@@ -8,9 +8,9 @@ import uuid
 from product_helpers import API, create, ok
 
 from ultramarket.core.db import utcnow
-from ultramarket.core.events import EventEnvelope, HandlerContext
+from ultramarket.core.events import BatchContext, EventEnvelope
 from ultramarket.services.inventory.events import StockChanged
-from ultramarket.services.product.handlers import on_stock_event
+from ultramarket.services.product.handlers import on_stock_events
 from ultramarket.services.product.service import ProductService, StockChange
 
 
@@ -46,7 +46,7 @@ async def test_only_a_flip_drops_cached_listings(client, container, make_user):
             data=event.model_dump(mode="json"),
         )  # fmt: skip
         async with container.db("product").session() as session:
-            await on_stock_event(HandlerContext(envelope, session, container))
+            await on_stock_events(BatchContext([envelope], session, container))
 
     def ids(page: list[dict]) -> list[str]:
         return [p["id"] for p in page]

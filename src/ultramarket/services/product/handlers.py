@@ -11,21 +11,29 @@ delivered out of order may briefly show an older figure until the next stock eve
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 
 from ultramarket.core.db import after_commit
-from ultramarket.core.events import HandlerContext, Subscription, subscription
+from ultramarket.core.events import BatchContext, Subscription, batch_subscriptions
 from ultramarket.services.inventory import events as inventory_events
 from ultramarket.services.order import events as order_events
 from ultramarket.services.product.repository import CACHE_PREFIX
 from ultramarket.services.product.service import ProductService, StockChange
 
 
-async def on_stock_event(ctx: HandlerContext) -> None:
-    event = inventory_events.StockEvent.model_validate(ctx.envelope.data)
-    change = await ProductService(ctx.session).record_stock(
-        event.variant_id, event.variant_available
-    )
-    if change is StockChange.FLIPPED:
+async def on_stock_events(ctx: BatchContext) -> None:
+    """The stock mirror: each variant's last figure in the batch, one UPDATE a variant
+    (a hot variant's hundred reservations in a batch are one write)."""
+    latest: dict[uuid.UUID, int] = {}
+    for envelope in ctx.envelopes:  # in the order they occurred: the last figure wins
+        event = inventory_events.StockEvent.model_validate(envelope.data)
+        latest[event.variant_id] = event.variant_available
+    products = ProductService(ctx.session)
+    flipped = False
+    for variant_id in sorted(latest):  # in id order: concurrent batches lock alike
+        change = await products.record_stock(variant_id, latest[variant_id])
+        flipped = flipped or change is StockChange.FLIPPED
+    if flipped:
         # Which products a listing (and the in_stock filter) shows changed: drop the pages
         # at once. A count that merely moved shows in cached pages until their short TTL
         # runs out, so reservation traffic does not empty the catalog cache;
@@ -34,33 +42,43 @@ async def on_stock_event(ctx: HandlerContext) -> None:
         after_commit(ctx.session, lambda: cache.invalidate_prefix(CACHE_PREFIX))
 
 
-async def on_order_confirmed(ctx: HandlerContext) -> None:
-    """Confirmed lines count towards ``sales_count`` (the inbox makes a redelivery a
-    no-op, so each order counts once)."""
-    event = order_events.OrderConfirmed.model_validate(ctx.envelope.data)
-    await _record(ctx, {line.variant_id: line.quantity for line in event.items}, sign=1)
+async def on_order_events(ctx: BatchContext) -> None:
+    """Best-seller counters: confirmed lines count towards ``sales_count``; a cancelled
+    order that had been confirmed no longer does. The batch's sums go in as one
+    statement (the inbox makes a redelivery a no-op, so each order counts once).
 
-
-async def on_order_cancelled(ctx: HandlerContext) -> None:
-    """A cancelled order that had been confirmed no longer counts as sold."""
-    event = order_events.OrderCancelled.model_validate(ctx.envelope.data)
-    if event.was_confirmed:
-        await _record(ctx, {line.variant_id: line.quantity for line in event.items}, sign=-1)
-
-
-async def _record(ctx: HandlerContext, quantities: dict[uuid.UUID, int], *, sign: int) -> None:
-    # No cache invalidation: every order would empty the catalogue cache. Best-seller
-    # order shows in cached pages once their short TTL runs out, as stock counts do.
+    No cache invalidation: every order would empty the catalogue cache. Best-seller
+    order shows in cached pages once their short TTL runs out, as stock counts do."""
+    sold: defaultdict[uuid.UUID, int] = defaultdict(int)
+    for envelope in ctx.envelopes:
+        if envelope.type == order_events.OrderConfirmed.type:
+            confirmed = order_events.OrderConfirmed.model_validate(envelope.data)
+            for line in confirmed.items:
+                sold[line.variant_id] += line.quantity
+        else:
+            cancelled = order_events.OrderCancelled.model_validate(envelope.data)
+            if cancelled.was_confirmed:
+                for line in cancelled.items:
+                    sold[line.variant_id] -= line.quantity
     await ProductService(ctx.session).record_sales(
-        {variant: sign * units for variant, units in quantities.items()}
+        {variant: units for variant, units in sold.items() if units}
     )
 
 
 def subscriptions() -> list[Subscription]:
     return [
-        subscription("product", order_events.OrderConfirmed, on_order_confirmed),
-        subscription("product", order_events.OrderCancelled, on_order_cancelled),
-        subscription("product", inventory_events.StockChanged, on_stock_event),
-        subscription("product", inventory_events.OutOfStock, on_stock_event),
-        subscription("product", inventory_events.BackInStock, on_stock_event),
+        *batch_subscriptions(
+            "product",
+            (order_events.OrderConfirmed, order_events.OrderCancelled),
+            on_order_events,
+        ),
+        *batch_subscriptions(
+            "product",
+            (
+                inventory_events.StockChanged,
+                inventory_events.OutOfStock,
+                inventory_events.BackInStock,
+            ),
+            on_stock_events,
+        ),
     ]
