@@ -139,7 +139,9 @@ SELECT u.id, u.variant_id, u.sku, u.warehouse_id, u.on_hand, u.reserved,
 _COMMIT_SQL = f"""
 WITH res AS (
     UPDATE {RES} SET status = 'committed', closed_at = $2, updated_at = $2
-     WHERE key = $1 AND status = 'active' AND expires_at > $2
+     -- By its key's unique index: a generic plan may prefer (status, expires_at), which
+     -- walks every dead 'active' version that committed reservations leave behind.
+     WHERE id = (SELECT id FROM {RES} WHERE key = $1) AND status = 'active' AND expires_at > $2
  RETURNING id, key, expires_at, created_at
 ), lines AS (
     SELECT l.item_id, l.variant_id, l.quantity, l.returned
