@@ -136,6 +136,10 @@ class PaymentSettings(BaseModel):
     paypal_client_secret: SecretStr | None = None
     paypal_webhook_id: str | None = None
     provider_timeout_seconds: float = 10.0
+    # A payment whose provider has not answered (``processing``) for this long is failed
+    # (decline code ``provider_unreachable``) so its order ends; a charge the provider
+    # reports later is refunded at once.
+    processing_give_up_hours: float = 24.0
     fraud_enabled: bool = True
     fraud_window_minutes: int = 10
     fraud_velocity_max: int = 5  # payments per user per window

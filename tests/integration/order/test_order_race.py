@@ -12,6 +12,7 @@ stack, each its own units of work) on SQLite and on PostgreSQL:
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -38,8 +39,11 @@ from ultramarket.services.inventory.service import release_expired
 from ultramarket.services.order.flows import FAULTS_KEY, SimulatedCrash
 from ultramarket.services.order.models import Order
 from ultramarket.services.order.sweeper import sweep
+from ultramarket.services.payment.models import Payment, PaymentRefund
 from ultramarket.services.payment.providers import providers_of
-from ultramarket.services.payment.service import resume_processing
+from ultramarket.services.payment.providers.base import WebhookEvent
+from ultramarket.services.payment.providers.test import TestProvider
+from ultramarket.services.payment.service import PaymentService, resume_processing
 
 
 async def order_counts(container: Container) -> dict[str, int]:
@@ -258,3 +262,62 @@ async def test_a_long_provider_outage_is_settled_by_the_payment_and_order_sweepe
     assert final["status"] == "confirmed"
     assert [p["status"] for p in await payments_of(client, manager, order["id"])] == ["succeeded"]
     assert (await stock(container, v["variant_id"]))["on_hand"] == 4
+
+
+async def test_a_provider_that_never_answers_is_given_up_and_a_late_charge_refunded(
+    client, container, drain, make_user, monkeypatch
+):
+    """The card provider never answers: past ``processing_give_up_hours`` the payment
+    sweeper fails the payment, the order sweeper ends the order and gives the stock back,
+    a retry with the key is refused. When the provider reports the charge after all, the
+    money goes back at once."""
+    manager, v, user = await shop(client, container, drain, make_user, units=5)
+    flaky_card_provider(monkeypatch, failures=10**6)
+    body = checkout_body([(v["variant_id"], 2)])
+    stalled = await checkout(client, user, body, key="never-answered")
+    assert_error(stalled, 503, "PAYMENT_PROCESSING")
+    [order] = ok(await client.get(ORDERS, headers=user.headers))
+
+    payments = (
+        container.db("payment"), container.publisher("payment"), providers_of(container),
+        container.settings.payments,
+    )  # fmt: skip
+    # Within the deadline the sweeper keeps asking; nothing is given up.
+    assert await resume_processing(*payments, now=utcnow() + timedelta(hours=23)) == 0
+    [payment] = await payments_of(client, manager, order["id"])
+    assert payment["status"] == "processing"
+
+    later = utcnow() + timedelta(hours=25)
+    assert await resume_processing(*payments, now=later) == 1
+    [payment] = await payments_of(client, manager, order["id"])
+    assert (payment["status"], payment["decline_code"]) == ("failed", "provider_unreachable")
+    assert (await sweep(container, clock=lambda: later))["reconciled"] == 1
+    final = ok(await client.get(f"{ORDERS}/{order['id']}", headers=user.headers))
+    assert final["status"] == "payment_failed"
+    left = await stock(container, v["variant_id"])
+    assert (left["on_hand"], left["reserved"]) == (5, 0)
+    retried = await checkout(client, user, body, key="never-answered")
+    assert_error(retried, 402, "PAYMENT_FAILED")
+    assert retried.json()["error"]["details"][0]["decline_code"] == "provider_unreachable"
+
+    # The provider's late news of the charge: refunded in full, once (twice delivered).
+    async def late_news(self: Any, payload: bytes, headers: Any) -> WebhookEvent:
+        return WebhookEvent(
+            id=payload.decode(), type="charge.succeeded", payload={}, provider_ref="ch_late",
+            outcome="succeeded", payment_id=payment["id"],
+        )  # fmt: skip
+
+    monkeypatch.setattr(TestProvider, "verify_webhook", late_news)
+    for event_id in (b"evt_1", b"evt_2"):
+        async with container.db("payment").session() as session:
+            service = PaymentService(
+                session, container.publisher("payment"), providers_of(container),
+                container.settings.payments, actor="webhook",
+            )  # fmt: skip
+            await service.webhook("test", event_id, {})
+    [payment] = await payments_of(client, manager, order["id"])
+    assert (payment["status"], payment["refunded_amount"]) == ("refunded", payment["amount"])
+    async with container.db("payment").read_session() as session:
+        charged = await session.get_one(Payment, uuid.UUID(payment["id"]))
+        refunds = list(await session.scalars(select(PaymentRefund)))
+    assert [(r.amount, r.status) for r in refunds] == [(charged.amount, "succeeded")]

@@ -32,6 +32,7 @@ from ultramarket.core.errors import (
     Conflict,
     DomainError,
     NotFound,
+    PaymentFailed,
     Unavailable,
     ValidationFailed,
 )
@@ -677,17 +678,21 @@ class Checkout(Flow):
             except DomainError:
                 pass  # settled by the refusal itself (refunded, order ended)
             return
+        if payment is not None and payment.status == "processing":
+            raise Unavailable("The payment is still processing", code="PAYMENT_PROCESSING")
+        if payment is not None and payment.status == "failed":
+            # Declined, or given up after its provider never answered: a retry is told so.
+            declined = PaymentFailed(
+                "The payment failed",
+                details=[{"decline_code": payment.decline_code, "payment_id": str(payment.id)}],
+            )
+            await self._abort(order, declined, "payment_failed")
+            return
         error = Conflict(
             "The checkout did not finish in time; nothing was charged",
             code="CHECKOUT_TIMEOUT",
         )
-        if payment is not None and payment.status == "processing":
-            raise Unavailable("The payment is still processing", code="PAYMENT_PROCESSING")
-        await self._abort(
-            order,
-            error,
-            "payment_failed" if payment is not None and payment.status == "failed" else "cancelled",
-        )
+        await self._abort(order, error, "cancelled")
 
     async def _find_payment(self, order: Order) -> PaymentRead | None:
         if order.payment_id is not None:

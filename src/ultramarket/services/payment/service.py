@@ -77,6 +77,8 @@ def _move(expected: tuple[str, ...], keys: tuple[str, ...]) -> Update:
 
 REFUND = PaymentRefund.__table__
 REFUNDABLE = ("succeeded", "partially_refunded")
+# The decline code of a payment given up after its provider never answered.
+PROVIDER_UNREACHABLE = "provider_unreachable"
 
 
 class PaymentNotFound(NotFound):
@@ -287,6 +289,11 @@ class PaymentService:
             return await self._create(payment, body, ip=None, key=key)
         if payment.status == "processing":
             await self.resume(payment)
+        if payment.status == "failed":  # given up meanwhile: the retry is told so
+            raise PaymentDeclined(
+                payment.failure_message or None,
+                details=[{"decline_code": payment.decline_code, "payment_id": str(payment.id)}],
+            )
         return s.PaymentRead.of(payment)
 
     def _new_payment(
@@ -381,6 +388,23 @@ class PaymentService:
             ),
             key,
             authorize_only=payment.review_required or not payment.capture,
+        )
+
+    async def give_up(self, payment: Payment) -> bool:
+        """The sweeper, past ``processing_give_up_hours``: a payment its provider never
+        answered about is failed, so the order behind it ends (the order sweeper gives
+        its stock back). Should the provider report the charge later, its webhook gets
+        the money refunded (``_return_late_charge``). False if it left ``processing``."""
+        hours = self.settings.processing_give_up_hours
+        return await self._transition(
+            payment,
+            ("processing",),
+            then=events.PaymentFailed(
+                **self._event_fields(payment), decline_code=PROVIDER_UNREACHABLE
+            ),
+            status="failed",
+            decline_code=PROVIDER_UNREACHABLE,
+            failure_message=f"The payment provider did not answer for {hours:g} hours",
         )
 
     async def _call_provider(
@@ -663,6 +687,8 @@ class PaymentService:
                 succeeded_at=utcnow(),
             ):
                 await self._succeeded(payment)
+            elif payment.status == "failed" and payment.decline_code == PROVIDER_UNREACHABLE:
+                await self._return_late_charge(payment)
         elif outcome == "failed":
             if await self._transition(
                 payment, ("processing",), status="failed", decline_code=decline or "declined"
@@ -670,6 +696,32 @@ class PaymentService:
                 await self._failed(payment)
         elif outcome == "canceled":
             await self._transition(payment, ("requires_capture", "processing"), status="canceled")
+
+    async def _return_late_charge(self, payment: Payment) -> None:
+        """The provider took the money after we had given the payment up (its order has
+        ended): refund it all at once and record it. A refund the provider refuses
+        fails the webhook, which the provider delivers again."""
+        answer = await self._provider(payment).refund(
+            payment.provider_ref or "", payment.amount, payment.currency, f"{payment.id}:late"
+        )
+        if answer.status != "succeeded":
+            raise RefundFailed(answer.message or None)
+        if not await self._transition(
+            payment, ("failed",), status="refunded", refunded_amount=payment.amount
+        ):
+            return  # a concurrent delivery of the same news refunded it
+        await self._record_refund(
+            payment,
+            uuid.uuid4(),
+            payment.amount,
+            "charged after the payment was given up",
+            answer.provider_ref,
+            actor="webhook",
+        )
+        log.warning(
+            "late charge of a payment given up: refunded",
+            extra={"payment_id": str(payment.id), "amount": payment.amount},
+        )
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -996,12 +1048,14 @@ async def resume_processing(
 ) -> int:
     """Payments still ``processing`` a while after their provider call went unanswered:
     asked again, each in its own unit of work. Returns how many were settled."""
-    cutoff = (now or utcnow()) - older_than
+    now = now or utcnow()
+    cutoff = now - older_than
+    give_up_before = now - timedelta(hours=settings.processing_give_up_hours)
     async with database.read_session() as session:
         due = list(
             (
-                await session.scalars(
-                    select(Payment.id)
+                await session.execute(
+                    select(Payment.id, Payment.created_at)
                     .where(Payment.status == "processing", Payment.created_at < cutoff)
                     .order_by(Payment.created_at)
                     .limit(limit)
@@ -1009,7 +1063,7 @@ async def resume_processing(
             ).all()
         )
     settled = 0
-    for payment_id in due:
+    for payment_id, created_at in due:
         try:
             async with database.session() as session:
                 payments = PaymentService(session, publisher, providers, settings, actor="sweeper")
@@ -1018,7 +1072,18 @@ async def resume_processing(
                     await payments.resume(payment)
                     settled += 1
         except DomainError as exc:
-            log.warning(
-                "payment still unanswered", extra={"payment_id": str(payment_id), "error": exc.code}
-            )
+            if created_at >= give_up_before:
+                log.warning(
+                    "payment still unanswered",
+                    extra={"payment_id": str(payment_id), "error": exc.code},
+                )
+                continue
+            async with database.session() as session:
+                payments = PaymentService(session, publisher, providers, settings, actor="sweeper")
+                if await payments.give_up(await payments.get(payment_id)):
+                    settled += 1
+                    log.error(
+                        "payment given up: its provider never answered",
+                        extra={"payment_id": str(payment_id), "error": exc.code},
+                    )
     return settled
