@@ -194,10 +194,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = 10 * 1024 * 1024
     # Proxies whose X-Forwarded-For is believed (the gateway's address), comma-separated.
     forwarded_allow_ips: str = "127.0.0.1"
-    # Per process. Size it to the concurrent requests a worker serves: overflow
-    # connections are opened and closed on demand, which is slow.
-    db_pool_size: int = 40
+    # Per process. Size them to the concurrent requests a worker serves: overflow
+    # connections are opened and closed on demand, which is slow. On PostgreSQL the hot
+    # single statements (checkout, variant lookups, product detail) run on the driver's
+    # own pool, the rest on SQLAlchemy's: a process opens at most the three together
+    # (45), so two workers fit PostgreSQL's default max_connections of 100.
+    db_pool_size: int = 20
     db_max_overflow: int = 5
+    db_driver_pool_size: int = 20
     log_level: str = "INFO"
     access_log: bool = True
     otlp_endpoint: str | None = None

@@ -130,6 +130,7 @@ class Container:
                     schemas=all_schemas,
                     pool_size=settings.db_pool_size,
                     max_overflow=settings.db_max_overflow,
+                    driver_pool_size=settings.db_driver_pool_size,
                 )
             databases[spec.name] = shared[url]
         cache_backend = make_cache(settings.cache_url, settings.redis_namespace)

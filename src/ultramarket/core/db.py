@@ -8,15 +8,17 @@ across the platform.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import (
@@ -39,10 +41,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -279,6 +281,16 @@ def _result_processor(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | No
 
 
 @dataclass(frozen=True, slots=True)
+class _Expanded:
+    """A statement with expanding parameters, expanded for given list lengths."""
+
+    sql: str
+    names: tuple[str, ...]
+    expansion: dict[str, tuple[str, ...]]  # an expanding parameter -> its expanded names
+    processors: dict[str, Callable[[Any], Any]]
+
+
+@dataclass(frozen=True, slots=True)
 class _DriverPlan:
     """A statement compiled once for the driver: its SQL, the order of its parameters
     with their types' bind processors, and its result columns' processors."""
@@ -288,6 +300,9 @@ class _DriverPlan:
     names: tuple[str, ...]
     binds: tuple[Callable[[Any], Any] | None, ...]
     results: tuple[Callable[[Any], Any] | None, ...]
+    # Expanding parameters (``IN`` a list), and the statement expanded by their lengths.
+    expanding: tuple[str, ...] = ()
+    expansions: dict[tuple[int, ...], _Expanded] = field(default_factory=dict)
 
     @classmethod
     def of(cls, statement: Select[Any], dialect: Dialect) -> _DriverPlan:
@@ -304,22 +319,32 @@ class _DriverPlan:
             results=tuple(
                 _result_processor(column.type, dialect) for column in statement.selected_columns
             ),
+            expanding=tuple(sorted(bind.key for bind in compiled.post_compile_params)),
         )
 
     def bound(self, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
         """The SQL and its arguments for ``params``. A statement with expanding
-        parameters (``IN`` a list) is expanded for the lengths of their lists."""
-        if self.compiled.post_compile_params:
+        parameters (``IN`` a list) is expanded once for each set of list lengths."""
+        if not self.expanding:
+            return self.sql, self.args(params)
+        lengths = tuple(len(params[name]) for name in self.expanding)
+        expanded = self.expansions.get(lengths)
+        if expanded is None:
             state = self.compiled.construct_expanded_state(dict(params))
-            processors = state.processors
-            values = [
-                processors[name](value) if name in processors else value
-                for name, value in zip(
-                    state.positiontup or (), state.positional_parameters, strict=True
-                )
-            ]
-            return state.statement, values
-        return self.sql, self.args(params)
+            expanded = self.expansions[lengths] = _Expanded(
+                sql=state.statement,
+                names=tuple(state.positiontup or ()),
+                expansion={k: tuple(v) for k, v in state.parameter_expansion.items()},
+                processors=dict(state.processors),
+            )
+        values = dict(self.compiled.construct_params(dict(params)) or {})
+        for name, names in expanded.expansion.items():
+            values.update(zip(names, values.pop(name), strict=True))
+        processors = expanded.processors
+        return expanded.sql, [
+            processors[name](values[name]) if name in processors else values[name]
+            for name in expanded.names
+        ]
 
     def args(self, params: Mapping[str, Any]) -> list[Any]:
         values = self.compiled.construct_params(dict(params)) or {}
@@ -335,6 +360,12 @@ class _DriverPlan:
             key: value if process is None else process(value)
             for (key, value), process in zip(record.items(), self.results, strict=True)
         }
+
+
+async def _nothing_to_reset(conn: asyncpg.Connection) -> None:
+    """The driver pool's connections run single statements in autocommit, which leave
+    no session state behind (settings, locks, cursors, listeners): nothing to reset,
+    so a release costs no round trip (asyncpg's default sends ``RESET ALL`` and more)."""
 
 
 def is_sqlite(url: str) -> bool:
@@ -357,6 +388,7 @@ class Database:
         schemas: Iterable[str] = (),
         pool_size: int = 10,
         max_overflow: int = 10,
+        driver_pool_size: int = 10,
         echo: bool = False,
     ) -> None:
         self.url = url
@@ -393,11 +425,13 @@ class Database:
             else self.engine
         )
         self._read_engine = read_engine
-        # Single statements that write (write_together, write_if, run_statement) run in
-        # autocommit on PostgreSQL: each is its own transaction, with no BEGIN/COMMIT
-        # (the same engine as reads today; kept apart so reads may move to a replica).
-        self._autocommit_engine = read_engine
         self._plans: dict[Select[Any], _DriverPlan] = {}
+        # PostgreSQL: the driver's own pool for single statements in autocommit (the hot
+        # reads and writes): no SQLAlchemy connection to check out, wrap and reset for a
+        # statement that needs none of it. Opened on first use.
+        self._driver_size = driver_pool_size
+        self._driver_pool: asyncpg.Pool | None = None
+        self._driver_lock = asyncio.Lock()
         self._reader = async_sessionmaker(read_engine, expire_on_commit=False)
         # Called with the services whose outbox a commit wrote (wakes the relay).
         self.after_commit_hooks: list[Callable[[set[str]], None]] = []
@@ -448,31 +482,54 @@ class Database:
         """The rows of a Core ``select`` built once (``bindparam``s filled from
         ``params``, expanding ones too), as dicts, on a pooled connection and no ORM
         session: the hot read path (see ``_driver``)."""
+        if self.dialect == "postgresql":
+            return await self._driver(statement, params)
         async with self._read_engine.connect() as conn:
-            if self.dialect != "postgresql":
-                return [dict(row) for row in (await conn.execute(statement, params)).mappings()]
-            return await self._driver(conn, statement, params)
+            return [dict(row) for row in (await conn.execute(statement, params)).mappings()]
 
     async def _driver(
-        self, conn: AsyncConnection, statement: Select[Any], params: Mapping[str, Any]
+        self, statement: Select[Any], params: Mapping[str, Any]
     ) -> list[dict[str, Any]]:
         """PostgreSQL: ``statement`` compiled once (kept by statement) and run by the
-        driver itself (asyncpg), with the bind and result processing of its types but
-        none of SQLAlchemy's per-execution work: for statements built once (module
-        constants, or cached by shape) on hot paths. Errors are SQLAlchemy's, as on its
-        own path (a constraint violated is an ``IntegrityError``)."""
+        driver itself (asyncpg, its own pool, autocommit), with the bind and result
+        processing of its types but none of SQLAlchemy's per-execution work: for
+        statements built once (module constants, or cached by shape) on hot paths.
+        Errors are SQLAlchemy's, as on its own path (a constraint violated is an
+        ``IntegrityError``)."""
         plan = self._plans.get(statement)
         if plan is None:
             plan = self._plans[statement] = _DriverPlan.of(statement, self.engine.dialect)
         sql, args = plan.bound(params)
-        raw = await conn.get_raw_connection()
+        pool = await self._driver_connections()
         try:
-            records = await raw.driver_connection.fetch(sql, *args)  # type: ignore[union-attr]
+            records = await pool.fetch(sql, *args)
         except asyncpg.IntegrityConstraintViolationError as error:
             raise exc.IntegrityError(sql, None, error) from error
         except asyncpg.PostgresError as error:
             raise exc.DBAPIError(sql, None, error) from error
         return [plan.row(record) for record in records]
+
+    async def _driver_connections(self) -> asyncpg.Pool:
+        if self._driver_pool is None:
+            async with self._driver_lock:
+                if self._driver_pool is None:
+                    dsn = self.engine.url.set(drivername="postgresql")
+                    self._driver_pool = await asyncpg.create_pool(
+                        dsn.render_as_string(hide_password=False),
+                        min_size=0,
+                        max_size=self._driver_size,
+                        init=self._init_driver_connection,
+                        reset=_nothing_to_reset,
+                    )
+        return self._driver_pool
+
+    async def _init_driver_connection(self, conn: asyncpg.Connection) -> None:
+        """The JSON codecs SQLAlchemy's asyncpg dialect installs on its connections, so
+        its types' bind and result processing fit these connections too."""
+        dialect = cast(PGDialect_asyncpg, self.engine.dialect)
+        adapted = SimpleNamespace(_connection=conn)
+        await dialect.setup_asyncpg_json_codec(adapted)  # type: ignore[no-untyped-call]
+        await dialect.setup_asyncpg_jsonb_codec(adapted)  # type: ignore[no-untyped-call]
 
     async def write_together(self, *rows: tuple[Table, Mapping[str, Any]]) -> None:
         """Rows (table, values; ``rows_of`` for mapped objects) that land together or
@@ -480,8 +537,7 @@ class Database:
         autocommit: one round trip, no BEGIN and COMMIT), built and compiled once a
         shape; elsewhere one transaction. A constraint violation undoes them all."""
         if self.dialect == "postgresql":
-            async with self._autocommit_engine.connect() as conn:
-                await self._driver(conn, _together(_shape(rows)), _row_params(rows))
+            await self._driver(_together(_shape(rows)), _row_params(rows))
             return
         async with self.session() as session:
             for table, values in rows:
@@ -499,11 +555,8 @@ class Database:
         selects from the guard's CTE), elsewhere one transaction. The guard's row, or
         None when it matched nothing (and nothing was written)."""
         if self.dialect == "postgresql":
-            async with self._autocommit_engine.connect() as conn:
-                found = await self._driver(
-                    conn, _guarded(guard, _shape(rows)), _row_params(rows, params)
-                )
-                return found[0] if found else None
+            found = await self._driver(_guarded(guard, _shape(rows)), _row_params(rows, params))
+            return found[0] if found else None
         async with self.session() as session:
             return await write_if_in(session, guard, params, *rows)
 
@@ -516,10 +569,8 @@ class Database:
         event-loop turns. Call ``outbox_written()`` when it wrote outbox rows."""
         if self.dialect != "postgresql":
             raise RuntimeError("run_statement is for PostgreSQL")
-        async with self._autocommit_engine.connect() as conn:
-            raw = await conn.get_raw_connection()
-            records = await raw.driver_connection.fetch(sql, *args)  # type: ignore[union-attr]
-            return [dict(record) for record in records]
+        pool = await self._driver_connections()
+        return [dict(record) for record in await pool.fetch(sql, *args)]
 
     def outbox_written(self, *services: str) -> None:
         """Wake the outbox relay: the outboxes of ``services`` have new events (what a
@@ -539,6 +590,9 @@ class Database:
                 await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
 
     async def dispose(self) -> None:
+        if self._driver_pool is not None:
+            pool, self._driver_pool = self._driver_pool, None
+            await pool.close()
         await self.engine.dispose()
 
 
