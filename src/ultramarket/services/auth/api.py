@@ -5,19 +5,20 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, NoReturn
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ultramarket.core.deps import ContainerDep, unit_of_work
 from ultramarket.core.responses import JSONResponse
 from ultramarket.core.schemas import Envelope, Page, PageParams, page_params
 from ultramarket.core.security import CurrentPrincipal, Principal, Role, permissions_for, require
+from ultramarket.core.service import ServiceRouter
 from ultramarket.services.auth import schemas as s
 from ultramarket.services.auth.keys import KeyStore
 from ultramarket.services.auth.models import Account
 from ultramarket.services.auth.service import AuthService, IssuedTokens, RequestInfo
 
-router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+router = ServiceRouter(prefix="/api/v1/auth", tags=["auth"])
 
 Session = Annotated[AsyncSession, unit_of_work("auth")]
 

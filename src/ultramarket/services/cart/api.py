@@ -13,13 +13,14 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import Depends, Header, Query, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ultramarket.core.deps import ContainerDep, read_session, unit_of_work
 from ultramarket.core.errors import Forbidden
 from ultramarket.core.schemas import Envelope, Page, PageParams, page_params
 from ultramarket.core.security import CurrentPrincipal, OptionalPrincipal, Principal, require
+from ultramarket.core.service import ServiceRouter
 from ultramarket.services.cart import schemas as s
 from ultramarket.services.cart.config import cart_settings
 from ultramarket.services.cart.service import CartService, CouponService, Owner, coupon_read
@@ -30,8 +31,8 @@ from ultramarket.services.user.client import UserClient
 TOKEN_HEADER = "X-Cart-Token"
 Responses = dict[int | str, dict[str, Any]]
 
-router = APIRouter(prefix="/api/v1/cart", tags=["cart"])
-coupons = APIRouter(prefix="/api/v1/coupons", tags=["coupons"])
+router = ServiceRouter(prefix="/api/v1/cart", tags=["cart"])
+coupons = ServiceRouter(prefix="/api/v1/coupons", tags=["coupons"])
 
 Session = Annotated[AsyncSession, unit_of_work("cart")]
 ReadSession = Annotated[AsyncSession, read_session("cart")]

@@ -5,18 +5,19 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Header, Query, UploadFile
+from fastapi import Depends, File, Form, Header, Query, UploadFile
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from ultramarket.core.deps import ContainerDep
 from ultramarket.core.schemas import Envelope
 from ultramarket.core.security import CurrentPrincipal, OptionalPrincipal, Principal, require
+from ultramarket.core.service import ServiceRouter
 from ultramarket.services.file.downloads import content_disposition, etag_matches, parse_range
 from ultramarket.services.file.schemas import FileDeletedRead, FileRead, Visibility
 from ultramarket.services.file.service import FileService
 from ultramarket.services.file.storage import Storage
 
-router = APIRouter(prefix="/api/v1/files", tags=["files"])
+router = ServiceRouter(prefix="/api/v1/files", tags=["files"])
 
 STORAGE = "file.storage"
 IMAGE_LIMITER = "file.image_limiter"

@@ -10,16 +10,17 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import Depends, Query, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ultramarket.core.deps import ContainerDep, read_session, unit_of_work
 from ultramarket.core.schemas import Envelope, Page, PageParams, page_params
 from ultramarket.core.security import Principal, require
+from ultramarket.core.service import ServiceRouter
 from ultramarket.services.inventory import schemas as s
 from ultramarket.services.inventory.service import InventoryService, ItemQuery
 
-router = APIRouter(prefix="/api/v1/inventory", tags=["inventory"])
+router = ServiceRouter(prefix="/api/v1/inventory", tags=["inventory"])
 
 Session = Annotated[AsyncSession, unit_of_work("inventory")]
 ReadSession = Annotated[AsyncSession, read_session("inventory")]

@@ -11,13 +11,14 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import Depends, Header, Query, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ultramarket.core.deps import ClientIP, ContainerDep, read_session, unit_of_work
 from ultramarket.core.errors import Forbidden
 from ultramarket.core.schemas import Envelope, Page, PageParams, page_params
 from ultramarket.core.security import CurrentPrincipal, Principal, require
+from ultramarket.core.service import ServiceRouter
 from ultramarket.services.cart.client import CartClient
 from ultramarket.services.inventory.client import InventoryClient
 from ultramarket.services.order import schemas as s
@@ -32,7 +33,7 @@ from ultramarket.services.user.client import UserClient
 
 Responses = dict[int | str, dict[str, Any]]
 
-router = APIRouter(prefix="/api/v1/orders", tags=["orders"])
+router = ServiceRouter(prefix="/api/v1/orders", tags=["orders"])
 
 Session = Annotated[AsyncSession, unit_of_work("order")]
 ReadSession = Annotated[AsyncSession, read_session("order")]

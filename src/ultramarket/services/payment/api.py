@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import Depends, Header, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ultramarket.core.deps import ClientIP, ContainerDep, read_session, unit_of_work
@@ -19,12 +19,13 @@ from ultramarket.core.errors import Forbidden
 from ultramarket.core.money import CurrencyCode
 from ultramarket.core.schemas import Envelope, Page, PageParams, page_params
 from ultramarket.core.security import CurrentPrincipal, Principal, Role, require, require_role
+from ultramarket.core.service import ServiceRouter
 from ultramarket.services.payment import schemas as s
 from ultramarket.services.payment.providers import providers_of
 from ultramarket.services.payment.service import PaymentService, WalletService
 
-router = APIRouter(prefix="/api/v1/payments", tags=["payments"])
-wallet_router = APIRouter(prefix="/api/v1/wallet", tags=["wallet"])
+router = ServiceRouter(prefix="/api/v1/payments", tags=["payments"])
+wallet_router = ServiceRouter(prefix="/api/v1/wallet", tags=["wallet"])
 
 Session = Annotated[AsyncSession, unit_of_work("payment")]
 ReadSession = Annotated[AsyncSession, read_session("payment")]

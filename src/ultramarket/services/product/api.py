@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import Depends, Header, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ultramarket.core.container import Container
@@ -25,6 +25,7 @@ from ultramarket.core.errors import Forbidden, ValidationFailed
 from ultramarket.core.money import Money
 from ultramarket.core.schemas import Envelope, Page, PageParams, page_params
 from ultramarket.core.security import CurrentPrincipal, OptionalPrincipal, Principal, require
+from ultramarket.core.service import ServiceRouter
 from ultramarket.services.product import repository as repo
 from ultramarket.services.product import schemas as s
 from ultramarket.services.product.errors import ProductNotFound
@@ -33,8 +34,8 @@ from ultramarket.services.product.service import CategoryService, ProductService
 
 log = logging.getLogger("ultramarket.product")
 
-products = APIRouter(prefix="/api/v1/products", tags=["products"])
-categories = APIRouter(prefix="/api/v1/categories", tags=["categories"])
+products = ServiceRouter(prefix="/api/v1/products", tags=["products"])
+categories = ServiceRouter(prefix="/api/v1/categories", tags=["categories"])
 
 Session = Annotated[AsyncSession, unit_of_work("product")]
 ReadSession = Annotated[AsyncSession, read_session("product")]

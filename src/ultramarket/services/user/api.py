@@ -6,13 +6,14 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ultramarket.core.deps import ContainerDep, read_session, unit_of_work
 from ultramarket.core.errors import Forbidden, NotFound, Unavailable
 from ultramarket.core.schemas import Envelope, Page, PageParams, page_params
 from ultramarket.core.security import CurrentPrincipal, Principal, require
+from ultramarket.core.service import ServiceRouter
 from ultramarket.services.auth.client import AuthClient
 from ultramarket.services.user import schemas as s
 from ultramarket.services.user.models import Address, Preferences
@@ -23,7 +24,7 @@ from ultramarket.services.user.service import (
     UserService,
 )
 
-router = APIRouter(prefix="/api/v1/users", tags=["users"])
+router = ServiceRouter(prefix="/api/v1/users", tags=["users"])
 
 Session = Annotated[AsyncSession, unit_of_work("user")]
 ReadSession = Annotated[AsyncSession, read_session("user")]
