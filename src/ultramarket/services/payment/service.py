@@ -1047,7 +1047,8 @@ async def resume_processing(
     limit: int = 50,
 ) -> int:
     """Payments still ``processing`` a while after their provider call went unanswered:
-    asked again, each in its own unit of work. Returns how many were settled."""
+    asked again, each in its own unit of work; one still unanswered past
+    ``processing_give_up_hours`` is given up (failed). Returns how many were settled."""
     now = now or utcnow()
     cutoff = now - older_than
     give_up_before = now - timedelta(hours=settings.processing_give_up_hours)
