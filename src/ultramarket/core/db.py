@@ -140,6 +140,12 @@ def insert_for(session: AsyncSession, table: Any) -> Any:
     return sqlite_insert(table)
 
 
+def _python_default(default: Any) -> Any:
+    """The value of a column's Python-side ``default`` or ``onupdate``, as SQLAlchemy
+    computes it before it runs an INSERT or UPDATE itself."""
+    return default.arg if default.is_scalar else default.arg(None)
+
+
 def columns_of(obj: Any) -> dict[str, Any]:
     """A mapped object's values by column, as its INSERT writes them: the Python-side
     defaults of the columns left unset are filled in (on the object too), for writes
@@ -147,9 +153,8 @@ def columns_of(obj: Any) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for column in obj.__table__.columns:
         value = getattr(obj, column.key, None)
-        default = column.default
-        if value is None and default is not None:
-            value = default.arg if default.is_scalar else default.arg(None)
+        if value is None and column.default is not None:
+            value = _python_default(column.default)
             setattr(obj, column.key, value)
         if value is not None:
             values[column.key] = value
@@ -189,24 +194,23 @@ def _row_params(rows: Rows, params: Mapping[str, Any] | None = None) -> dict[str
     return merged
 
 
-def _row_binds(n: int, table: Table, keys: tuple[str, ...]) -> list[Any]:
-    return [bindparam(f"r{n}_{key}", type_=table.c[key].type) for key in keys]
+def _row_binds(n: int, table: Table, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The values of row ``n`` by column, bound as ``r<n>_<column>``."""
+    return {key: bindparam(f"r{n}_{key}", type_=table.c[key].type) for key in keys}
 
 
-def _row_labels(n: int, table: Table, keys: tuple[str, ...]) -> list[Any]:
-    return [bind.label(key) for key, bind in zip(keys, _row_binds(n, table, keys), strict=True)]
+@lru_cache(maxsize=256)
+def _insert_of(n: int, table: Table, keys: tuple[str, ...]) -> Insert:
+    """The INSERT of row ``n`` (its values bound as ``r<n>_<column>``), built once."""
+    return insert(table).values(_row_binds(n, table, keys))
 
 
 @lru_cache(maxsize=256)
 def _together(shape: Shape) -> Select[Any]:
     """One PostgreSQL statement inserting rows of ``shape``: each INSERT a
     data-modifying CTE, its values bound by name."""
-    inserts = [
-        insert(table).values(dict(zip(keys, _row_binds(n, table, keys), strict=True)))
-        for n, (table, keys) in enumerate(shape)
-    ]
     return select(literal(1)).add_cte(
-        *(statement.cte(f"write_{n}") for n, statement in enumerate(inserts))
+        *(_insert_of(n, table, keys).cte(f"write_{n}") for n, (table, keys) in enumerate(shape))
     )
 
 
@@ -222,10 +226,7 @@ def _guarded(guard: Update | Insert, shape: Shape, updates: tuple[Update, ...] =
         insert(table).from_select(
             list(keys),
             select(
-                *(
-                    bind.label(key)
-                    for key, bind in zip(keys, _row_binds(n, table, keys), strict=True)
-                )
+                *(bind.label(key) for key, bind in _row_binds(n, table, keys).items())
             ).select_from(matched),
         )
         for n, (table, keys) in enumerate(shape)
@@ -236,9 +237,23 @@ def _guarded(guard: Update | Insert, shape: Shape, updates: tuple[Update, ...] =
     )
 
 
-@lru_cache(maxsize=256)
-def _insert_of(table: Table, keys: tuple[str, ...]) -> Insert:
-    return insert(table).values(dict(zip(keys, _row_binds(0, table, keys), strict=True)))
+def _guarded_with(
+    guard: Update | Insert,
+    params: Mapping[str, Any],
+    rows: Rows,
+    updates: Sequence[tuple[Update, Mapping[str, Any]]] = (),
+) -> tuple[Select[Any], dict[str, Any]]:
+    """``_guarded``'s statement for these rows and updates, and all its parameters."""
+    merged = _row_params(rows, params)
+    for _update, values in updates:
+        merged.update(values)
+    return _guarded(guard, _shape(rows), tuple(update for update, _ in updates)), merged
+
+
+async def _insert_rows(session: AsyncSession, rows: Rows) -> None:
+    """The rows inserted one statement each, in the caller's unit of work (SQLite)."""
+    for table, values in rows:
+        await session.execute(_insert_of(0, table, tuple(values)), _row_params([(table, values)]))
 
 
 async def write_if_in(
@@ -253,16 +268,12 @@ async def write_if_in(
     then (when it matched) the rest. ``guard`` and each update are templates built
     once, their values ``bindparam``s filled from their params (distinct names)."""
     if session.get_bind().dialect.name == "postgresql":
-        statement = _guarded(guard, _shape(rows), tuple(update for update, _ in updates))
-        merged = _row_params(rows, params)
-        for _update, values in updates:
-            merged.update(values)
+        statement, merged = _guarded_with(guard, params, rows, updates)
         matched = (await session.execute(statement, merged)).mappings().first()
         return None if matched is None else dict(matched)
     row = (await session.execute(guard, dict(params))).mappings().first()
     if row is not None:
-        for table, values in rows:
-            await session.execute(_insert_of(table, tuple(values)), _row_params([(table, values)]))
+        await _insert_rows(session, rows)
         for update, values in updates:
             await session.execute(update, dict(values))
     return None if row is None else dict(row)
@@ -322,6 +333,10 @@ class _DriverPlan:
             expanding=tuple(sorted(bind.key for bind in compiled.post_compile_params)),
         )
 
+    def _values(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Every bound value: ``params`` and the template's own."""
+        return dict(self.compiled.construct_params(dict(params)) or {})
+
     def bound(self, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
         """The SQL and its arguments for ``params``. A statement with expanding
         parameters (``IN`` a list) is expanded once for each set of list lengths."""
@@ -337,7 +352,7 @@ class _DriverPlan:
                 expansion={k: tuple(v) for k, v in state.parameter_expansion.items()},
                 processors=dict(state.processors),
             )
-        values = dict(self.compiled.construct_params(dict(params)) or {})
+        values = self._values(params)
         for name, names in expanded.expansion.items():
             values.update(zip(names, values.pop(name), strict=True))
         processors = expanded.processors
@@ -347,7 +362,7 @@ class _DriverPlan:
         ]
 
     def args(self, params: Mapping[str, Any]) -> list[Any]:
-        values = self.compiled.construct_params(dict(params)) or {}
+        values = self._values(params)
         return [
             value if process is None else process(value)
             for process, value in zip(
@@ -540,8 +555,7 @@ class Database:
             await self._driver(_together(_shape(rows)), _row_params(rows))
             return
         async with self.session() as session:
-            for table, values in rows:
-                await session.execute(insert(table).values(**values))
+            await _insert_rows(session, rows)
 
     async def write_if(
         self,
@@ -555,7 +569,7 @@ class Database:
         selects from the guard's CTE), elsewhere one transaction. The guard's row, or
         None when it matched nothing (and nothing was written)."""
         if self.dialect == "postgresql":
-            found = await self._driver(_guarded(guard, _shape(rows)), _row_params(rows, params))
+            found = await self._driver(*_guarded_with(guard, params, rows))
             return found[0] if found else None
         async with self.session() as session:
             return await write_if_in(session, guard, params, *rows)
