@@ -1,8 +1,10 @@
 """The hot-path writes and reads of ``core/db.py`` on real tables, on both stacks:
 ``write_together`` lands all rows or none, ``write_if`` writes only when its guard
-matches and returns the guard's row with its values as written (JSON included), and
-``fetch_all`` binds expanding lists of any length. On PostgreSQL these run on the
-driver from SQL compiled once; on SQLite through SQLAlchemy."""
+matches and returns the guard's row with its values as written (JSON included), the
+Python-side defaults and onupdates of the columns a statement leaves out are applied as
+SQLAlchemy applies them, and ``fetch_all`` binds expanding lists of any length. On
+PostgreSQL these run on the driver from SQL compiled once; on SQLite through
+SQLAlchemy."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ultramarket.core.container import Container
@@ -91,3 +93,32 @@ async def test_fetch_all_binds_lists_of_any_length(container: Container) -> None
     found = await db.fetch_one(BY_IDS, ids=[orders[1].id, uuid.uuid4()])
     assert found is not None
     assert found["id"] == orders[1].id
+
+
+async def test_columns_left_out_get_their_python_defaults(container: Container) -> None:
+    """A row that leaves out columns with Python-side defaults gets them (not NULL), and
+    a guard that does not set ``updated_at`` still moves it (its ``onupdate``)."""
+    db = container.db("order")
+    order_id, before = uuid.uuid4(), utcnow()
+    required = {
+        "id": order_id, "number": "T-D", "user_id": uuid.uuid4(), "currency": "EUR",
+        "subtotal_amount": 1000, "total_amount": 1000, "shipping_address": ADDRESS,
+        "payment_method": "card",
+    }  # fmt: skip
+    await db.write_together((ORDER, required))
+    async with db.read_session() as session:
+        order = await session.get_one(Order, order_id)
+    assert (order.status, order.payment_status, order.settled) == ("pending", "unpaid", True)
+    assert order.created_at >= before
+    assert order.updated_at >= before
+
+    cancel = (
+        update(ORDER)
+        .where(ORDER.c.id == bindparam("order_id"), ORDER.c.status == "pending")
+        .values(status="cancelled")
+        .returning(ORDER.c.status, ORDER.c.updated_at)
+    )
+    moved = await db.write_if(cancel, {"order_id": order_id})
+    assert moved is not None
+    assert moved["status"] == "cancelled"
+    assert moved["updated_at"] > order.updated_at

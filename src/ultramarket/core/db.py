@@ -311,6 +311,10 @@ class _DriverPlan:
     names: tuple[str, ...]
     binds: tuple[Callable[[Any], Any] | None, ...]
     results: tuple[Callable[[Any], Any] | None, ...]
+    # The Python-side defaults (INSERT) and onupdates (UPDATE) of the columns the
+    # statement leaves out, by bind name: SQLAlchemy computes them when it runs a
+    # statement itself, so the driver path must too.
+    prefetch: tuple[tuple[str, Any], ...] = ()
     # Expanding parameters (``IN`` a list), and the statement expanded by their lengths.
     expanding: tuple[str, ...] = ()
     expansions: dict[tuple[int, ...], _Expanded] = field(default_factory=dict)
@@ -330,12 +334,20 @@ class _DriverPlan:
             results=tuple(
                 _result_processor(column.type, dialect) for column in statement.selected_columns
             ),
+            prefetch=(
+                *((column.key, column.default) for column in compiled.insert_prefetch),
+                *((column.key, column.onupdate) for column in compiled.update_prefetch),
+            ),
             expanding=tuple(sorted(bind.key for bind in compiled.post_compile_params)),
         )
 
     def _values(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """Every bound value: ``params`` and the template's own."""
-        return dict(self.compiled.construct_params(dict(params)) or {})
+        """Every bound value: ``params``, the computed defaults, the template's own."""
+        given = dict(params)
+        for name, default in self.prefetch:
+            if name not in given:
+                given[name] = _python_default(default)
+        return dict(self.compiled.construct_params(given) or {})
 
     def bound(self, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
         """The SQL and its arguments for ``params``. A statement with expanding
