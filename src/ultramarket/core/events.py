@@ -190,11 +190,14 @@ class Subscription:
     batch_handler: BatchHandler | None = None
 
 
+def _handler_name(service: str, handler: Callable[..., Any]) -> str:
+    return f"{service}:{handler.__module__}.{handler.__qualname__}"
+
+
 def subscription(
     service: str, event: type[Event], handler: Handler, *, batch: bool = True
 ) -> Subscription:
-    name = f"{service}:{handler.__module__}.{handler.__qualname__}"
-    return Subscription(service, event.type, handler, name, batch)
+    return Subscription(service, event.type, handler, _handler_name(service, handler), batch)
 
 
 def batch_subscriptions(
@@ -203,7 +206,7 @@ def batch_subscriptions(
     """``handler`` takes the events of ``events`` types a batch brings (one call for all,
     in the order they occurred; one event at a time when delivered alone): for work that
     folds many events into one write (the last figure of each variant, sums)."""
-    name = f"{service}:{handler.__module__}.{handler.__qualname__}"
+    name = _handler_name(service, handler)
 
     async def one(ctx: HandlerContext) -> None:
         await handler(BatchContext([ctx.envelope], ctx.session, ctx.services))
