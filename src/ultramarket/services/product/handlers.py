@@ -51,15 +51,15 @@ async def on_order_events(ctx: BatchContext) -> None:
     order shows in cached pages once their short TTL runs out, as stock counts do."""
     sold: defaultdict[uuid.UUID, int] = defaultdict(int)
     for envelope in ctx.envelopes:
+        event: order_events.OrderConfirmed | order_events.OrderCancelled
         if envelope.type == order_events.OrderConfirmed.type:
-            confirmed = order_events.OrderConfirmed.model_validate(envelope.data)
-            for line in confirmed.items:
-                sold[line.variant_id] += line.quantity
+            event, sign = order_events.OrderConfirmed.model_validate(envelope.data), 1
         else:
-            cancelled = order_events.OrderCancelled.model_validate(envelope.data)
-            if cancelled.was_confirmed:
-                for line in cancelled.items:
-                    sold[line.variant_id] -= line.quantity
+            event, sign = order_events.OrderCancelled.model_validate(envelope.data), -1
+            if not event.was_confirmed:
+                continue
+        for line in event.items:
+            sold[line.variant_id] += sign * line.quantity
     await ProductService(ctx.session).record_sales(
         {variant: units for variant, units in sold.items() if units}
     )
