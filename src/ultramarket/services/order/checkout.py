@@ -127,9 +127,9 @@ class Checkout(Flow):
         user_id = principal.user_id
         digest = body_hash(body)
         if key is not None:
-            existing = await self.parts.db.fetch_one(ORDER_BY_KEY, user_id=user_id, key=key)
+            existing = await self._placed_with(user_id, key)
             if existing is not None:
-                return await self._replay(existing["id"], digest), False
+                return await self._replay(existing, digest), False
 
         shipping = await self._shipping_address(user_id, body)
         quote = await self.parts.cart.checkout_quote(
@@ -145,9 +145,9 @@ class Checkout(Flow):
         order = await self._create(principal, body, key, digest, quote, shipping)
         if order is None:  # a concurrent retry with the same key created it first
             assert key is not None
-            existing = await self.parts.db.fetch_one(ORDER_BY_KEY, user_id=user_id, key=key)
+            existing = await self._placed_with(user_id, key)
             assert existing is not None
-            return await self._replay(existing["id"], digest), False
+            return await self._replay(existing, digest), False
         self.fault("after_create")
 
         try:
@@ -185,6 +185,11 @@ class Checkout(Flow):
             async with self.rx() as orders:
                 return await orders.read(await orders.get(order.id), staff=False), True
         return self._placed(principal, body), True
+
+    async def _placed_with(self, user_id: uuid.UUID, key: str) -> uuid.UUID | None:
+        """The order the user's ``key`` placed, if any."""
+        row = await self.parts.db.fetch_one(ORDER_BY_KEY, user_id=user_id, key=key)
+        return None if row is None else row["id"]
 
     def _placed(self, principal: Principal, body: s.CheckoutCreate) -> s.OrderRead:
         """The order just confirmed, from what this checkout wrote (no reads)."""
@@ -349,10 +354,8 @@ class Checkout(Flow):
                 self.opened_at = now
                 return order
             except IntegrityError:
-                if key is not None:
-                    async with self.rx() as orders:
-                        if await orders.by_key(principal.user_id, key) is not None:
-                            return None
+                if key is not None and await self._placed_with(principal.user_id, key) is not None:
+                    return None
                 if attempt == 2:
                     raise
                 # Otherwise the number collided (one in a billion a day): draw another.

@@ -203,12 +203,6 @@ class OrderService:
             raise OrderNotFound()
         return order
 
-    async def by_key(self, user_id: uuid.UUID, key: str) -> Order | None:
-        result = await self.session.scalars(
-            select(Order).where(Order.user_id == user_id, Order.idempotency_key == key)
-        )
-        return result.first()
-
     async def items(self, order_id: uuid.UUID) -> list[OrderItem]:
         result = await self.session.scalars(
             select(OrderItem).where(OrderItem.order_id == order_id).order_by(OrderItem.position)
