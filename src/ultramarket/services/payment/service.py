@@ -61,6 +61,10 @@ from ultramarket.services.payment.providers.wallet import WalletProvider
 
 log = logging.getLogger("ultramarket.payment")
 PAY = Payment.__table__
+REFUND = PaymentRefund.__table__
+REFUNDABLE = ("succeeded", "partially_refunded")
+# The decline code of a payment given up after its provider never answered.
+PROVIDER_UNREACHABLE = "provider_unreachable"
 
 
 @lru_cache(maxsize=64)
@@ -73,12 +77,6 @@ def _move(expected: tuple[str, ...], keys: tuple[str, ...]) -> Update:
         .values({key: bindparam(f"new_{key}") for key in keys})
         .returning(PAY.c.id)
     )
-
-
-REFUND = PaymentRefund.__table__
-REFUNDABLE = ("succeeded", "partially_refunded")
-# The decline code of a payment given up after its provider never answered.
-PROVIDER_UNREACHABLE = "provider_unreachable"
 
 
 class PaymentNotFound(NotFound):
@@ -680,20 +678,25 @@ class PaymentService:
 
     async def _apply_webhook(self, payment: Payment, outcome: str, decline: str | None) -> None:
         if outcome == "succeeded":
-            if await self._transition(
+            moved = await self._transition(
                 payment,
                 ("processing", "requires_capture"),
+                then=events.PaymentSucceeded(**self._event_fields(payment)),
                 status="succeeded",
                 succeeded_at=utcnow(),
-            ):
-                await self._succeeded(payment)
-            elif payment.status == "failed" and payment.decline_code == PROVIDER_UNREACHABLE:
+            )
+            given_up = payment.status == "failed" and payment.decline_code == PROVIDER_UNREACHABLE
+            if not moved and given_up:
                 await self._return_late_charge(payment)
         elif outcome == "failed":
-            if await self._transition(
-                payment, ("processing",), status="failed", decline_code=decline or "declined"
-            ):
-                await self._failed(payment)
+            decline = decline or "declined"
+            await self._transition(
+                payment,
+                ("processing",),
+                then=events.PaymentFailed(**self._event_fields(payment), decline_code=decline),
+                status="failed",
+                decline_code=decline,
+            )
         elif outcome == "canceled":
             await self._transition(payment, ("requires_capture", "processing"), status="canceled")
 
