@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, cast
 
 from sqlalchemy import Row, delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ultramarket.core.db import Database, insert_for, utcnow
@@ -49,6 +49,7 @@ from ultramarket.services.inventory.schemas import (
     WarehouseUpdate,
 )
 
+DEADLOCK_DETECTED = "40P01"  # PostgreSQL's SQLSTATE
 log = logging.getLogger("ultramarket.inventory")
 
 ITEM = StockItem.__table__
@@ -693,6 +694,25 @@ class InventoryService:
 
     async def _reserve(
         self, key: str, ttl_seconds: int, wanted: list[Wanted], *, by_item: bool = True
+    ) -> tuple[ReservationRead, bool]:
+        if self.session.get_bind().dialect.name != "postgresql":
+            return await self._reserve_once(key, ttl_seconds, wanted, by_item=by_item)
+        # A retry racing its first try on the one-statement path (hot.py), which locks
+        # the item before the key where this path claims the key first, can deadlock.
+        # Whichever side PostgreSQL picks gives way: that statement falls back to this
+        # path; this path rolls back to its savepoint (letting the other finish) and
+        # tries once more, then finds the key taken and replays it.
+        for attempt in (1, 2):
+            try:
+                async with self.session.begin_nested():
+                    return await self._reserve_once(key, ttl_seconds, wanted, by_item=by_item)
+            except DBAPIError as error:
+                if attempt == 2 or getattr(error.orig, "sqlstate", None) != DEADLOCK_DETECTED:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _reserve_once(
+        self, key: str, ttl_seconds: int, wanted: list[Wanted], *, by_item: bool
     ) -> tuple[ReservationRead, bool]:
         now = self.clock()
         expires_at = now + timedelta(seconds=ttl_seconds)
