@@ -387,8 +387,10 @@ async def test_a_batch_reaches_each_handler_in_one_unit_of_work(container: Conta
     assert len(sessions) == 1
     # One inbox claim for the ten; commits: the relay's claim, the handler's unit of
     # work, the relay's outcome (one claim and one commit per event before batching).
+    # On PostgreSQL the claim and the outcome are single statements the driver runs in
+    # autocommit, outside SQLAlchemy's engine: its only COMMIT is the handler's.
     assert inbox_claims(seen, "auth") == 1
-    assert seen.count("COMMIT") == 3
+    assert seen.count("COMMIT") == (1 if container.db("auth").dialect == "postgresql" else 3)
     assert await handled(container, sub) == set(range(10))
     assert await relay.lag() == {"auth": 0}
 

@@ -172,6 +172,8 @@ def adopt(session: AsyncSession, obj: Any) -> None:
 
 
 Rows = Sequence[tuple[Table, Mapping[str, Any]]]
+# A statement that returns rows: a SELECT, or an INSERT/UPDATE ... RETURNING.
+Returning = Select[Any] | Insert | Update
 Shape = tuple[tuple[Table, tuple[str, ...]], ...]
 
 
@@ -320,7 +322,7 @@ class _DriverPlan:
     expansions: dict[tuple[int, ...], _Expanded] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, statement: Select[Any], dialect: Dialect) -> _DriverPlan:
+    def of(cls, statement: Returning, dialect: Dialect) -> _DriverPlan:
         compiled = statement.compile(dialect=dialect)
         names = tuple(compiled.positiontup or ())
         return cls(
@@ -332,7 +334,7 @@ class _DriverPlan:
                 for name in names
             ),
             results=tuple(
-                _result_processor(column.type, dialect) for column in statement.selected_columns
+                _result_processor(column.type, dialect) for column in statement.exported_columns
             ),
             prefetch=(
                 *((column.key, column.default) for column in compiled.insert_prefetch),
@@ -452,7 +454,7 @@ class Database:
             else self.engine
         )
         self._read_engine = read_engine
-        self._plans: dict[Select[Any], _DriverPlan] = {}
+        self._plans: dict[Returning, _DriverPlan] = {}
         # PostgreSQL: the driver's own pool for single statements in autocommit (the hot
         # reads and writes): no SQLAlchemy connection to check out, wrap and reset for a
         # statement that needs none of it. Opened on first use.
@@ -515,7 +517,7 @@ class Database:
             return [dict(row) for row in (await conn.execute(statement, params)).mappings()]
 
     async def _driver(
-        self, statement: Select[Any], params: Mapping[str, Any]
+        self, statement: Returning, params: Mapping[str, Any]
     ) -> list[dict[str, Any]]:
         """PostgreSQL: ``statement`` compiled once (kept by statement) and run by the
         driver itself (asyncpg, its own pool, autocommit), with the bind and result
@@ -547,6 +549,7 @@ class Database:
                         max_size=self._driver_size,
                         init=self._init_driver_connection,
                         reset=_nothing_to_reset,
+                        server_settings={"plan_cache_mode": "force_generic_plan"},
                     )
         return self._driver_pool
 
@@ -585,6 +588,15 @@ class Database:
             return found[0] if found else None
         async with self.session() as session:
             return await write_if_in(session, guard, params, *rows)
+
+    async def write_all(self, statement: Returning, **params: Any) -> list[dict[str, Any]]:
+        """One write statement built once (an UPDATE/INSERT ... RETURNING; ``bindparam``s
+        filled from ``params``) as its own transaction: on PostgreSQL by the driver in
+        autocommit (one round trip), elsewhere in a unit of work. The rows it returned."""
+        if self.dialect == "postgresql":
+            return await self._driver(statement, params)
+        async with self.session() as session:
+            return [dict(row) for row in (await session.execute(statement, params)).mappings()]
 
     async def run_statement(self, sql: str, *args: Any) -> list[Mapping[str, Any]]:
         """PostgreSQL only: one SQL statement (``$1``-style parameters) run by the driver

@@ -32,7 +32,9 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    Update,
     Uuid,
+    bindparam,
     func,
     insert,
     select,
@@ -93,7 +95,13 @@ def event_tables(metadata: MetaData, service: str) -> EventTables:
         Column("published_at", UTCDateTime),
         Column("attempts", Integer, nullable=False, default=0),
         Column("last_error", Text),
-        Index(None, "published_at", "available_at"),
+    )
+    # What the relay claims, oldest first: the events not yet published, only them.
+    Index(
+        None,
+        outbox.c.occurred_at,
+        postgresql_where=outbox.c.published_at.is_(None),
+        sqlite_where=outbox.c.published_at.is_(None),
     )
     inbox = Table(
         f"{service}_inbox",
@@ -451,6 +459,39 @@ class RelayStats:
     errors: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _RelayStatements:
+    """An outbox's claim and its published mark, built once."""
+
+    claim: Update
+    published: Update
+
+    @classmethod
+    def of(cls, outbox: Table, dialect: str, batch_size: int) -> _RelayStatements:
+        due = (
+            select(outbox.c.id)
+            .where(outbox.c.published_at.is_(None), outbox.c.available_at <= bindparam("now"))
+            .order_by(outbox.c.occurred_at)
+            .limit(batch_size)
+        )
+        if dialect == "postgresql":
+            due = due.with_for_update(skip_locked=True)
+        return cls(
+            claim=(
+                update(outbox)
+                .where(outbox.c.id.in_(due.scalar_subquery()))
+                .values(available_at=bindparam("lease_until"))
+                .returning(*outbox.c)
+            ),
+            published=(
+                update(outbox)
+                .where(outbox.c.id.in_(bindparam("ids", expanding=True)))
+                .values(published_at=bindparam("at"), attempts=outbox.c.attempts + 1)
+                .returning(outbox.c.id)
+            ),
+        )
+
+
 class OutboxRelay:
     def __init__(self, sources: list[OutboxSource], bus: EventBus, settings: EventSettings) -> None:
         self.sources = sources
@@ -459,6 +500,7 @@ class OutboxRelay:
         self.stats = RelayStats()
         self._wake = asyncio.Event()
         self._due: set[str] = set()  # services whose outbox was written since the last look
+        self._built: dict[str, _RelayStatements] = {}
 
     def wake(self, services: Iterable[str] = ()) -> None:
         """Events were written to the outboxes of ``services`` (none named: of any)."""
@@ -488,27 +530,24 @@ class OutboxRelay:
         self.stats.last_run_at = utcnow()
         return handled, full
 
-    async def _claim(self, source: OutboxSource) -> list[Any]:
-        outbox = source.tables.outbox
-        now = utcnow()
-        async with source.database.session() as session:
-            query = (
-                select(outbox)
-                .where(outbox.c.published_at.is_(None), outbox.c.available_at <= now)
-                .order_by(outbox.c.occurred_at)
-                .limit(self.settings.batch_size)
+    def _statements(self, source: OutboxSource) -> _RelayStatements:
+        statements = self._built.get(source.service)
+        if statements is None:
+            statements = self._built[source.service] = _RelayStatements.of(
+                source.tables.outbox, source.database.dialect, self.settings.batch_size
             )
-            if source.database.dialect == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            rows = (await session.execute(query)).all()
-            if rows:
-                # Lease the rows so another relay leaves them alone while we deliver.
-                await session.execute(
-                    update(outbox)
-                    .where(outbox.c.id.in_([r.id for r in rows]))
-                    .values(available_at=now + CLAIM_LEASE)
-                )
-        return list(rows)
+        return statements
+
+    async def _claim(self, source: OutboxSource) -> list[dict[str, Any]]:
+        """The next due events, oldest first, leased (``available_at`` moved on) so another
+        relay leaves them alone while this one delivers: one statement, its own
+        transaction (on PostgreSQL the rows another relay holds are skipped)."""
+        now = utcnow()
+        rows = await source.database.write_all(
+            self._statements(source).claim, now=now, lease_until=now + CLAIM_LEASE
+        )
+        rows.sort(key=lambda row: row["occurred_at"])
+        return rows
 
     async def _drain(self, source: OutboxSource) -> int:
         rows = await self._claim(source)
@@ -518,15 +557,15 @@ class OutboxRelay:
         deliveries = [
             Delivery(
                 EventEnvelope(
-                    id=row.id,
-                    type=row.event_type,
+                    id=row["id"],
+                    type=row["event_type"],
                     source=source.service,
-                    occurred_at=row.occurred_at,
-                    request_id=row.request_id,
-                    data=row.payload,
+                    occurred_at=row["occurred_at"],
+                    request_id=row["request_id"],
+                    data=row["payload"],
                 ),
-                attempt=row.attempts + 1,
-                final_attempt=row.attempts + 1 >= self.settings.max_attempts,
+                attempt=row["attempts"] + 1,
+                final_attempt=row["attempts"] + 1 >= self.settings.max_attempts,
             )
             for row in rows
         ]
@@ -552,17 +591,18 @@ class OutboxRelay:
                     },
                 )
             )
-        # The outcome of the whole batch in one transaction. A crash before it only means
-        # the batch is delivered again once its lease ends; handlers are idempotent.
-        async with source.database.session() as session:
-            if published:
-                await session.execute(
-                    update(outbox)
-                    .where(outbox.c.id.in_(published))
-                    .values(published_at=utcnow(), attempts=outbox.c.attempts + 1)
-                )
-            for row_id, values in failed:
-                await session.execute(update(outbox).where(outbox.c.id == row_id).values(**values))
+        # A crash before these writes only means the events are delivered again once
+        # their lease ends; handlers are idempotent.
+        if published:
+            await source.database.write_all(
+                self._statements(source).published, ids=published, at=utcnow()
+            )
+        if failed:
+            async with source.database.session() as session:
+                for row_id, values in failed:
+                    await session.execute(
+                        update(outbox).where(outbox.c.id == row_id).values(**values)
+                    )
         return len(rows)
 
     async def lag(self) -> dict[str, int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import sqlalchemy as sa
 from alembic import command, op
 from alembic.config import Config
 
@@ -71,3 +72,36 @@ def make_revision(spec: ServiceSpec, url: str, message: str) -> Path | None:
         text = re.sub(rf"'{name}\.([a-z_]+\.[a-z_]+)'", rf"qualified('{spec.name}', '\1')", text)
         path.write_text(text)
     return path
+
+
+# -- shared steps ---------------------------------------------------------------------
+
+
+def index_outbox_by_age(service: str) -> None:
+    """The outbox's claim index: ``occurred_at`` over the unpublished rows only, in
+    place of ``(published_at, available_at)``."""
+    table = f"{service}_outbox"
+    op.drop_index(
+        op.f(f"ix_{table}_published_at_available_at"), table_name=table, schema=schema(service)
+    )
+    unpublished = sa.text("published_at IS NULL")
+    op.create_index(
+        op.f(f"ix_{table}_occurred_at"),
+        table,
+        ["occurred_at"],
+        schema=schema(service),
+        postgresql_where=unpublished,
+        sqlite_where=unpublished,
+    )
+
+
+def index_outbox_by_state(service: str) -> None:
+    """``index_outbox_by_age`` undone."""
+    table = f"{service}_outbox"
+    op.drop_index(op.f(f"ix_{table}_occurred_at"), table_name=table, schema=schema(service))
+    op.create_index(
+        op.f(f"ix_{table}_published_at_available_at"),
+        table,
+        ["published_at", "available_at"],
+        schema=schema(service),
+    )

@@ -1,0 +1,29 @@
+"""payment outbox claim index
+
+The relay claims the oldest unpublished events: a partial index on ``occurred_at`` over
+the unpublished rows only serves that in order and stays as small as the backlog
+(the old ``(published_at, available_at)`` index had the relay sort every due row).
+
+Revision ID: 71ae3c9d6153
+Revises: 04276d2134c2
+Create Date: 2026-11-21 16:00:00.000000
+"""
+
+from collections.abc import Sequence
+
+from ultramarket.core.migrations import index_outbox_by_age, index_outbox_by_state
+
+revision: str = "71ae3c9d6153"
+down_revision: str | None = "04276d2134c2"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+SERVICE = "payment"
+
+
+def upgrade() -> None:
+    index_outbox_by_age(SERVICE)
+
+
+def downgrade() -> None:
+    index_outbox_by_state(SERVICE)

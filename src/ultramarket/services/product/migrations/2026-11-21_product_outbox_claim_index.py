@@ -1,0 +1,29 @@
+"""product outbox claim index
+
+The relay claims the oldest unpublished events: a partial index on ``occurred_at`` over
+the unpublished rows only serves that in order and stays as small as the backlog
+(the old ``(published_at, available_at)`` index had the relay sort every due row).
+
+Revision ID: 4c512b09e085
+Revises: 63ce26d46f6f
+Create Date: 2026-11-21 16:00:00.000000
+"""
+
+from collections.abc import Sequence
+
+from ultramarket.core.migrations import index_outbox_by_age, index_outbox_by_state
+
+revision: str = "4c512b09e085"
+down_revision: str | None = "63ce26d46f6f"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+SERVICE = "product"
+
+
+def upgrade() -> None:
+    index_outbox_by_age(SERVICE)
+
+
+def downgrade() -> None:
+    index_outbox_by_state(SERVICE)
