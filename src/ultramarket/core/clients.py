@@ -11,13 +11,13 @@ as the same domain error.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
 
 import httpx
+import orjson
 from starlette.types import ASGIApp, Message
 
 from ultramarket.core.errors import ERROR_CLASSES, DomainError, RateLimited, Unavailable
@@ -42,7 +42,7 @@ class Reply:
         return 200 <= self.status_code < 300
 
     def json(self) -> Any:
-        return json.loads(self.content)
+        return orjson.loads(self.content)
 
 
 class NoAnswer(Exception):
@@ -78,9 +78,15 @@ class HttpTransport:
         params: Mapping[str, Any] | None,
         headers: dict[str, str],
     ) -> Reply:
+        if json is not None:
+            headers = {**headers, "content-type": "application/json"}
         try:
             response = await self.http.request(
-                method, path, json=json, params=params, headers=headers
+                method,
+                path,
+                content=None if json is None else _json_bytes(json),
+                params=params,
+                headers=headers,
             )
         except httpx.TransportError as exc:
             raise NoAnswer(str(exc)) from exc
@@ -171,8 +177,8 @@ class AppTransport:
 
 
 def _json_bytes(value: Any) -> bytes:
-    # What httpx sends for ``json=``.
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    # Compact UTF-8, no NaN: what httpx sends for ``json=``, encoded faster.
+    return orjson.dumps(value)
 
 
 class ServiceClient:

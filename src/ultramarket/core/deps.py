@@ -16,9 +16,15 @@ from ultramarket.core.config import Settings
 from ultramarket.core.container import Container
 
 
-async def get_container(request: Request) -> Container:
+def container_of(request: Request) -> Container:
+    """The container, for a route or dependency that has the request anyway (each
+    dependency FastAPI resolves costs more than this lookup)."""
     container: Container = request.app.state.container
     return container
+
+
+async def get_container(request: Request) -> Container:
+    return container_of(request)
 
 
 async def get_app_settings(request: Request) -> Settings:
@@ -51,8 +57,12 @@ def read_session(service: str) -> Any:
     return Depends(dependency, scope="function")
 
 
-async def client_ip(request: Request) -> str:
+def ip_of(request: Request) -> str:
     return request.client.host if request.client else "unknown"
+
+
+async def client_ip(request: Request) -> str:
+    return ip_of(request)
 
 
 ClientIP = Annotated[str, Depends(client_ip)]

@@ -302,14 +302,16 @@ async def optional_principal(request: Request) -> Principal | None:
     return principal
 
 
-async def current_principal(
-    principal: Annotated[Principal | None, Depends(optional_principal)],
-) -> Principal:
+async def current_principal(request: Request) -> Principal:
+    principal = await optional_principal(request)
     if principal is None:
         raise Unauthenticated()
     return principal
 
 
+# The dependencies below take the request and call ``optional_principal`` themselves
+# rather than declaring it as a sub-dependency: every route has one of them, and each
+# level of FastAPI's dependency tree costs as much as the check it wraps.
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal)]
 
@@ -317,7 +319,8 @@ OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal)]
 def require(permission: str) -> Any:
     """A dependency that yields the principal if it holds ``permission``, else 403."""
 
-    async def dependency(principal: CurrentPrincipal) -> Principal:
+    async def dependency(request: Request) -> Principal:
+        principal = await current_principal(request)
         if not principal.can(permission):
             raise Forbidden(f"Missing permission {permission}")
         return principal
@@ -327,7 +330,8 @@ def require(permission: str) -> Any:
 
 
 def require_role(role: Role) -> Any:
-    async def dependency(principal: CurrentPrincipal) -> Principal:
+    async def dependency(request: Request) -> Principal:
+        principal = await current_principal(request)
         if not (principal.at_least(role) or (principal.is_service and principal.can("*"))):
             raise Forbidden(f"Requires {role.value} or higher")
         return principal

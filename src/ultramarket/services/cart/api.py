@@ -13,13 +13,18 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Query, Response
+from fastapi import Depends, Header, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ultramarket.core.deps import ContainerDep, read_session, unit_of_work
+from ultramarket.core.deps import ContainerDep, container_of, read_session, unit_of_work
 from ultramarket.core.errors import Forbidden
 from ultramarket.core.schemas import Envelope, Page, PageParams, page_params
-from ultramarket.core.security import CurrentPrincipal, OptionalPrincipal, Principal, require
+from ultramarket.core.security import (
+    OptionalPrincipal,
+    Principal,
+    current_principal,
+    require,
+)
 from ultramarket.core.service import ServiceRouter
 from ultramarket.services.cart import schemas as s
 from ultramarket.services.cart.config import cart_settings
@@ -235,7 +240,8 @@ INTERNAL_ERRORS: Responses = {
 }
 
 
-async def service_only(principal: CurrentPrincipal) -> Principal:
+async def service_only(request: Request) -> Principal:
+    principal = await current_principal(request)
     if not principal.is_service:
         raise Forbidden("Services only")
     return principal
@@ -273,9 +279,9 @@ async def internal_quote(
     summary="Price a checkout: the user's cart or explicit lines (services only)",
 )
 async def internal_checkout_quote(
-    body: s.CheckoutQuote, _caller: ServiceCaller, container: ContainerDep, session: ReadSession
+    body: s.CheckoutQuote, _caller: ServiceCaller, request: Request, session: ReadSession
 ) -> Envelope[s.CartRead]:
-    carts = build_service(container, session)
+    carts = build_service(container_of(request), session)
     return Envelope(data=await carts.checkout_quote(body))
 
 

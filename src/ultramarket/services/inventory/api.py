@@ -8,12 +8,13 @@ key is replayed with the same lines (the first reservation, unchanged).
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Query, Response
+from fastapi import Depends, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ultramarket.core.deps import ContainerDep, read_session, unit_of_work
+from ultramarket.core.deps import container_of, read_session
 from ultramarket.core.schemas import Envelope, Page, PageParams, page_params
 from ultramarket.core.security import Principal, require
 from ultramarket.core.service import ServiceRouter
@@ -22,30 +23,30 @@ from ultramarket.services.inventory.service import InventoryService, ItemQuery
 
 router = ServiceRouter(prefix="/api/v1/inventory", tags=["inventory"])
 
-Session = Annotated[AsyncSession, unit_of_work("inventory")]
 ReadSession = Annotated[AsyncSession, read_session("inventory")]
 Writer = Annotated[Principal, require("inventory:write")]
 Reader = Annotated[Principal, require("inventory:read")]
 Paging = Annotated[PageParams, Depends(page_params)]
 
 
-async def inventory_service(
-    container: ContainerDep, session: Session, principal: Writer
-) -> InventoryService:
-    actor = principal.service or principal.subject
-    return InventoryService(
-        session,
-        container.publisher("inventory"),
-        actor=actor,
-        database=container.db("inventory"),
-    )
+async def inventory_service(request: Request, principal: Writer) -> AsyncIterator[InventoryService]:
+    """The service on a unit of work that commits before the response is sent."""
+    container = container_of(request)
+    database = container.db("inventory")
+    async with database.session() as session:
+        yield InventoryService(
+            session,
+            container.publisher("inventory"),
+            actor=principal.service or principal.subject,
+            database=database,
+        )
 
 
 async def inventory_reader(session: ReadSession, principal: Reader) -> InventoryService:
     return InventoryService(session)
 
 
-Inventory = Annotated[InventoryService, Depends(inventory_service)]
+Inventory = Annotated[InventoryService, Depends(inventory_service, scope="function")]
 InventoryReader = Annotated[InventoryService, Depends(inventory_reader)]
 
 ERRORS = {

@@ -11,10 +11,16 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Query, Response
+from fastapi import Depends, Header, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ultramarket.core.deps import ClientIP, ContainerDep, read_session, unit_of_work
+from ultramarket.core.deps import (
+    ContainerDep,
+    container_of,
+    ip_of,
+    read_session,
+    unit_of_work,
+)
 from ultramarket.core.errors import Forbidden
 from ultramarket.core.schemas import Envelope, Page, PageParams, page_params
 from ultramarket.core.security import CurrentPrincipal, Principal, require
@@ -105,9 +111,8 @@ CHECKOUT_ERRORS: Responses = {
 async def checkout(
     body: s.CheckoutCreate,
     principal: Buyer,
-    container: ContainerDep,
+    request: Request,
     response: Response,
-    ip: ClientIP,
     idempotency_key: IdempotencyKey = None,
 ) -> Envelope[s.OrderRead]:
     """Re-prices the lines, reserves the stock, takes the payment and confirms the
@@ -116,7 +121,9 @@ async def checkout(
     never a second order or charge; with another body it is 409."""
     if principal.kind != "user":
         raise Forbidden("Orders are placed by users")
-    order, created = await Checkout(parts(container)).run(principal, body, idempotency_key, ip)
+    order, created = await Checkout(parts(container_of(request))).run(
+        principal, body, idempotency_key, ip_of(request)
+    )
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
     return Envelope(data=order)

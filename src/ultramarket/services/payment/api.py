@@ -9,12 +9,13 @@ return the first response (200 on a replay), the same key with another body is a
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ultramarket.core.deps import ClientIP, ContainerDep, read_session, unit_of_work
+from ultramarket.core.deps import ClientIP, ContainerDep, container_of, read_session, unit_of_work
 from ultramarket.core.errors import Forbidden
 from ultramarket.core.money import CurrencyCode
 from ultramarket.core.schemas import Envelope, Page, PageParams, page_params
@@ -44,15 +45,18 @@ def _actor(principal: Principal) -> str:
 
 
 async def payment_service(
-    container: ContainerDep, session: Session, principal: CurrentPrincipal
-) -> PaymentService:
-    return PaymentService(
-        session,
-        container.publisher("payment"),
-        providers_of(container),
-        container.settings.payments,
-        actor=_actor(principal),
-    )
+    request: Request, principal: CurrentPrincipal
+) -> AsyncIterator[PaymentService]:
+    """The service on a unit of work that commits before the response is sent."""
+    container = container_of(request)
+    async with container.db("payment").session() as session:
+        yield PaymentService(
+            session,
+            container.publisher("payment"),
+            providers_of(container),
+            container.settings.payments,
+            actor=_actor(principal),
+        )
 
 
 async def webhook_service(container: ContainerDep, session: Session) -> PaymentService:
@@ -78,7 +82,7 @@ async def wallet_reader(container: ContainerDep, session: ReadSession) -> Wallet
     return WalletService(session, providers_of(container), container.settings.payments)
 
 
-Payments = Annotated[PaymentService, Depends(payment_service)]
+Payments = Annotated[PaymentService, Depends(payment_service, scope="function")]
 Webhooks = Annotated[PaymentService, Depends(webhook_service)]
 PaymentsReader = Annotated[PaymentService, Depends(payment_reader)]
 Wallet = Annotated[WalletService, Depends(wallet_service)]

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ultramarket.core.container import Container
 from ultramarket.core.db import after_commit
-from ultramarket.core.deps import ContainerDep, read_session, unit_of_work
+from ultramarket.core.deps import ContainerDep, container_of, read_session, unit_of_work
 from ultramarket.core.errors import Forbidden, ValidationFailed
 from ultramarket.core.money import Money
 from ultramarket.core.schemas import Envelope, Page, PageParams, page_params
@@ -244,11 +244,15 @@ async def new_arrivals(
     summary="Variants by id, for carts and orders (services and MANAGER+)",
 )
 async def lookup_variants(
-    body: s.VariantLookupRequest, container: ContainerDep, principal: CurrentPrincipal
+    body: s.VariantLookupRequest, request: Request, principal: CurrentPrincipal
 ) -> Envelope[list[s.VariantInfo]]:
     if not principal.is_staff():
         raise Forbidden("Services and staff only")
-    rows = await container.db("product").fetch_all(repo.VARIANTS_BY_ID, ids=body.variant_ids)
+    rows = (
+        await container_of(request)
+        .db("product")
+        .fetch_all(repo.VARIANTS_BY_ID, ids=body.variant_ids)
+    )
     return Envelope(
         data=[
             s.VariantInfo(
