@@ -628,3 +628,64 @@ async def _until(condition: Any) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("not delivered in time")
+
+
+async def test_prune_deletes_old_published_events_and_inbox_rows_only(
+    container: Container,
+) -> None:
+    rec = Recorder()
+    sub = subscription("auth", Pinged, rec.ok)
+    relay, _ = make_relay(container, [sub])
+    relay.settings = relay.settings.model_copy(update={"prune_batch_size": 2})  # 2 batches
+    old = [await publish(container, n) for n in range(3)]
+    recent = await publish(container, 3)
+    assert await relay.run_once() == 4
+    waiting = await publish(container, 4)  # old too, but never delivered
+
+    tables = container.events("auth")
+    outbox, inbox = tables.outbox, tables.inbox
+    long_ago = utcnow() - timedelta(days=8)
+    async with container.db("auth").session() as session:
+        await session.execute(
+            update(outbox)
+            .where(outbox.c.id.in_(old))
+            .values(occurred_at=long_ago, published_at=long_ago)
+        )
+        await session.execute(
+            update(outbox).where(outbox.c.id == waiting).values(occurred_at=long_ago)
+        )
+        await session.execute(
+            update(inbox).where(inbox.c.event_id.in_(old)).values(processed_at=long_ago)
+        )
+
+    assert await relay.prune() == {"auth": 6}  # 3 outbox rows and their 3 inbox rows
+    async with container.db("auth").read_session() as session:
+        assert set(await session.scalars(select(outbox.c.id))) == {recent, waiting}
+        assert set(await session.scalars(select(inbox.c.event_id))) == {recent}
+    # The unpublished event, however old, is still delivered.
+    assert await relay.run_once() == 1
+    assert rec.ok_calls == [0, 1, 2, 3, 4]
+    assert await relay.prune() == {"auth": 0}
+
+    relay.settings = relay.settings.model_copy(update={"retention_days": 0})
+    async with container.db("auth").session() as session:
+        await session.execute(update(outbox).values(published_at=long_ago))
+    assert await relay.prune() == {}  # 0: kept forever
+    assert await relay.lag() == {"auth": 0}
+
+
+async def test_the_platform_prunes_every_service_on_its_schedule(container: Container) -> None:
+    """The job the container runs every ``prune_interval_seconds`` (with the relay)
+    prunes every service's tables."""
+    from ultramarket.core.container import _prune
+
+    event_id = await publish(container, 1)
+    outbox = container.events("auth").outbox
+    long_ago = utcnow() - timedelta(days=30)
+    async with container.db("auth").session() as session:
+        await session.execute(
+            update(outbox).where(outbox.c.id == event_id).values(published_at=long_ago)
+        )
+    await _prune(container)
+    async with container.db("auth").read_session() as session:
+        assert await session.scalar(select(func.count()).select_from(outbox)) == 0

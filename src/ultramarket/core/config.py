@@ -75,6 +75,12 @@ class EventSettings(BaseModel):
     max_attempts: int = 8
     backoff_base_seconds: float = 1.0
     backoff_max_seconds: float = 300.0
+    # Published outbox rows and processed inbox rows older than this are deleted, every
+    # ``prune_interval_seconds`` (0 keeps them forever). Unpublished events and dead
+    # letters are never deleted. A week is far beyond any redelivery.
+    retention_days: float = Field(default=7.0, ge=0)
+    prune_interval_seconds: float = Field(default=3600.0, gt=0)
+    prune_batch_size: int = Field(default=5000, gt=0)
 
 
 class FileSettings(BaseModel):

@@ -194,6 +194,13 @@ class Container:
         if run_relay:
             self._stop.clear()
             self._relay_task = asyncio.create_task(self.relay.run_forever(self._stop))
+            self._periodic_tasks.append(
+                asyncio.create_task(
+                    self._run_periodic(
+                        "events:prune", self.settings.events.prune_interval_seconds, _prune
+                    )
+                )
+            )
             for spec in self.specs.values():
                 for seconds, job in spec.periodic:
                     name = f"{spec.name}:{getattr(job, '__qualname__', job)}"
@@ -266,3 +273,10 @@ def _port(name: str) -> int:
     from ultramarket.core.ports import SERVICE_PORTS
 
     return SERVICE_PORTS.get(name, 3000)
+
+
+async def _prune(container: Container) -> None:
+    """Published events and processed inbox rows past their retention."""
+    deleted = await container.relay.prune()
+    if any(deleted.values()):
+        log.info("old event rows pruned", extra={"deleted": deleted})

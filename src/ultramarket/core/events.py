@@ -35,9 +35,11 @@ from sqlalchemy import (
     Update,
     Uuid,
     bindparam,
+    delete,
     func,
     insert,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -604,6 +606,44 @@ class OutboxRelay:
                         update(outbox).where(outbox.c.id == row_id).values(**values)
                     )
         return len(rows)
+
+    async def prune(self, now: datetime | None = None) -> dict[str, int]:
+        """Delete what has served its purpose: published outbox rows and processed inbox
+        rows older than ``retention_days``, in batches (short transactions). Unpublished
+        events and dead letters stay. Rows deleted per service."""
+        days = self.settings.retention_days
+        if days <= 0:
+            return {}
+        cutoff = (now or utcnow()) - timedelta(days=days)
+        batch = self.settings.prune_batch_size
+        deleted: dict[str, int] = {}
+        for source in self.sources:
+            outbox, inbox = source.tables.outbox, source.tables.inbox
+            statements = (
+                delete(outbox).where(
+                    outbox.c.id.in_(
+                        select(outbox.c.id).where(outbox.c.published_at < cutoff).limit(batch)
+                    )
+                ),
+                delete(inbox).where(
+                    tuple_(inbox.c.handler, inbox.c.event_id).in_(
+                        select(inbox.c.handler, inbox.c.event_id)
+                        .where(inbox.c.processed_at < cutoff)
+                        .limit(batch)
+                    )
+                ),
+            )
+            count = 0
+            for statement in statements:
+                while True:
+                    async with source.database.session() as session:
+                        result = await session.execute(statement)
+                    removed = int(getattr(result, "rowcount", 0) or 0)
+                    count += removed
+                    if removed < batch:
+                        break
+            deleted[source.service] = count
+        return deleted
 
     async def lag(self) -> dict[str, int]:
         """Unpublished events per service (for /metrics and the admin system page)."""
