@@ -146,6 +146,11 @@ class Idempotency:
             return None
         return ANSWER, {"answer_id": self._id, "answer_status": status, "answer_body": body}
 
+    @property
+    def unanswered(self) -> bool:
+        """A key is claimed and its answer not recorded yet."""
+        return self._id is not None
+
     def answered(self) -> None:
         """The answer went in with another write: ``finish`` has nothing left to do."""
         self._id = None

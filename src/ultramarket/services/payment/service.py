@@ -265,7 +265,8 @@ class PaymentService:
             if error.persist_changes and not isinstance(error, OutcomeUnknown):
                 await idem.fail(error)
             raise
-        await idem.finish(201, read.model_dump(mode="json"))
+        if idem.unanswered:  # a charge records its answer with the provider's result
+            await idem.finish(201, read.model_dump(mode="json"))
         return read, not resumed
 
     async def _resume(
