@@ -176,6 +176,46 @@ async def test_concurrent_relays_deliver_once(container: Container) -> None:
         assert (await outbox_row(container, event_id)).published_at is not None
 
 
+class CountingBus:
+    """Hands nothing to handlers; counts what each relay claimed and handed over."""
+
+    def __init__(self) -> None:
+        self.handed: list[uuid.UUID] = []
+
+    async def publish(
+        self, envelope: EventEnvelope, *, final_attempt: bool, attempt: int = 1
+    ) -> None:
+        self.handed.append(envelope.id)
+        await asyncio.sleep(0)  # let the other relay run meanwhile
+
+    async def publish_batch(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        return await publish_each(self, deliveries)
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_racing_relays_claim_each_event_once(container: Container) -> None:
+    """Two relays draining one outbox in small batches at once: each event is claimed by
+    one of them and handed to the bus once (the inbox, which would hide a double claim
+    from the handlers, is not involved)."""
+    ids = {await publish(container, n) for n in range(60)}
+    bus = CountingBus()
+    source = OutboxSource("auth", container.db("auth"), container.events("auth"))
+    relays = [OutboxRelay([source], bus, EventSettings(batch_size=7)) for _ in range(2)]
+
+    async def drain(relay: OutboxRelay) -> None:
+        while await relay.run_once():
+            pass
+
+    await asyncio.gather(*(drain(relay) for relay in relays))
+    assert sorted(bus.handed) == sorted(ids)  # every event, none twice
+    assert await relays[0].lag() == {"auth": 0}
+
+
 async def test_events_without_subscribers_are_marked_published(container: Container) -> None:
     relay, _ = make_relay(container, [])
     event_id = await publish(container, 1)
