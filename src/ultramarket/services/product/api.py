@@ -248,11 +248,8 @@ async def lookup_variants(
 ) -> Envelope[list[s.VariantInfo]]:
     if not principal.is_staff():
         raise Forbidden("Services and staff only")
-    rows = (
-        await container_of(request)
-        .db("product")
-        .fetch_all(repo.VARIANTS_BY_ID, ids=body.variant_ids)
-    )
+    database = container_of(request).db("product")
+    rows = await database.fetch_all(repo.VARIANTS_BY_ID, ids=body.variant_ids)
     return Envelope(
         data=[
             s.VariantInfo(
