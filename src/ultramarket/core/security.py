@@ -287,15 +287,17 @@ PrincipalHook = Callable[[Request, Principal], Awaitable[None]]
 
 
 async def optional_principal(request: Request) -> Principal | None:
-    cached = getattr(request.state, "principal", None)
+    # ``request.state`` is this dict; read directly, a miss costs no AttributeError.
+    state: dict[str, Any] = request.scope.setdefault("state", {})
+    cached: Principal | None = state.get("principal")
     if cached is not None:
-        return cached  # type: ignore[no-any-return]
+        return cached
     token = bearer_token(request)
     if token is None:
         return None
     verifier: TokenVerifier = request.app.state.container.verifier
     principal = await verifier.verify(token)
-    request.state.principal = principal
+    state["principal"] = principal
     hook: PrincipalHook | None = getattr(request.app.state.container, "principal_hook", None)
     if hook is not None:
         await hook(request, principal)
