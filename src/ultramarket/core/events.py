@@ -502,7 +502,12 @@ class OutboxRelay:
         self.stats = RelayStats()
         self._wake = asyncio.Event()
         self._due: set[str] = set()  # services whose outbox was written since the last look
-        self._built: dict[str, _RelayStatements] = {}
+        self._statements = {
+            source.service: _RelayStatements.of(
+                source.tables.outbox, source.database.dialect, settings.batch_size
+            )
+            for source in sources
+        }
 
     def wake(self, services: Iterable[str] = ()) -> None:
         """Events were written to the outboxes of ``services`` (none named: of any)."""
@@ -532,21 +537,13 @@ class OutboxRelay:
         self.stats.last_run_at = utcnow()
         return handled, full
 
-    def _statements(self, source: OutboxSource) -> _RelayStatements:
-        statements = self._built.get(source.service)
-        if statements is None:
-            statements = self._built[source.service] = _RelayStatements.of(
-                source.tables.outbox, source.database.dialect, self.settings.batch_size
-            )
-        return statements
-
     async def _claim(self, source: OutboxSource) -> list[dict[str, Any]]:
         """The next due events, oldest first, leased (``available_at`` moved on) so another
         relay leaves them alone while this one delivers: one statement, its own
         transaction (on PostgreSQL the rows another relay holds are skipped)."""
         now = utcnow()
         rows = await source.database.write_all(
-            self._statements(source).claim, now=now, lease_until=now + CLAIM_LEASE
+            self._statements[source.service].claim, now=now, lease_until=now + CLAIM_LEASE
         )
         rows.sort(key=lambda row: row["occurred_at"])
         return rows
@@ -597,7 +594,7 @@ class OutboxRelay:
         # their lease ends; handlers are idempotent.
         if published:
             await source.database.write_all(
-                self._statements(source).published, ids=published, at=utcnow()
+                self._statements[source.service].published, ids=published, at=utcnow()
             )
         if failed:
             async with source.database.session() as session:
