@@ -20,7 +20,8 @@ from ultramarket.services.order.events import OrderCancelled, OrderConfirmed, Or
 from ultramarket.services.product.models import Product, ProductVariant
 from ultramarket.services.product.service import ProductService, StockChange
 
-VARIANT_UPDATE = re.compile(r"^UPDATE (\w+\.)?product_variant SET")
+# A variant's UPDATE: one a variant on SQLite, the batch's in one statement on PostgreSQL.
+VARIANT_UPDATE = re.compile(r"UPDATE (\w+\.)?product_variant (v )?SET")
 PRODUCT_UPDATE = re.compile(r"^UPDATE (\w+\.)?product SET")
 
 
@@ -112,12 +113,14 @@ async def test_a_batch_of_stock_and_order_events_keeps_the_product_mirror(
     assert (available[v1], available[v2]) == (0, 0)
     assert product.in_stock is False
     assert product.sales_count == 2
-    # The stock mirror: its five events in one unit of work, one UPDATE a variant (its
-    # last figure), and the product's in_stock untouched (it ends where it began). The
-    # sales counters: the batch's sums in one UPDATE (v2's sale and cancellation cancel
-    # out). One inbox claim and one commit per handler.
+    # The stock mirror: its five events in one unit of work, each variant's last figure
+    # written (one UPDATE a variant, or the batch's one statement on PostgreSQL), and
+    # the product's in_stock untouched (it ends where it began). The sales counters: the
+    # batch's sums in one UPDATE (v2's sale and cancellation cancel out). One inbox
+    # claim and one commit per handler.
+    one_statement = container.db("product").dialect == "postgresql"
     assert not [s for s in seen if s.startswith("SELECT")]
-    assert sum(1 for s in seen if VARIANT_UPDATE.match(s)) == 2
+    assert sum(1 for s in seen if VARIANT_UPDATE.search(s)) == (1 if one_statement else 2)
     assert sum(1 for s in seen if PRODUCT_UPDATE.match(s)) == 1
     assert sum(1 for s in seen if "product_inbox" in s) == 2
     assert seen.count("COMMIT") == 2
@@ -133,7 +136,7 @@ async def test_a_batch_of_stock_and_order_events_keeps_the_product_mirror(
         product = await session.get_one(Product, product_id)
         variant = await session.get_one(ProductVariant, v2)
     assert (product.in_stock, variant.available) == (True, 1)
-    assert sum(1 for s in seen if VARIANT_UPDATE.match(s)) == 1
+    assert sum(1 for s in seen if VARIANT_UPDATE.search(s)) == 1
     assert sum(1 for s in seen if PRODUCT_UPDATE.match(s)) == 1  # the flip
 
 

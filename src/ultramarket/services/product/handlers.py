@@ -18,21 +18,17 @@ from ultramarket.core.events import BatchContext, Subscription, batch_subscripti
 from ultramarket.services.inventory import events as inventory_events
 from ultramarket.services.order import events as order_events
 from ultramarket.services.product.repository import CACHE_PREFIX
-from ultramarket.services.product.service import ProductService, StockChange
+from ultramarket.services.product.service import ProductService
 
 
 async def on_stock_events(ctx: BatchContext) -> None:
-    """The stock mirror: each variant's last figure in the batch, one UPDATE a variant
-    (a hot variant's hundred reservations in a batch are one write)."""
+    """The stock mirror: each variant's last figure in the batch (a hot variant's
+    hundred reservations in a batch are one write), the batch in one statement."""
     latest: dict[uuid.UUID, int] = {}
     for envelope in ctx.envelopes:  # in the order they occurred: the last figure wins
         event = inventory_events.StockEvent.model_validate(envelope.data)
         latest[event.variant_id] = event.variant_available
-    products = ProductService(ctx.session)
-    flipped = False
-    for variant_id in sorted(latest):  # in id order: concurrent batches lock alike
-        change = await products.record_stock(variant_id, latest[variant_id])
-        flipped = flipped or change is StockChange.FLIPPED
+    flipped = await ProductService(ctx.session).record_stock_levels(latest)
     if flipped:
         # Which products a listing (and the in_stock filter) shows changed: drop the pages
         # at once. A count that merely moved shows in cached pages until their short TTL

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import bindparam, case, delete, exists, func, select, update
+from sqlalchemy import bindparam, case, delete, exists, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -81,6 +81,26 @@ _FOLLOW_STOCK = (
     )
     .values(in_stock=_IN_STOCK)
     .returning(_PRODUCT.c.id)
+)
+
+
+# A batch of stock events as ONE statement on PostgreSQL: the variants whose figure moved,
+# locked in id order (two batches never wait on each other crosswise), set, and returned
+# with their product's in_stock. Only our own table names are interpolated.
+_MIRROR_STOCK_LEVELS = text(
+    f"""
+WITH levels AS (
+    SELECT * FROM unnest(CAST(:variant_ids AS uuid[]), CAST(:figures AS int[])) AS l(id, figure)
+), moved AS MATERIALIZED (
+    SELECT v.id, l.figure FROM {_VARIANT.fullname} v JOIN levels l ON l.id = v.id
+     WHERE v.available <> l.figure
+     ORDER BY v.id FOR UPDATE OF v
+)
+UPDATE {_VARIANT.fullname} v SET available = m.figure, updated_at = :now
+  FROM moved m WHERE v.id = m.id
+RETURNING v.product_id, m.figure,
+          (SELECT p.in_stock FROM {_PRODUCT.fullname} p WHERE p.id = v.product_id)
+"""  # noqa: S608
 )
 
 
@@ -452,6 +472,26 @@ class ProductService:
         # In stock now but shown out, or out now and maybe the last: ask every variant.
         flipped = await self.session.execute(_FOLLOW_STOCK, {"product_id": product_id})
         return StockChange.FLIPPED if flipped.first() is not None else StockChange.FIGURE
+
+    async def record_stock_levels(self, levels: Mapping[uuid.UUID, int]) -> bool:
+        """Mirror a batch of variants' availability (absolute figures); says whether any
+        product's ``in_stock`` flipped. On PostgreSQL the figures go in as one statement
+        (a batch of spread-out reservations touches as many variants as events); a
+        product that may have flipped is then followed as in ``record_stock``."""
+        if self.session.get_bind().dialect.name != "postgresql":
+            changes = [await self.record_stock(v, levels[v]) for v in sorted(levels)]
+            return StockChange.FLIPPED in changes
+        ids = sorted(levels)
+        moved = await self.session.execute(
+            _MIRROR_STOCK_LEVELS,
+            {"variant_ids": ids, "figures": [max(0, levels[v]) for v in ids], "now": utcnow()},
+        )
+        maybe_flipped = {product for product, figure, shown in moved if shown != (figure > 0)}
+        flipped = False
+        for product_id in sorted(maybe_flipped):
+            follow = await self.session.execute(_FOLLOW_STOCK, {"product_id": product_id})
+            flipped = flipped or follow.first() is not None
+        return flipped
 
     async def record_sales(self, quantities: Mapping[uuid.UUID, int]) -> int:
         """Add sold quantities per variant to their products' ``sales_count`` (the order
