@@ -470,7 +470,8 @@ class Database:
         async with self._writer() as session:
             try:
                 yield session
-                await session.commit()
+                if session.in_transaction() or session.new or session.dirty or session.deleted:
+                    await session.commit()  # (an untouched session has nothing to commit)
             except BaseException as exc:
                 # An error may ask to keep what was written before it (an audit row,
                 # a revoked token family); everything else is rolled back.
