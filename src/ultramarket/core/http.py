@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.telemetry import TelemetryConfig
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
@@ -51,6 +52,10 @@ DOCS_CSP = (
     b"default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
     b"style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https:"
 )
+# Spans are ours (``TracingMiddleware``, when an OTLP endpoint is configured) and so are
+# the metrics: FastAPI's native telemetry would add a second span to each request and
+# ask the global OpenTelemetry providers on every request whether to.
+FASTAPI_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 UNMATCHED = "<unmatched>"
 
@@ -253,6 +258,7 @@ def create_app(
             await container.stop()
 
     app = FastAPI(
+        telemetry=FASTAPI_TELEMETRY,
         title=title,
         version="1.0.0",
         lifespan=lifespan,
@@ -295,7 +301,13 @@ def _service_app(spec: ServiceSpec, settings: Settings, container: Container) ->
     """One service's routes behind the platform middleware (request id, body limit,
     metrics), sharing the platform's container: what another service of this process
     calls. Routing looks at this service's routes only, not at every service's."""
-    app = FastAPI(title=spec.name, openapi_url=None, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        telemetry=FASTAPI_TELEMETRY,
+        title=spec.name,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.settings = settings
     app.state.container = container
     install_error_handlers(app)
