@@ -349,8 +349,8 @@ class PaymentService:
                 exclude=payment.id,
             )
             await fraud.record(self.session, assessment, user_id, payment.id)
-            payment.risk_score = assessment.score
             if assessment.score >= self.settings.fraud_block_score:
+                payment.risk_score = assessment.score
                 payment.status = "failed"
                 payment.decline_code = "blocked"
                 payment.failure_message = "blocked by fraud checks"
@@ -365,8 +365,9 @@ class PaymentService:
                     ]
                 )
             review = assessment.score >= self.settings.fraud_review_score
-            payment.review_required = review
-            await self.session.flush()
+            if (payment.risk_score, payment.review_required) != (assessment.score, review):
+                payment.risk_score, payment.review_required = assessment.score, review
+                await self.session.flush()  # (a flush with nothing to write is not free)
 
         await self._call_provider(payment, body, key, authorize_only=review or not body.capture)
         return s.PaymentRead.of(payment)
@@ -410,7 +411,8 @@ class PaymentService:
         self, payment: Payment, body: s.PaymentCreate, key: str | None, *, authorize_only: bool
     ) -> None:
         provider = self._provider(payment)
-        payment.idempotency_key = key
+        if payment.idempotency_key != key:  # a resumed payment takes the retry's key
+            payment.idempotency_key = key
         charge = ChargeRequest(
             payment_id=str(payment.id),
             amount=payment.amount,
