@@ -48,6 +48,19 @@ def machine_busy() -> int:
     return sum(values) - values[3] - values[4]  # less idle and iowait
 
 
+def server_env(dsn: str, prefix: str) -> dict[str, str]:
+    """The platform's settings for a run in this process on the bench's database (the
+    bench server's: no rate limits, no fraud rules, no access log)."""
+    return {
+        "ULTRAMARKET_DATABASE_URL": dsn.replace("postgresql://", "postgresql+asyncpg://"),
+        "ULTRAMARKET_DATA_DIR": tempfile.mkdtemp(prefix=prefix),
+        "ULTRAMARKET_RATE_LIMITS__ENABLED": "false",
+        "ULTRAMARKET_PAYMENTS__FRAUD_ENABLED": "false",
+        "ULTRAMARKET_ACCESS_LOG": "false",
+        "ULTRAMARKET_LOG_LEVEL": "WARNING",
+    }
+
+
 async def seeded(dsn: str, customers: int) -> tuple[list[str], list[str]]:
     conn = await asyncpg.connect(dsn)
     try:
@@ -139,16 +152,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--customers", type=int, default=20)
     parser.add_argument("--profile", type=Path, default=None, help="cProfile output file")
     args = parser.parse_args()
-    os.environ.update(
-        {
-            "ULTRAMARKET_DATABASE_URL": args.dsn.replace("postgresql://", "postgresql+asyncpg://"),
-            "ULTRAMARKET_DATA_DIR": tempfile.mkdtemp(prefix="um-checkout-cpu-"),
-            "ULTRAMARKET_RATE_LIMITS__ENABLED": "false",
-            "ULTRAMARKET_PAYMENTS__FRAUD_ENABLED": "false",
-            "ULTRAMARKET_ACCESS_LOG": "false",
-            "ULTRAMARKET_LOG_LEVEL": "WARNING",
-        }
-    )
+    os.environ.update(server_env(args.dsn, "um-checkout-cpu-"))
     return args
 
 
