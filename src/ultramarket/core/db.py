@@ -51,6 +51,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, make_transient_to_detached, mapped_column
+from sqlalchemy.orm.attributes import instance_state, set_committed_value
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -165,8 +166,10 @@ def adopt(session: AsyncSession, obj: Any) -> None:
     """A mapped object whose row a statement has just inserted (``columns_of`` filled
     it) joins ``session`` as persistent: later changes flush as UPDATEs, and no second
     INSERT is made."""
+    loaded = instance_state(obj).dict
     for column in obj.__table__.columns:  # every column loaded: nothing to lazy-load
-        setattr(obj, column.key, getattr(obj, column.key, None))
+        if column.key not in loaded:
+            set_committed_value(obj, column.key, None)  # (a column left unset is NULL)
     make_transient_to_detached(obj)
     session.add(obj)
 
