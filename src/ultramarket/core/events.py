@@ -105,6 +105,14 @@ def event_tables(metadata: MetaData, service: str) -> EventTables:
         postgresql_where=outbox.c.published_at.is_(None),
         sqlite_where=outbox.c.published_at.is_(None),
     )
+    # What pruning deletes, oldest first: the published events only (a new event enters
+    # it once, when it is published).
+    Index(
+        None,
+        outbox.c.published_at,
+        postgresql_where=outbox.c.published_at.is_not(None),
+        sqlite_where=outbox.c.published_at.is_not(None),
+    )
     inbox = Table(
         f"{service}_inbox",
         metadata,
@@ -112,6 +120,7 @@ def event_tables(metadata: MetaData, service: str) -> EventTables:
         Column("event_id", Uuid, nullable=False),
         Column("processed_at", UTCDateTime, nullable=False),
         PrimaryKeyConstraint("handler", "event_id"),
+        Index(None, "processed_at"),  # what pruning deletes, oldest first
     )
     dead_letter = Table(
         f"{service}_dead_letter",

@@ -105,3 +105,33 @@ def index_outbox_by_state(service: str) -> None:
         ["published_at", "available_at"],
         schema=schema(service),
     )
+
+
+def index_events_for_pruning(service: str) -> None:
+    """Pruning's indexes: published outbox rows by ``published_at`` (the unpublished
+    stay out of it), inbox rows by ``processed_at``; without them every prune read
+    whole tables that hold days of events."""
+    published = sa.text("published_at IS NOT NULL")
+    op.create_index(
+        op.f(f"ix_{service}_outbox_published_at"),
+        f"{service}_outbox",
+        ["published_at"],
+        schema=schema(service),
+        postgresql_where=published,
+        sqlite_where=published,
+    )
+    op.create_index(
+        op.f(f"ix_{service}_inbox_processed_at"),
+        f"{service}_inbox",
+        ["processed_at"],
+        schema=schema(service),
+    )
+
+
+def drop_event_pruning_indexes(service: str) -> None:
+    """``index_events_for_pruning`` undone."""
+    for table, column in (
+        (f"{service}_inbox", "processed_at"),
+        (f"{service}_outbox", "published_at"),
+    ):
+        op.drop_index(op.f(f"ix_{table}_{column}"), table_name=table, schema=schema(service))

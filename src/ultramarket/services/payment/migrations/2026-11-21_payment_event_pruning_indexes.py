@@ -1,0 +1,29 @@
+"""payment event pruning indexes
+
+Pruning deletes published outbox rows and processed inbox rows older than the retention:
+indexes on ``published_at`` (published rows only) and ``processed_at`` let it find them
+without reading the whole tables.
+
+Revision ID: b76fbab766fd
+Revises: 71ae3c9d6153
+Create Date: 2026-11-21 18:30:00.000000
+"""
+
+from collections.abc import Sequence
+
+from ultramarket.core.migrations import drop_event_pruning_indexes, index_events_for_pruning
+
+revision: str = "b76fbab766fd"
+down_revision: str | None = "71ae3c9d6153"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+SERVICE = "payment"
+
+
+def upgrade() -> None:
+    index_events_for_pruning(SERVICE)
+
+
+def downgrade() -> None:
+    drop_event_pruning_indexes(SERVICE)
