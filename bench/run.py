@@ -7,9 +7,11 @@ What it does (see bench/README.md for the figures and knobs):
 1. makes sure ``wrk`` is installed (``apt-get install -y wrk`` if not);
 2. creates a fresh PostgreSQL database (``um_bench``), migrates it, creates the bench
    account with the CLI and bulk-inserts ~10,000 more customers with asyncpg;
-3. serves the platform (``ultramarket serve --workers 2``) on a free loopback port with
-   rate limits OFF, logs in once, and loads it with wrk for each scenario;
-4. serves the ceilings from ``bench/ceilings.py`` (uvicorn, 2 workers) and loads them;
+3. serves the platform (``ultramarket serve --workers 2 --server granian``) on a free
+   loopback port with rate limits OFF, logs in once, and loads it with wrk for each
+   scenario;
+4. serves the ceilings from ``bench/ceilings.py`` (the same server and workers as the app:
+   granian by default, ``--server uvicorn``) and loads them;
 5. prints one table and writes ``bench/results/latest.json``.
 
 ``--suite catalog`` adds a bulk-loaded catalogue (listing, detail, reservations) and
@@ -507,6 +509,38 @@ def server_env(base: dict[str, str], db_url: str, data_dir: Path) -> dict[str, s
     return env
 
 
+@dataclass(frozen=True)
+class Serving:
+    """How the app and its ceilings are served: the same server and workers for both, so
+    the ratios compare the app with what that server can do at all."""
+
+    server: str  # uvicorn or granian
+    workers: int
+
+
+def server_cmd(serving: Serving, app: str, port: int) -> list[str]:
+    """The command serving ``ceilings:<app>`` (from bench/) on ``port``."""
+    if serving.server == "granian":
+        return [
+            str(VENV_BIN / "granian"),
+            "--interface",
+            "asgi",
+            "--working-dir",
+            str(BENCH_DIR),
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--workers",
+            str(serving.workers),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            app,
+        ]
+    return uvicorn_cmd(app, port, serving.workers)
+
+
 def uvicorn_cmd(app: str, port: int, workers: int) -> list[str]:
     return [
         str(VENV_BIN / "uvicorn"),
@@ -529,18 +563,18 @@ def uvicorn_cmd(app: str, port: int, workers: int) -> list[str]:
 @contextlib.contextmanager
 def ceiling_server(
     app_name: str,
-    workers: int,
+    serving: Serving,
     env: dict[str, str],
     tmp: Path,
     ready_path: str,
     probe: dict[str, Any] | None = None,
 ) -> Iterator[str]:
-    """Serve ``ceilings:<app>`` (uvicorn) until the block ends; yields its base URL. Ready
+    """Serve ``ceilings:<app>`` until the block ends; yields its base URL. Ready
     once GET ``ready_path`` answers 200 (or, with ``probe``, a POST of it answers 201)."""
     port = free_port()
     base = f"http://{HOST}:{port}"
     logfile = tmp / f"{app_name.split(':')[1]}.log"
-    proc = spawn(uvicorn_cmd(app_name, port, workers), env, logfile)
+    proc = spawn(server_cmd(serving, app_name, port), env, logfile)
     try:
         if probe is None:
             wait_ready(proc, f"{base}{ready_path}", logfile)
@@ -834,15 +868,15 @@ def run_catalog_app(
 
 
 def run_catalog_ceilings(
-    cfg: Load, plan: CatalogPlan, dsn: str, workers: int, tmp: Path
+    cfg: Load, plan: CatalogPlan, dsn: str, serving: Serving, tmp: Path
 ) -> dict[str, Result]:
     out: dict[str, Result] = {}
     env = {**os.environ, "BENCH_PG_DSN": dsn, "BENCH_CATEGORY": plan.summary["listing_category"]}
-    with ceiling_server("ceilings:page_app", workers, env, tmp, "/page") as base:
+    with ceiling_server("ceilings:page_app", serving, env, tmp, "/page") as base:
         out["page"] = load(cfg, "ceiling: raw asyncpg page of 20", base, "/page")
     probe = {"quantity": 1, "key": f"probe-{uuid.uuid4()}", "ttl_seconds": 60}
     with ceiling_server(
-        "ceilings:reserve_app", workers, env, tmp, f"/reserve/{plan.hot_item}", probe
+        "ceilings:reserve_app", serving, env, tmp, f"/reserve/{plan.hot_item}", probe
     ) as base:
         for key, label, file in (("reserve_spread", "spread", plan.spread_file),
                                  ("reserve_hot", "one hot", plan.hot_file)):  # fmt: skip
@@ -1059,11 +1093,11 @@ def run_checkout_app(
 
 
 def run_checkout_ceiling(
-    cfg: Load, plan: CheckoutPlan, dsn: str, workers: int, tmp: Path, checks: dict[str, Any]
+    cfg: Load, plan: CheckoutPlan, dsn: str, serving: Serving, tmp: Path, checks: dict[str, Any]
 ) -> dict[str, Result]:
     env = {**os.environ, "BENCH_PG_DSN": dsn, "BENCH_VARIANTS_FILE": str(plan.variants_file)}
     probe = checkout_body([plan.hot_variant])
-    with ceiling_server("ceilings:checkout_app", workers, env, tmp, "/checkout", probe) as base:
+    with ceiling_server("ceilings:checkout_app", serving, env, tmp, "/checkout", probe) as base:
         return checkout_runs(cfg, plan, dsn, base, "/checkout", "ceiling: raw checkout", checks,
                              drain=False)  # fmt: skip
 
@@ -1097,8 +1131,8 @@ def main() -> int:
     parser.add_argument(
         "--server",
         choices=("uvicorn", "granian"),
-        default="uvicorn",
-        help="server for the app (the ceilings always run on uvicorn)",
+        default="granian",
+        help="server for the app and its ceilings alike",
     )
     parser.add_argument(
         "--suite",
@@ -1155,6 +1189,7 @@ def main() -> int:
     )
     parser.add_argument("--output", type=Path, default=BENCH_DIR / "results" / "latest.json")
     args = parser.parse_args()
+    serving = Serving(args.server, args.workers)
     auth_suite = args.suite in ("all", "auth")
     catalog_suite = args.suite in ("all", "catalog")
     checkout_suite = args.suite in ("all", "checkout")
@@ -1290,17 +1325,17 @@ def main() -> int:
                 ("ceiling: FastAPI /ping", "ceilings:ping_app", "/ping"),
                 ("ceiling: raw asyncpg one row", "ceilings:row_app", "/row"),
             ):
-                with ceiling_server(app_name, args.workers, ceiling_env, tmp, path) as base:
+                with ceiling_server(app_name, serving, ceiling_env, tmp, path) as base:
                     result = load(cfg, scenario, base, path)
                 results.append(result)
                 if path == "/row":
                     row_result = result
         if args.only != "app" and plan is not None:
-            ceiling_runs = run_catalog_ceilings(cfg, plan, dsn, args.workers, tmp)
+            ceiling_runs = run_catalog_ceilings(cfg, plan, dsn, serving, tmp)
             results.extend(ceiling_runs.values())
         if args.only != "app" and checkout is not None:
             checkout_ceiling = run_checkout_ceiling(
-                cfg, checkout, dsn, args.workers, tmp, checkout_checks
+                cfg, checkout, dsn, serving, tmp, checkout_checks
             )
             results.extend(checkout_ceiling.values())
     except BaseException:
@@ -1338,8 +1373,8 @@ def main() -> int:
     print()
     print(
         f"UltraMarket benchmark ({args.suite}) - wrk -t{args.threads} -c{args.connections} "
-        f"-d{args.duration}s (+{args.warmup}s warm-up), app on {args.server} x{args.workers} "
-        f"workers, ceilings on uvicorn x{args.workers}, PostgreSQL db {args.db_name}"
+        f"-d{args.duration}s (+{args.warmup}s warm-up), app and ceilings on {args.server} "
+        f"x{args.workers} workers, PostgreSQL db {args.db_name}"
         + (f", {customers:,} seeded customers" if customers else "")
     )
     if "catalog" in meta:

@@ -77,7 +77,7 @@ def serve(
         from granian.constants import Interfaces
 
         Granian(
-            "ultramarket.app:create",
+            "ultramarket.app:create_behind_proxy",
             address=bind_host,
             port=port,
             interface=Interfaces.ASGI,
