@@ -520,44 +520,13 @@ class Serving:
 
 def server_cmd(serving: Serving, app: str, port: int) -> list[str]:
     """The command serving ``ceilings:<app>`` (from bench/) on ``port``."""
+    common = ["--host", HOST, "--port", str(port), "--workers", str(serving.workers)]
+    quiet = ["--no-access-log", "--log-level", "warning"]
     if serving.server == "granian":
-        return [
-            str(VENV_BIN / "granian"),
-            "--interface",
-            "asgi",
-            "--working-dir",
-            str(BENCH_DIR),
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--workers",
-            str(serving.workers),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-            app,
-        ]
-    return uvicorn_cmd(app, port, serving.workers)
-
-
-def uvicorn_cmd(app: str, port: int, workers: int) -> list[str]:
-    return [
-        str(VENV_BIN / "uvicorn"),
-        app,
-        "--app-dir",
-        str(BENCH_DIR),
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        "--no-access-log",
-        "--log-level",
-        "warning",
-        "--no-server-header",
-    ]
+        where = ["--interface", "asgi", "--working-dir", str(BENCH_DIR)]
+        return [str(VENV_BIN / "granian"), *where, *common, *quiet, app]
+    where = ["--app-dir", str(BENCH_DIR)]
+    return [str(VENV_BIN / "uvicorn"), app, *where, *common, *quiet, "--no-server-header"]
 
 
 @contextlib.contextmanager
