@@ -84,9 +84,12 @@ _FOLLOW_STOCK = (
 )
 
 
-# A batch of stock events as ONE statement on PostgreSQL: the variants whose figure moved,
-# locked in id order (two batches never wait on each other crosswise), set, and returned
-# with their product's in_stock. Only our own table names are interpolated.
+# A batch of stock events on PostgreSQL: ONE statement sets the variants whose figure
+# moved (locked in id order: two batches never wait on each other crosswise) and returns
+# their products; only our own table names are interpolated. Their products are then
+# locked (id order) and followed in a second statement: its snapshot, taken under the
+# locks, sees every variant a concurrent batch committed. (The first statement's own
+# snapshot may predate a batch it waited for, which may have flipped the product.)
 _MIRROR_STOCK_LEVELS = text(
     f"""
 WITH levels AS (
@@ -98,8 +101,26 @@ WITH levels AS (
 )
 UPDATE {_VARIANT.fullname} v SET available = m.figure, updated_at = :now
   FROM moved m WHERE v.id = m.id
-RETURNING v.product_id, m.figure,
-          (SELECT p.in_stock FROM {_PRODUCT.fullname} p WHERE p.id = v.product_id)
+RETURNING v.product_id
+"""  # noqa: S608
+)
+_LOCK_PRODUCTS = text(
+    f"""
+SELECT id FROM {_PRODUCT.fullname} WHERE id = ANY(CAST(:product_ids AS uuid[]))
+ ORDER BY id FOR UPDATE
+"""  # noqa: S608
+)
+_FOLLOW_PRODUCTS = text(
+    f"""
+WITH shown AS (
+    SELECT p.id, EXISTS (
+               SELECT 1 FROM {_VARIANT.fullname} v WHERE v.product_id = p.id AND v.available > 0
+           ) AS in_stock
+      FROM {_PRODUCT.fullname} p WHERE p.id = ANY(CAST(:product_ids AS uuid[]))
+)
+UPDATE {_PRODUCT.fullname} p SET in_stock = s.in_stock, updated_at = :now
+  FROM shown s WHERE p.id = s.id AND p.in_stock IS DISTINCT FROM s.in_stock
+RETURNING p.id
 """  # noqa: S608
 )
 
@@ -475,23 +496,26 @@ class ProductService:
 
     async def record_stock_levels(self, levels: Mapping[uuid.UUID, int]) -> bool:
         """Mirror a batch of variants' availability (absolute figures); says whether any
-        product's ``in_stock`` flipped. On PostgreSQL the figures go in as one statement
-        (a batch of spread-out reservations touches as many variants as events); a
-        product that may have flipped is then followed as in ``record_stock``."""
+        product's ``in_stock`` flipped. On PostgreSQL in three statements however many
+        variants moved (a batch of spread-out reservations touches as many variants as
+        events): the figures, then their products locked and followed."""
         if self.session.get_bind().dialect.name != "postgresql":
             changes = [await self.record_stock(v, levels[v]) for v in sorted(levels)]
             return StockChange.FLIPPED in changes
         ids = sorted(levels)
+        now = utcnow()
         moved = await self.session.execute(
             _MIRROR_STOCK_LEVELS,
-            {"variant_ids": ids, "figures": [max(0, levels[v]) for v in ids], "now": utcnow()},
+            {"variant_ids": ids, "figures": [max(0, levels[v]) for v in ids], "now": now},
         )
-        maybe_flipped = {product for product, figure, shown in moved if shown != (figure > 0)}
-        flipped = False
-        for product_id in sorted(maybe_flipped):
-            follow = await self.session.execute(_FOLLOW_STOCK, {"product_id": product_id})
-            flipped = flipped or follow.first() is not None
-        return flipped
+        products = sorted({product_id for (product_id,) in moved})
+        if not products:
+            return False
+        await self.session.execute(_LOCK_PRODUCTS, {"product_ids": products})
+        flipped = await self.session.execute(
+            _FOLLOW_PRODUCTS, {"product_ids": products, "now": now}
+        )
+        return flipped.first() is not None
 
     async def record_sales(self, quantities: Mapping[uuid.UUID, int]) -> int:
         """Add sold quantities per variant to their products' ``sales_count`` (the order
