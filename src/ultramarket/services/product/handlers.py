@@ -23,7 +23,8 @@ from ultramarket.services.product.service import ProductService
 
 async def on_stock_events(ctx: BatchContext) -> None:
     """The stock mirror: each variant's last figure in the batch (a hot variant's
-    hundred reservations in a batch are one write), the batch in one statement."""
+    hundred reservations in a batch are one write), written by ``record_stock_levels``
+    (on PostgreSQL three statements, however many variants moved)."""
     latest: dict[uuid.UUID, int] = {}
     for envelope in ctx.envelopes:  # in the order they occurred: the last figure wins
         event = inventory_events.StockEvent.model_validate(envelope.data)

@@ -56,8 +56,9 @@ def _uuid(key: str) -> uuid.UUID | None:
 
 _VARIANT = ProductVariant.__table__
 _PRODUCT = Product.__table__
-# The stock mirror's statements (one per stock event), built once: a variant's figure,
-# returning its product's in_stock...
+# The stock mirror's statements for one variant (``record_stock``; a batch goes one
+# variant at a time except on PostgreSQL), built once: a variant's figure, returning its
+# product's in_stock...
 _MIRROR_STOCK = (
     update(_VARIANT)
     .where(_VARIANT.c.id == bindparam("variant_id"), _VARIANT.c.available != bindparam("figure"))
