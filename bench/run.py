@@ -1067,8 +1067,28 @@ def run_checkout_ceiling(
     env = {**os.environ, "BENCH_PG_DSN": dsn, "BENCH_VARIANTS_FILE": str(plan.variants_file)}
     probe = checkout_body([plan.hot_variant])
     with ceiling_server("ceilings:checkout_app", serving, env, tmp, "/checkout", probe) as base:
-        return checkout_runs(cfg, plan, dsn, base, "/checkout", "ceiling: raw checkout", checks,
-                             drain=False)  # fmt: skip
+        results = checkout_runs(cfg, plan, dsn, base, "/checkout", "ceiling: raw checkout",
+                                checks, drain=False)  # fmt: skip
+    asyncio.run(retire_ceiling_events(dsn))
+    return results
+
+
+async def retire_ceiling_events(dsn: str) -> None:
+    """Mark the ceiling's ``order.confirmed`` rows delivered. They were part of its cost,
+    but they are not the app's events (their payloads hold only what the ceiling writes):
+    an app served later on a ``--keep-db`` database (``checkout_cpu.py``, ``hop_cpu.py``)
+    would otherwise relay them to handlers that refuse them, and measure their retries."""
+    from ceilings import CEILING_MARK
+
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        await conn.execute(
+            'UPDATE "order".order_outbox SET published_at = now() '
+            "WHERE published_at IS NULL AND payload ? $1",
+            CEILING_MARK,
+        )
+    finally:
+        await conn.close()
 
 
 def wait_ready_post(
