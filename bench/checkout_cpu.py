@@ -26,6 +26,7 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -156,5 +157,16 @@ def parse() -> argparse.Namespace:
     return args
 
 
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """On uvloop when it is installed, as granian and uvicorn serve the app (the pure
+    Python event loop would show up in a profile where the servers spend nothing)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
 if __name__ == "__main__":
-    asyncio.run(main(parse()))
+    run_loop(main(parse()))

@@ -32,7 +32,7 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
-from checkout_cpu import DEFAULT_DSN, seeded, server_env  # noqa: E402 (the bench's own helpers)
+from checkout_cpu import DEFAULT_DSN, run_loop, seeded, server_env  # noqa: E402 (the bench's own helpers)
 
 CALLS = ("quote", "lookup", "reserve", "commit", "charge")
 
@@ -127,4 +127,4 @@ def parse() -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse()))
+    run_loop(main(parse()))
