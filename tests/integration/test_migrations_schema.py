@@ -176,3 +176,46 @@ async def test_postgres_migrations_match_the_models(pg_database: str) -> None:
     found = await run_sync(url, tables_by_schema)
     for spec in SPECS:
         assert found[spec.name] <= {"alembic_version"}, found[spec.name]
+
+
+async def test_postgres_pruning_indexes_are_built_online_and_replace_a_failed_build(
+    pg_database: str,
+) -> None:
+    """The pruning indexes are built CONCURRENTLY (outside the revision's transaction);
+    an INVALID index a failed build left behind is replaced, not taken as done."""
+    url = pg_database
+    order = next(spec for spec in SPECS if spec.name == "order")
+    upgrade(order, url, "e1d1efa49a2a")  # the revision before the pruning indexes
+    index = "ix_order_outbox_published_at"
+
+    def leave_invalid(conn: Connection) -> None:
+        # What an interrupted CREATE INDEX CONCURRENTLY leaves: the index, marked invalid.
+        conn.exec_driver_sql(
+            f'CREATE INDEX {index} ON "order".order_outbox (published_at)'
+            " WHERE published_at IS NOT NULL"
+        )
+        conn.exec_driver_sql(
+            "UPDATE pg_index SET indisvalid = false"
+            f" WHERE indexrelid = '\"order\".{index}'::regclass"
+        )
+        conn.commit()
+
+    def validity(conn: Connection) -> dict[str, bool]:
+        rows = conn.exec_driver_sql(
+            "SELECT c.relname, i.indisvalid FROM pg_index i"
+            " JOIN pg_class c ON c.oid = i.indexrelid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'order'"
+            " AND (c.relname LIKE '%published_at' OR c.relname LIKE '%processed_at')"
+        )
+        return dict(rows.all())
+
+    await run_sync(url, leave_invalid)
+    assert await run_sync(url, validity) == {index: False}
+
+    upgrade(order, url)
+    assert await run_sync(url, validity) == {index: True, "ix_order_inbox_processed_at": True}
+
+    downgrade(order, url, "e1d1efa49a2a")
+    assert await run_sync(url, validity) == {}
+    downgrade(order, url)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command, op
@@ -107,24 +108,60 @@ def index_outbox_by_state(service: str) -> None:
     )
 
 
+def create_index_online(
+    name: str, table: str, columns: list[str], service: str, **kwargs: Any
+) -> None:
+    """``op.create_index``, but on PostgreSQL ``CONCURRENTLY``, outside the revision's
+    transaction: building an index on a table that already holds millions of rows (an
+    outbox, an inbox) does not block its writers meanwhile. A build that failed before
+    leaves an INVALID index of that name behind; it is dropped first, so the migration
+    can simply be run again."""
+    if op.get_bind().dialect.name != "postgresql":
+        op.create_index(name, table, columns, schema=schema(service), **kwargs)
+        return
+    with op.get_context().autocommit_block():
+        invalid = op.get_bind().scalar(
+            sa.text(
+                "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE c.relname = :name AND n.nspname = :schema AND NOT i.indisvalid"
+            ),
+            {"name": name, "schema": service},
+        )
+        if invalid:
+            op.drop_index(
+                name, table_name=table, schema=schema(service), postgresql_concurrently=True
+            )
+        op.create_index(
+            name, table, columns, schema=schema(service), postgresql_concurrently=True, **kwargs
+        )
+
+
+def drop_index_online(name: str, table: str, service: str) -> None:
+    """``create_index_online`` undone (``DROP INDEX CONCURRENTLY`` on PostgreSQL)."""
+    if op.get_bind().dialect.name != "postgresql":
+        op.drop_index(name, table_name=table, schema=schema(service))
+        return
+    with op.get_context().autocommit_block():
+        op.drop_index(name, table_name=table, schema=schema(service), postgresql_concurrently=True)
+
+
 def index_events_for_pruning(service: str) -> None:
     """Pruning's indexes: published outbox rows by ``published_at`` (the unpublished
     stay out of it), inbox rows by ``processed_at``; without them every prune read
-    whole tables that hold days of events."""
+    whole tables that hold days of events. Built online: a shop upgrading has days of
+    events in these tables, and its checkouts write to them all the time."""
     published = sa.text("published_at IS NOT NULL")
-    op.create_index(
+    create_index_online(
         op.f(f"ix_{service}_outbox_published_at"),
         f"{service}_outbox",
         ["published_at"],
-        schema=schema(service),
+        service,
         postgresql_where=published,
         sqlite_where=published,
     )
-    op.create_index(
-        op.f(f"ix_{service}_inbox_processed_at"),
-        f"{service}_inbox",
-        ["processed_at"],
-        schema=schema(service),
+    create_index_online(
+        op.f(f"ix_{service}_inbox_processed_at"), f"{service}_inbox", ["processed_at"], service
     )
 
 
@@ -134,4 +171,4 @@ def drop_event_pruning_indexes(service: str) -> None:
         (f"{service}_inbox", "processed_at"),
         (f"{service}_outbox", "published_at"),
     ):
-        op.drop_index(op.f(f"ix_{table}_{column}"), table_name=table, schema=schema(service))
+        drop_index_online(op.f(f"ix_{table}_{column}"), table, service)

@@ -23,6 +23,9 @@ def run(connection: Connection) -> None:
     postgres = connection.dialect.name == "postgresql"
     if postgres:
         connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{spec.name}"'))
+        # Committed here, so that the migrations' transactions are alembic's own: a
+        # migration's ``autocommit_block`` (CREATE INDEX CONCURRENTLY) can end them.
+        connection.commit()
     context.configure(
         connection=connection,
         target_metadata=spec.metadata,
@@ -32,6 +35,9 @@ def run(connection: Connection) -> None:
         include_name=include_name,
         render_as_batch=not postgres,
         compare_type=True,
+        # One transaction per revision: an autocommit block in one commits only its own
+        # revision's earlier steps, never those of the revisions before it.
+        transaction_per_migration=True,
     )
     with context.begin_transaction():
         context.run_migrations()
