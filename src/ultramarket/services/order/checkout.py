@@ -414,9 +414,13 @@ class Checkout(Flow):
             )
             if moved:
                 await self._publish_end(orders, fresh, target, error.code)
+            ended = fresh.status in ("cancelled", "payment_failed")  # as refreshed by move
         if moved:
             ORDERS.labels(target).inc()
-        await self.settle(order, restock=True)
+        if ended:
+            await self.settle(order, restock=True)
+        # Otherwise the order moved on meanwhile (a checkout finishing, a sweeper): it
+        # keeps its stock and its coupon use; giving them back would restock a sale.
 
     async def _publish_end(
         self, orders: OrderService, order: Order, target: str, reason: str
@@ -502,7 +506,9 @@ class Checkout(Flow):
         """``pending`` -> ``confirmed`` (one conditional UPDATE), its history row and
         ``order.confirmed``, all in one write; False when the order was no longer pending."""
         now = self.clock()
-        if not self.lines:  # the sweeper finishing a checkout: the lines are in the database
+        if not self.lines or self.lines[0].order_id != order.id:
+            # The sweeper finishing a checkout (one after another): the lines are in the
+            # database.
             async with self.rx() as orders:
                 self.lines = list(await orders.items(order.id))
         history = OrderStatusChange(

@@ -1,0 +1,112 @@
+"""The order sweeper against checkouts that finish around it, on SQLite and PostgreSQL:
+a decision taken from a read the checkout then outdates must not give back what a
+confirmed order holds, and one sweep finishing several checkouts must describe each
+order with its own lines."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from tests.shop import (
+    ORDERS,
+    checkout,
+    checkout_body,
+    configure,
+    make_variant,
+    no_fraud_checks,
+    stock,
+)
+from tests.support import ok
+
+from ultramarket.core.db import utcnow
+from ultramarket.services.cart.models import Coupon
+from ultramarket.services.order.api import parts
+from ultramarket.services.order.checkout import Checkout
+from ultramarket.services.order.flows import FAULTS_KEY, SimulatedCrash
+from ultramarket.services.order.models import EVENTS
+from ultramarket.services.order.sweeper import sweep
+from ultramarket.services.payment.schemas import PaymentRead
+
+
+async def crash_after_payment(client: Any, container: Any, user: Any, body: dict) -> None:
+    container.extras[FAULTS_KEY] = {"after_payment"}
+    try:
+        with pytest.raises(SimulatedCrash):
+            await checkout(client, user, body)
+    finally:
+        container.extras[FAULTS_KEY] = set()
+
+
+async def test_a_sweeper_outdated_by_the_finishing_checkout_gives_nothing_back(
+    client, container, drain, make_user
+):
+    configure(container)
+    no_fraud_checks(container)
+    manager = await make_user(role="MANAGER")
+    v = await make_variant(client, container, drain, manager, stock=5)
+    code = f"C{uuid.uuid4().hex[:8].upper()}"
+    coupon = {"code": code, "type": "percentage", "value": "10", "max_uses": 1}
+    ok(await client.post("/api/v1/coupons", headers=manager.headers, json=coupon), 201)
+    user = await make_user()
+    await crash_after_payment(
+        client, container, user, checkout_body([(v["variant_id"], 2)], coupon=code)
+    )
+    [order] = ok(await client.get(ORDERS, headers=user.headers))
+    later = utcnow() + timedelta(minutes=5)
+
+    # Sweeper A reads the order pending and sees no payment yet; before it acts on that,
+    # the checkout finishes (played by sweeper B, which confirms the order).
+    flows = parts(container)
+    flows.clock = lambda: later
+    stale = Checkout(flows)
+
+    async def no_payment_yet(o: Any) -> PaymentRead | None:
+        finishing = parts(container)
+        finishing.clock = lambda: later
+        await Checkout(finishing)._reconcile(o.id)
+        return None
+
+    stale._find_payment = no_payment_yet  # type: ignore[method-assign]
+    await stale._reconcile(uuid.UUID(order["id"]))
+
+    final = ok(await client.get(f"{ORDERS}/{order['id']}", headers=manager.headers))
+    assert (final["status"], final["payment_status"]) == ("confirmed", "paid")
+    assert (await stock(container, v["variant_id"]))["on_hand"] == 3  # sold, not restocked
+    async with container.db("cart").read_session() as session:
+        assert await session.scalar(select(Coupon.uses).where(Coupon.code == code)) == 1
+
+
+async def test_one_sweep_confirming_two_checkouts_publishes_each_with_its_own_lines(
+    client, container, drain, make_user
+):
+    configure(container)
+    no_fraud_checks(container)
+    manager = await make_user(role="MANAGER")
+    a = await make_variant(client, container, drain, manager, stock=5, name="Alpha")
+    b = await make_variant(client, container, drain, manager, stock=5, name="Bravo")
+    user = await make_user()
+    for v in (a, b):
+        await crash_after_payment(client, container, user, checkout_body([(v["variant_id"], 1)]))
+
+    later = utcnow() + timedelta(minutes=5)
+    assert (await sweep(container, clock=lambda: later))["reconciled"] == 2
+
+    async with container.db("order").read_session() as session:
+        payloads = (
+            await session.scalars(
+                select(EVENTS.outbox.c.payload).where(
+                    EVENTS.outbox.c.event_type == "order.confirmed.v1"
+                )
+            )
+        ).all()
+    published = {p["order_id"]: [i["sku"] for i in p["items"]] for p in payloads}
+    orders = ok(await client.get(ORDERS, headers=user.headers))
+    assert len(orders) == 2
+    for o in orders:
+        assert o["status"] == "confirmed"
+        full = ok(await client.get(f"{ORDERS}/{o['id']}", headers=user.headers))
+        assert published[o["id"]] == [i["sku"] for i in full["items"]]
