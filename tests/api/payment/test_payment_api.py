@@ -251,3 +251,26 @@ async def test_a_provider_that_does_not_answer_leaves_a_payment_to_resume_not_a_
     assert again["status"] == "succeeded"
     assert calls[0] == calls[1]  # the same provider key: the provider cannot charge twice
     assert len(ok(await client.get(API, headers=user.headers))) == 1
+
+
+async def test_a_retried_key_finishes_its_own_payment_not_a_newer_one_for_the_order(
+    client, make_user, container, monkeypatch
+):
+    """The key's payment is the one written with its claim: another key's payment for the
+    same order (here a cheaper one, made meanwhile) is never the answer to the retry."""
+    calls = flaky_card_provider(monkeypatch)
+    user = await make_user()
+    first = card(order="o-resume", amount="250.00")
+    retry_headers = {**user.headers, "Idempotency-Key": "pay-first"}
+    assert_error(
+        await client.post(API, json=first, headers=retry_headers), 503, "PAYMENT_PROCESSING"
+    )
+    cheap = card(order="o-resume", amount="0.01")
+    headers = {**user.headers, "Idempotency-Key": "pay-cheap"}
+    assert ok(await client.post(API, json=cheap, headers=headers), 201)["amount"] == "0.01"
+
+    again = ok(await client.post(API, json=first, headers=retry_headers), 200)
+    assert (again["amount"], again["status"]) == ("250.00", "succeeded")
+    assert calls[0] == calls[2]  # the first payment's own provider key, asked again
+    statuses = {p["amount"]: p["status"] for p in ok(await client.get(API, headers=user.headers))}
+    assert statuses == {"250.00": "succeeded", "0.01": "succeeded"}

@@ -16,11 +16,12 @@ from tests.shop import (
     checkout,
     checkout_body,
     configure,
+    flaky_card_provider,
     make_variant,
     no_fraud_checks,
     stock,
 )
-from tests.support import ok
+from tests.support import assert_error, ok
 
 from ultramarket.core.db import utcnow
 from ultramarket.services.cart.models import Coupon
@@ -29,7 +30,9 @@ from ultramarket.services.order.checkout import Checkout
 from ultramarket.services.order.flows import FAULTS_KEY, SimulatedCrash
 from ultramarket.services.order.models import EVENTS
 from ultramarket.services.order.sweeper import sweep
+from ultramarket.services.payment.providers import providers_of
 from ultramarket.services.payment.schemas import PaymentRead
+from ultramarket.services.payment.service import resume_processing
 
 
 async def crash_after_payment(client: Any, container: Any, user: Any, body: dict) -> None:
@@ -110,3 +113,40 @@ async def test_one_sweep_confirming_two_checkouts_publishes_each_with_its_own_li
         assert o["status"] == "confirmed"
         full = ok(await client.get(f"{ORDERS}/{o['id']}", headers=user.headers))
         assert published[o["id"]] == [i["sku"] for i in full["items"]]
+
+
+async def test_a_payment_the_customer_made_naming_a_stalled_order_never_confirms_it(
+    client, container, drain, make_user, monkeypatch
+):
+    """The sweeper settles a checkout from the checkout's own charge: a payment of 0.01
+    the customer made through POST /payments naming the order does not confirm it."""
+    configure(container)
+    no_fraud_checks(container)
+    manager = await make_user(role="MANAGER")
+    v = await make_variant(client, container, drain, manager, price="199.99", stock=5)
+    user = await make_user()
+    flaky_card_provider(monkeypatch, failures=3)  # an outage during the checkout's charge
+    declined_later = {"method": "card", "token": "tok_chargeDeclined_0002"}
+    stalled = await checkout(
+        client, user, checkout_body([(v["variant_id"], 1)], payment=declined_later)
+    )
+    assert_error(stalled, 503, "PAYMENT_PROCESSING")
+    [order] = ok(await client.get(ORDERS, headers=user.headers))
+    cheap = {"order_id": order["id"], "amount": "0.01", "currency": "USD", "method": "card"}
+    paid = await client.post(
+        "/api/v1/payments",
+        headers={**user.headers, "Idempotency-Key": "mine"},
+        json={**cheap, "token": "tok_4242"},
+    )
+    assert ok(paid, 201)["status"] == "succeeded"
+
+    later = utcnow() + timedelta(minutes=30)
+    payments = container.settings.payments
+    await resume_processing(
+        container.db("payment"), container.publisher("payment"), providers_of(container),
+        payments, now=later,
+    )  # fmt: skip
+    await sweep(container, clock=lambda: later)
+    final = ok(await client.get(f"{ORDERS}/{order['id']}", headers=manager.headers))
+    assert (final["status"], final["payment_status"]) == ("payment_failed", "failed")
+    assert (await stock(container, v["variant_id"]))["on_hand"] == 5

@@ -456,6 +456,16 @@ class Checkout(Flow):
     ) -> None:
         """The money is in: turn the reservation into a sale, confirm, empty the cart
         (not when the sweeper finishes a checkout later: the cart may be a new one)."""
+        if payment.currency != order.currency or payment.amount != str(
+            Money(order.total_amount, order.currency)
+        ):
+            # Never confirm an order with a payment that does not cover it exactly; the
+            # order stays pending for the sweeper, which looks for the checkout's charge.
+            log.error(
+                "payment does not match the order",
+                extra={"order_id": str(order.id), "payment_id": str(payment.id)},
+            )
+            raise Conflict("The payment does not match the order", code="PAYMENT_MISMATCH")
         await self._commit_stock(order, payment)
         if not await self._confirm(order, payment, actor="system:checkout"):
             if await self._confirmed_by_another(order, payment):

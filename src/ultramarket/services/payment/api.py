@@ -160,6 +160,24 @@ async def internal_charge(
     return Envelope(data=payment)
 
 
+@router.get(
+    "/internal/charges",
+    response_model=Envelope[s.PaymentRead | None],
+    responses={**ERRORS, 403: {"description": "Services only"}},
+)
+async def internal_charge_of(
+    payments: PaymentsReader,
+    principal: CurrentPrincipal,
+    order_id: Annotated[str, Query(max_length=100)],
+) -> Envelope[s.PaymentRead | None]:
+    """Services only: the newest payment the calling service took for ``order_id`` (the
+    order sweeper asks what became of a checkout's charge), or null."""
+    if not principal.is_service:
+        raise Forbidden("Only services may look up their charges")
+    payment = await payments.charge_of(order_id, _actor(principal))
+    return Envelope(data=None if payment is None else s.PaymentRead.of(payment))
+
+
 @router.get("", response_model=Page[s.PaymentRead], responses=ERRORS)
 async def list_payments(
     payments: PaymentsReader,

@@ -108,8 +108,9 @@ class PaymentClient(ServiceClient):
         return PaymentRead.model_validate(data)
 
     async def find_for_order(self, order_id: str) -> PaymentRead | None:
-        """The newest payment taken for ``order_id``, or None (the order sweeper asks)."""
+        """The newest payment this service took for ``order_id``, or None (the order
+        sweeper asks): never a payment someone else made naming the order."""
         data = await self.request(
-            "GET", PREFIX, params={"order_id": order_id, "limit": 1, "sort": "-created_at"}
+            "GET", f"{PREFIX}/internal/charges", params={"order_id": order_id}
         )
-        return PaymentRead.model_validate(data[0]) if data else None
+        return None if data is None else PaymentRead.model_validate(data)

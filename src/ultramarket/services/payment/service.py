@@ -20,7 +20,7 @@ import uuid
 from collections import defaultdict
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Update, bindparam, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -275,9 +275,16 @@ class PaymentService:
         """Finish the payment whose provider call ended with an unknown outcome: ask the
         provider again with the SAME provider idempotency key (it answers the first
         call's result, or makes the charge now if the first never arrived)."""
+        # The payment written with this key's claim: by the key and whoever made it, never
+        # another payment for the same order (a second key, or another caller's).
         payment = await self.session.scalar(
             select(Payment)
-            .where(Payment.user_id == user_id, Payment.order_id == body.order_id)
+            .where(
+                Payment.user_id == user_id,
+                Payment.order_id == body.order_id,
+                Payment.idempotency_key == key,
+                Payment.actor == self.actor,
+            )
             .order_by(Payment.created_at.desc())
             .limit(1)
         )
@@ -730,6 +737,19 @@ class PaymentService:
         )
 
     # -- reads ---------------------------------------------------------------------------
+
+    async def charge_of(self, order_id: str, actor: str) -> Payment | None:
+        """The newest payment ``actor`` (a service) took for ``order_id``: the checkout's
+        own charge, whatever other payments name the order."""
+        return cast(
+            Payment | None,
+            await self.session.scalar(
+                select(Payment)
+                .where(Payment.order_id == order_id, Payment.actor == actor)
+                .order_by(Payment.created_at.desc(), Payment.id)
+                .limit(1)
+            ),
+        )
 
     async def list(
         self,
