@@ -666,6 +666,11 @@ class PaymentService:
         """A refund made at the provider (its dashboard, a dispute): record it, once. Our
         own refunds are recorded before the provider's event arrives, so they match by
         reference or leave no difference against the provider's total."""
+        # Decided under the payment's row lock, on what it holds now: a refund of ours
+        # whose provider call is still returning (it holds the lock until it commits),
+        # or another event of the same payment, has written its part first.
+        await self.session.execute(select(PAY.c.id).where(PAY.c.id == payment.id).with_for_update())
+        await self.session.refresh(payment)
         if event.refund_ref and await self.session.scalar(
             select(PaymentRefund.id).where(
                 PaymentRefund.payment_id == payment.id,
