@@ -71,7 +71,7 @@ async def paid_with_stripe(container: Any, user_id: str) -> uuid.UUID:
                 currency="USD",
                 refunded_amount=0,
                 provider_ref="pi_1",
-            )  # fmt: skip
+            )
         )
     return payment_id
 
