@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, select, update
+from sqlalchemy import ColumnElement, Select, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -207,6 +207,11 @@ class Priced:
     available: int | None
 
 
+def _locked(query: Select[tuple[Cart]]) -> Select[tuple[Cart]]:
+    """``query`` taking the cart row's lock, its attributes read afresh under it."""
+    return query.with_for_update().execution_options(populate_existing=True)
+
+
 class CartService:
     def __init__(
         self,
@@ -231,25 +236,30 @@ class CartService:
 
     # -- finding carts ------------------------------------------------------------------------
 
-    async def _user_cart(self, user_id: uuid.UUID) -> Cart | None:
-        result = await self.session.scalars(select(Cart).where(Cart.open_user_id == user_id))
+    # A write locks the cart row first (``lock``): its lines are read, changed and written
+    # back, and two requests on one cart (a double click, two tabs) must take turns, or
+    # one's change is lost and a new line is inserted twice. (SQLite's writers take
+    # turns anyway; FOR UPDATE is not rendered there.)
+
+    async def _user_cart(self, user_id: uuid.UUID, *, lock: bool = False) -> Cart | None:
+        query = select(Cart).where(Cart.open_user_id == user_id)
+        result = await self.session.scalars(_locked(query) if lock else query)
         return result.first()
 
-    async def _guest_cart(self, token: str) -> Cart | None:
-        result = await self.session.scalars(
-            select(Cart).where(
-                Cart.token_hash == hash_token(token),
-                Cart.status == "open",
-                Cart.user_id.is_(None),
-            )
+    async def _guest_cart(self, token: str, *, lock: bool = False) -> Cart | None:
+        query = select(Cart).where(
+            Cart.token_hash == hash_token(token),
+            Cart.status == "open",
+            Cart.user_id.is_(None),
         )
+        result = await self.session.scalars(_locked(query) if lock else query)
         return result.first()
 
-    async def find(self, owner: Owner) -> Cart | None:
+    async def find(self, owner: Owner, *, lock: bool = False) -> Cart | None:
         if owner.user_id is not None:
-            return await self._user_cart(owner.user_id)
+            return await self._user_cart(owner.user_id, lock=lock)
         if owner.token:
-            return await self._guest_cart(owner.token)
+            return await self._guest_cart(owner.token, lock=lock)
         return None
 
     async def _create_user_cart(self, user_id: uuid.UUID) -> Cart:
@@ -260,14 +270,14 @@ class CartService:
                 await self.session.flush()
             return cart
         except IntegrityError:  # a concurrent request created it first
-            existing = await self._user_cart(user_id)
+            existing = await self._user_cart(user_id, lock=True)
             assert existing is not None
             return existing
 
     async def get_or_create(self, owner: Owner) -> tuple[Cart, str | None]:
         """The owner's open cart, created when missing; the raw token when a guest
-        cart was just created (it is shown once)."""
-        cart = await self.find(owner)
+        cart was just created (it is shown once). Locked for the write that follows."""
+        cart = await self.find(owner, lock=True)
         if cart is not None:
             return cart, None
         if owner.user_id is not None:
@@ -298,7 +308,7 @@ class CartService:
         guest = await self._guest_cart(token)
         if guest is None:
             return False
-        target = await self._user_cart(user_id) or await self._create_user_cart(user_id)
+        target = await self._user_cart(user_id, lock=True) or await self._create_user_cart(user_id)
         closed = await self.session.execute(
             update(CART)
             .where(CART.c.id == guest.id, CART.c.status == "open", CART.c.user_id.is_(None))
@@ -413,7 +423,7 @@ class CartService:
         return cart, token
 
     async def _line(self, owner: Owner, item_id: uuid.UUID) -> tuple[Cart, CartItem]:
-        cart = await self.find(owner)
+        cart = await self.find(owner, lock=True)
         if cart is None:
             raise errors.CartItemNotFound()
         item = await self.session.get(CartItem, item_id)
@@ -444,7 +454,7 @@ class CartService:
         return cart
 
     async def clear(self, owner: Owner) -> Cart | None:
-        cart = await self.find(owner)
+        cart = await self.find(owner, lock=True)
         if cart is None:
             return None
         await self.session.execute(delete(ITEM).where(ITEM.c.cart_id == cart.id))
@@ -457,7 +467,7 @@ class CartService:
     # -- coupons on the cart ------------------------------------------------------------------
 
     async def apply_coupon(self, owner: Owner, code: str) -> Cart:
-        cart = await self.find(owner)
+        cart = await self.find(owner, lock=True)
         if cart is None:
             raise errors.CartEmpty("Add something to the cart before applying a coupon")
         priced = await self._price(cart)
@@ -472,7 +482,7 @@ class CartService:
         return cart
 
     async def remove_coupon(self, owner: Owner) -> Cart | None:
-        cart = await self.find(owner)
+        cart = await self.find(owner, lock=True)
         if cart is None:
             return None
         cart.coupon_code = None

@@ -1,0 +1,48 @@
+"""Concurrent writes to one cart, on SQLite and PostgreSQL: they take turns on the cart
+row, so no quantity is lost and a new line is inserted once (not a 500 for the rest)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.shop import configure, make_variant
+from tests.support import ok
+
+API = "/api/v1/cart"
+
+
+async def test_concurrent_adds_to_one_line_add_up(client, container, drain, make_user):
+    configure(container)
+    manager = await make_user(role="MANAGER")
+    v = await make_variant(client, container, drain, manager, stock=500)
+    user = await make_user()
+    body = {"variant_id": v["variant_id"], "quantity": 1}
+    ok(await client.post(f"{API}/items", json=body, headers=user.headers), 201)
+
+    answers = await asyncio.gather(
+        *(client.post(f"{API}/items", json=body, headers=user.headers) for _ in range(8))
+    )
+    assert [a.status_code for a in answers] == [201] * 8
+    [line] = ok(await client.get(API, headers=user.headers))["items"]
+    assert line["quantity"] == 9
+
+
+async def test_concurrent_adds_of_a_new_variant_make_one_line(client, container, drain, make_user):
+    configure(container)
+    manager = await make_user(role="MANAGER")
+    v = await make_variant(client, container, drain, manager, stock=500)
+    w = await make_variant(client, container, drain, manager, stock=500)
+    user = await make_user()
+    first = {"variant_id": w["variant_id"], "quantity": 1}
+    ok(await client.post(f"{API}/items", json=first, headers=user.headers), 201)
+
+    body = {"variant_id": v["variant_id"], "quantity": 1}
+    answers = await asyncio.gather(
+        *(client.post(f"{API}/items", json=body, headers=user.headers) for _ in range(4))
+    )
+    assert [a.status_code for a in answers] == [201] * 4
+    items = ok(await client.get(API, headers=user.headers))["items"]
+    assert {i["variant_id"]: i["quantity"] for i in items} == {
+        w["variant_id"]: 1,
+        v["variant_id"]: 4,
+    }
