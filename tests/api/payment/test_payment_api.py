@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from payment_helpers import API, assert_error, card, ok
+from payment_helpers import API, WALLET, assert_error, card, ok
 from sqlalchemy import func, select
 from tests.shop import flaky_card_provider
 from tests.support import error_reason
@@ -274,3 +275,45 @@ async def test_a_retried_key_finishes_its_own_payment_not_a_newer_one_for_the_or
     assert calls[0] == calls[2]  # the first payment's own provider key, asked again
     statuses = {p["amount"]: p["status"] for p in ok(await client.get(API, headers=user.headers))}
     assert statuses == {"250.00": "succeeded", "0.01": "succeeded"}
+
+
+async def test_provider_keys_are_scoped_like_our_own_records(
+    client, make_user, container, monkeypatch
+):
+    """Providers answer a repeated idempotency key with the first result (Stripe,
+    PayPal-Request-Id): two managers' refunds with the same key are two refunds there
+    too, and one key used for a deposit and then a card payment is two charges."""
+    from ultramarket.services.payment.providers.test import TestProvider
+
+    charge, refund = TestProvider.charge, TestProvider.refund
+    charges: list[str] = []
+    refunds: dict[str, int] = {}
+
+    async def charge_once(self: TestProvider, request: Any) -> Any:
+        charges.append(request.idempotency_key)
+        return await charge(self, request)
+
+    async def refund_once(self: TestProvider, ref: str, amount: int, *args: Any) -> Any:
+        refunds.setdefault(args[-1], amount)  # a repeated key moves nothing more
+        return await refund(self, ref, amount, *args)
+
+    monkeypatch.setattr(TestProvider, "charge", charge_once)
+    monkeypatch.setattr(TestProvider, "refund", refund_once)
+    user = await make_user()
+    key = {"Idempotency-Key": "same-key"}
+    deposit = {"amount": "40.00", "currency": "USD", "token": "tok_4242"}
+    ok(await client.post(WALLET + "/deposit", json=deposit, headers={**user.headers, **key}), 201)
+    paid = ok(
+        await client.post(API, json=card(amount="100.00"), headers={**user.headers, **key}), 201
+    )
+    assert len(set(charges)) == 2
+
+    for manager in (await make_user(role="MANAGER"), await make_user(role="MANAGER")):
+        url = f"{API}/{paid['id']}/refund"
+        ok(
+            await client.post(url, json={"amount": "30.00"}, headers={**manager.headers, **key}),
+            201,
+        )
+    got = ok(await client.get(f"{API}/{paid['id']}", headers=user.headers))
+    assert got["refunded_amount"] == "60.00"
+    assert sorted(refunds.values()) == [3000, 3000]  # what the provider moved

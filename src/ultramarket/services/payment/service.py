@@ -129,6 +129,15 @@ def fingerprint_of(token: str | None) -> str | None:
     return hashlib.sha256(token.encode()).hexdigest() if token else None
 
 
+def provider_key(scope: str, *parts: str) -> str:
+    """The idempotency key sent to a provider for one money move: derived from what our
+    own record is scoped by (the kind of move, the resource, the caller, the client's
+    key), so it is the same on every retry of that move and never shared with another
+    (a refund and a charge, two callers' same key). Hashed: bounded and opaque."""
+    digest = hashlib.sha256("\x1f".join((scope, *parts)).encode()).hexdigest()
+    return f"um-{digest[:48]}"
+
+
 class PaymentService:
     def __init__(
         self,
@@ -425,7 +434,8 @@ class PaymentService:
             amount=payment.amount,
             currency=payment.currency,
             token=body.token,
-            idempotency_key=f"{key}:{payment.user_id}" if key else str(payment.id),
+            # The payment's own: the same on every retry of it, never another payment's.
+            idempotency_key=provider_key("payment.create", str(payment.id)),
             description=f"order {body.order_id}",
             user_id=str(payment.user_id),
         )
@@ -521,12 +531,20 @@ class PaymentService:
         replay = await idem.begin()
         if replay is not None:
             return s.RefundResult.model_validate(replay[1])
-        result = await self._refund(payment_id, body, idempotency_key)
+        result = await self._refund(
+            payment_id,
+            body,
+            # Scoped as our own record is (caller and key) and to the payment: another
+            # caller's same key, or the same key on another payment, is another refund.
+            provider_key("payment.refund", str(payment_id), owner, idempotency_key)
+            if idempotency_key
+            else None,
+        )
         await idem.finish(201, result.model_dump(mode="json"))
         return result
 
     async def _refund(
-        self, payment_id: uuid.UUID, body: s.RefundCreate, key: str | None
+        self, payment_id: uuid.UUID, body: s.RefundCreate, provider_idempotency_key: str | None
     ) -> s.RefundResult:
         payment = await self.get(payment_id)
         if payment.status not in REFUNDABLE:
@@ -544,7 +562,7 @@ class PaymentService:
             payment.provider_ref or "",
             amount,
             payment.currency,
-            f"{key}:refund" if key else str(refund_id),
+            provider_idempotency_key or provider_key("payment.refund", str(refund_id)),
         )
         if answer.status != "succeeded":
             raise RefundFailed(answer.message or None)
@@ -1006,9 +1024,9 @@ class WalletService:
                 amount=money.amount,
                 currency=money.currency,
                 token=body.token,
-                idempotency_key=f"{idempotency_key}:{user_id}"
-                if idempotency_key
-                else str(deposit_id),
+                idempotency_key=provider_key(
+                    "wallet.deposit", str(user_id), idempotency_key or str(deposit_id)
+                ),
                 description="wallet deposit",
                 user_id=str(user_id),
             )
