@@ -30,7 +30,14 @@ async def on_payment_refunded(ctx: HandlerContext) -> None:
     except ValueError:
         return  # a payment not taken by a checkout
     orders = OrderService(ctx.session, ctx.services.publisher("order"))
-    order = await ctx.session.get(Order, order_id)
+    # Under the order's row lock: a refund claim of ours committing meanwhile is counted
+    # in what is left to refund, not past it.
+    order = await ctx.session.scalar(
+        select(Order)
+        .where(Order.id == order_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
     if order is None or order.payment_id != event.payment_id:
         return
     seen = await ctx.session.scalar(
@@ -41,11 +48,14 @@ async def on_payment_refunded(ctx: HandlerContext) -> None:
     amount = min(event.refund_amount, order.paid_amount - order.refunded_amount)
     if amount <= 0:
         return
-    await ctx.session.execute(
+    claimed = await ctx.session.scalar(
         update(ORDER)
         .where(ORDER.c.id == order.id, ORDER.c.refunded_amount + amount <= ORDER.c.paid_amount)
         .values(refunded_amount=ORDER.c.refunded_amount + amount)
+        .returning(ORDER.c.id)
     )
+    if claimed is None:  # nothing left to record on the order: a refund is never counted past
+        return  # what was paid
     await ctx.session.refresh(order)
     refund = OrderRefund(
         id=uuid.uuid4(),
