@@ -17,10 +17,12 @@ from order_helpers import (
     payments_of,
     stock,
 )
+from sqlalchemy import select
 
 from ultramarket.core.db import utcnow
 from ultramarket.core.errors import Unavailable
 from ultramarket.services.inventory.client import InventoryClient
+from ultramarket.services.order.models import OrderRefund
 from ultramarket.services.order.sweeper import sweep
 from ultramarket.services.payment.events import PaymentRefunded
 from ultramarket.services.product.models import Product
@@ -392,3 +394,24 @@ async def test_a_failed_restock_after_a_refund_is_retried_by_the_sweeper(
     assert (await stock(container, v["variant_id"]))["on_hand"] == 9
     await sweep(container, clock=lambda: later)  # once only
     assert (await stock(container, v["variant_id"]))["on_hand"] == 9
+
+
+async def test_a_refund_of_units_already_restocked_is_not_retried_forever(
+    client, container, drain, make_user
+):
+    """The units went back before the refund asked (a cancellation whose refund was
+    refused restocked them): the refund's restock is refused as exceeding what is
+    returnable, and that ends it instead of a retry on every sweep."""
+    manager, _user, v, order = await _placed(client, container, drain, make_user, quantity=3)
+    inventory = container.clients.get(InventoryClient, "order")
+    await inventory.restock(f"order:{order['id']}", reference=f"cancel:{order['id']}")
+    assert (await stock(container, v["variant_id"]))["on_hand"] == 10
+
+    [line] = order["items"]
+    body = {"lines": [{"order_item_id": line["id"], "quantity": 2}]}
+    ok(await client.post(f"{API}/{order['id']}/refund", json=body, headers=manager.headers), 201)
+    async with container.db("order").read_session() as session:
+        flags = set(await session.scalars(select(OrderRefund.restock)))
+    assert flags == {False}
+    await sweep(container, clock=lambda: utcnow() + timedelta(minutes=5))
+    assert (await stock(container, v["variant_id"]))["on_hand"] == 10  # never twice

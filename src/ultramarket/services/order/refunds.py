@@ -369,8 +369,16 @@ class Refunds(Flow):
                 lines=[(uuid.UUID(x["variant_id"]), int(x["quantity"])) for x in refund.lines],
             )
         except DomainError as exc:
-            log.warning("refunded units not restocked yet", extra={"error": exc.code})
-            return
+            if exc.code != "RESTOCK_EXCEEDS_RETURNABLE":
+                log.warning("refunded units not restocked yet", extra={"error": exc.code})
+                return
+            # The units went back already (the order's cancellation restocked them): a
+            # retry would be refused the same way forever. Done, with a word for staff in
+            # case only some of them had.
+            log.warning(
+                "refunded units already returned; not restocked again",
+                extra={"order_id": str(order.id), "refund_id": str(refund.id)},
+            )
         async with self.tx() as orders:
             await orders.session.execute(
                 update(REFUND).where(REFUND.c.id == refund.id).values(restock=False)
