@@ -5,6 +5,7 @@ order with its own lines."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -19,6 +20,7 @@ from tests.shop import (
     flaky_card_provider,
     make_variant,
     no_fraud_checks,
+    payments_of,
     stock,
 )
 from tests.support import assert_error, ok
@@ -42,6 +44,15 @@ async def crash_after_payment(client: Any, container: Any, user: Any, body: dict
             await checkout(client, user, body)
     finally:
         container.extras[FAULTS_KEY] = set()
+
+
+async def one_variant_shop(client: Any, container: Any, drain: Any, make_user: Any) -> Any:
+    """A manager, a variant with 5 in stock, a customer."""
+    configure(container)
+    no_fraud_checks(container)
+    manager = await make_user(role="MANAGER")
+    v = await make_variant(client, container, drain, manager, stock=5)
+    return manager, v, await make_user()
 
 
 async def test_a_sweeper_outdated_by_the_finishing_checkout_gives_nothing_back(
@@ -150,3 +161,66 @@ async def test_a_payment_the_customer_made_naming_a_stalled_order_never_confirms
     final = ok(await client.get(f"{ORDERS}/{order['id']}", headers=manager.headers))
     assert (final["status"], final["payment_status"]) == ("payment_failed", "failed")
     assert (await stock(container, v["variant_id"]))["on_hand"] == 5
+
+
+async def test_a_checkout_ended_by_the_sweeper_before_its_charge_is_never_charged(
+    client, container, drain, make_user, monkeypatch
+):
+    """A slow checkout: the sweeper ends its order ("nothing was charged") before the
+    charge starts. The sweeper took the charge's key, so the late charge is refused
+    (409 CHARGE_FORFEITED) instead of being made - before, a charge with an unknown
+    outcome was finished later by the payment sweeper, and nothing refunded it."""
+    manager, v, user = await one_variant_shop(client, container, drain, make_user)
+    later = utcnow() + timedelta(minutes=5)
+    real_charge = Checkout._charge
+
+    async def late_charge(self: Checkout, order: Any, body: Any, ip: Any) -> Any:
+        await sweep(container, clock=lambda: later)  # the sweeper passes first
+        return await real_charge(self, order, body, ip)
+
+    monkeypatch.setattr(Checkout, "_charge", late_charge)
+    calls = flaky_card_provider(monkeypatch, failures=3)
+    late = await checkout(client, user, checkout_body([(v["variant_id"], 1)]))
+    assert_error(late, 409, "CHARGE_FORFEITED")
+    assert calls == []  # the provider was never asked
+    monkeypatch.setattr(Checkout, "_charge", real_charge)
+
+    payments = container.settings.payments
+    await resume_processing(
+        container.db("payment"), container.publisher("payment"), providers_of(container),
+        payments, now=later,
+    )  # fmt: skip
+    await sweep(container, clock=lambda: later + timedelta(minutes=5))
+    [order] = ok(await client.get(ORDERS, headers=user.headers))
+    assert (order["status"], order["payment_status"]) == ("cancelled", "unpaid")
+    assert await payments_of(client, manager, order["id"]) == []
+    assert (await stock(container, v["variant_id"]))["on_hand"] == 5
+
+
+async def test_the_sweeper_waits_for_a_charge_in_flight_and_confirms_with_it(
+    client, container, drain, make_user, monkeypatch
+):
+    """The sweeper's look for the charge meets it in flight (its payment row not yet
+    committed): it waits for the charge instead of ending the order as unpaid."""
+    from ultramarket.services.payment.providers.test import TestProvider
+
+    manager, v, user = await one_variant_shop(client, container, drain, make_user)
+    later = utcnow() + timedelta(minutes=5)
+    real = TestProvider.charge
+    sweeps: list[asyncio.Task[dict[str, int]]] = []
+
+    async def slow(self: TestProvider, request: Any) -> Any:
+        # A sweeper starts while the charge is at the provider (its claim uncommitted).
+        sweeps.append(asyncio.create_task(sweep(container, clock=lambda: later)))
+        await asyncio.sleep(0.5)
+        return await real(self, request)
+
+    monkeypatch.setattr(TestProvider, "charge", slow)
+    placed = ok(await checkout(client, user, checkout_body([(v["variant_id"], 1)])), 201)
+    await asyncio.gather(*sweeps)
+    assert len(sweeps) == 1
+    final = ok(await client.get(f"{ORDERS}/{placed['id']}", headers=manager.headers))
+    assert (final["status"], final["payment_status"]) == ("confirmed", "paid")
+    [payment] = await payments_of(client, manager, placed["id"])
+    assert payment["status"] == "succeeded"
+    assert (await stock(container, v["variant_id"]))["on_hand"] == 4

@@ -716,7 +716,9 @@ class Checkout(Flow):
     async def _find_payment(self, order: Order) -> PaymentRead | None:
         if order.payment_id is not None:
             return await self.parts.payments.get(order.payment_id)
-        return await self.parts.payments.find_for_order(str(order.id))
+        # Taking the charge's key: a charge still in flight is waited for, and one that
+        # has not started yet can never be made (the sweeper is about to end the order).
+        return await self.parts.payments.forfeit(str(order.id), reservation_key(order.id))
 
     async def settle_pending(self, *, limit: int = 100) -> int:
         """Retry giving back what failed or cancelled orders still hold."""

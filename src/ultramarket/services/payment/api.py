@@ -160,21 +160,24 @@ async def internal_charge(
     return Envelope(data=payment)
 
 
-@router.get(
-    "/internal/charges",
+@router.post(
+    "/internal/charges/forfeit",
     response_model=Envelope[s.PaymentRead | None],
     responses={**ERRORS, 403: {"description": "Services only"}},
 )
-async def internal_charge_of(
-    payments: PaymentsReader,
+async def internal_forfeit(
+    body: s.ForfeitCharge,
+    payments: Payments,
     principal: CurrentPrincipal,
-    order_id: Annotated[str, Query(max_length=100)],
+    idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=200)],
 ) -> Envelope[s.PaymentRead | None]:
-    """Services only: the newest payment the calling service took for ``order_id`` (the
-    order sweeper asks what became of a checkout's charge), or null."""
+    """Services only (the order sweeper): the charge the calling service made with this
+    Idempotency-Key for ``order_id``, or null - and then no charge will ever be made
+    with that key (a late one is refused, 409 ``CHARGE_FORFEITED``)."""
     if not principal.is_service:
-        raise Forbidden("Only services may look up their charges")
-    payment = await payments.charge_of(order_id, _actor(principal))
+        raise Forbidden("Only services may forfeit their charges")
+    owner = f"service:{principal.service or principal.subject}"
+    payment = await payments.forfeit(body.order_id, idempotency_key, owner)
     return Envelope(data=None if payment is None else s.PaymentRead.of(payment))
 
 

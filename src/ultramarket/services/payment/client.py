@@ -107,10 +107,14 @@ class PaymentClient(ServiceClient):
         data = await self.request("GET", f"{PREFIX}/{payment_id}")
         return PaymentRead.model_validate(data)
 
-    async def find_for_order(self, order_id: str) -> PaymentRead | None:
-        """The newest payment this service took for ``order_id``, or None (the order
-        sweeper asks): never a payment someone else made naming the order."""
+    async def forfeit(self, order_id: str, idempotency_key: str) -> PaymentRead | None:
+        """The payment this service's charge with ``idempotency_key`` made, or None - and
+        then no charge is ever made with that key (the order sweeper ending a checkout)."""
         data = await self.request(
-            "GET", f"{PREFIX}/internal/charges", params={"order_id": order_id}
+            "POST",
+            f"{PREFIX}/internal/charges/forfeit",
+            json={"order_id": order_id},
+            headers={"Idempotency-Key": idempotency_key},
+            idempotent=True,
         )
         return None if data is None else PaymentRead.model_validate(data)

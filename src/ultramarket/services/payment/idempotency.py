@@ -49,6 +49,10 @@ ANSWER = (
 )
 
 
+# The answer of a key taken so that nothing is ever done with it (``PaymentService.forfeit``).
+FORFEITED = "CHARGE_FORFEITED"
+
+
 class KeyUnfinished(Exception):
     """The key's first request ended with an unknown outcome (its record has no answer
     yet): the caller resumes that request instead of replaying an answer."""
@@ -89,7 +93,8 @@ class Idempotency:
         ).first()
 
     def _replay(self, row: Any) -> tuple[int, dict[str, Any]]:
-        if row.request_hash != self.hash:
+        forfeited = row.status_code is not None and (row.response or {}).get("code") == FORFEITED
+        if row.request_hash != self.hash and not forfeited:  # a forfeited key refuses all
             raise IdempotencyKeyReused()
         if row.status_code is None:
             self._id = row.id  # the resumed request finishes this record

@@ -99,6 +99,10 @@ class PaymentRead(ReadSchema):
         )
 
 
+class ForfeitCharge(Schema):
+    order_id: Annotated[str, Field(min_length=1, max_length=100)]
+
+
 class RefundCreate(Schema):
     amount: DecimalAmount | None = Field(default=None, description="Default: all refundable")
     reason: Annotated[str, Field(min_length=1, max_length=500)] = "requested_by_customer"

@@ -41,7 +41,7 @@ from ultramarket.core.events import Event, EventPublisher
 from ultramarket.core.money import Money
 from ultramarket.services.payment import events, fraud
 from ultramarket.services.payment import schemas as s
-from ultramarket.services.payment.idempotency import Idempotency, KeyUnfinished
+from ultramarket.services.payment.idempotency import FORFEITED, Idempotency, KeyUnfinished
 from ultramarket.services.payment.ledger import EXTERNAL_BANK, EXTERNAL_CARD, Ledger
 from ultramarket.services.payment.models import (
     LedgerEntry,
@@ -110,6 +110,11 @@ class RefundExceedsRefundable(Conflict):
 class IllegalPaymentState(Conflict):
     code = "ILLEGAL_PAYMENT_STATE"
     message = "The payment is not in a state that allows this"
+
+
+class ChargeForfeited(Conflict):
+    code = FORFEITED
+    message = "The checkout ran out of time and was ended; nothing was charged"
 
 
 class RefundFailed(Conflict):
@@ -760,6 +765,23 @@ class PaymentService:
         )
 
     # -- reads ---------------------------------------------------------------------------
+
+    async def forfeit(self, order_id: str, key: str, owner: str) -> Payment | None:
+        """For the order sweeper ending a checkout it finds without a charge: take the
+        checkout's key so that no charge is ever made with it (its late charge is refused
+        with ``CHARGE_FORFEITED``); None then. When a charge holds the key, its payment:
+        one still in flight holds the key's claim uncommitted, and this waits for it (on
+        the unique index, or SQLite's write lock) instead of reading "no payment yet"."""
+        idem = Idempotency(self.session, "payment.create", owner, key, {"forfeit": order_id})
+        try:
+            claimed = await idem.begin() is None
+        except (DomainError, KeyUnfinished):
+            # A charge's claim (another body, or unfinished), or a forfeit answered before.
+            claimed = False
+        if claimed:
+            await idem.fail(ChargeForfeited())
+            return None
+        return await self.charge_of(order_id, self.actor or "")
 
     async def charge_of(self, order_id: str, actor: str) -> Payment | None:
         """The newest payment ``actor`` (a service) took for ``order_id``: the checkout's
