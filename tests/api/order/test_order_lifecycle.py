@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
+import pytest
 from order_helpers import (
     API,
     PAYMENTS,
@@ -415,3 +416,37 @@ async def test_a_refund_of_units_already_restocked_is_not_retried_forever(
     assert flags == {False}
     await sweep(container, clock=lambda: utcnow() + timedelta(minutes=5))
     assert (await stock(container, v["variant_id"]))["on_hand"] == 10  # never twice
+
+
+async def test_a_refund_moves_the_order_from_the_status_a_concurrent_move_left(
+    client, container, drain, make_user
+):
+    """The refund read the order ``confirmed``; a manager moved it to ``processing``
+    before the refund's move: the order still ends ``refunded``, not ``processing``."""
+    from sqlalchemy import update
+
+    from ultramarket.services.order.models import Order
+    from ultramarket.services.order.service import OrderService
+
+    db = container.db("order")
+    if db.dialect == "sqlite":
+        pytest.skip("SQLite: the refund's transaction holds the write lock from its first read")
+    _manager, _user, _v, placed = await _placed(client, container, drain, make_user)
+    order_id = uuid.UUID(placed["id"])
+    async with db.session() as session:
+        orders = OrderService(session, container.publisher("order"))
+        order = await session.get(Order, order_id)
+        assert order is not None
+        assert order.status == "confirmed"
+        async with db.session() as other:  # the manager's move, committed meanwhile
+            await other.execute(
+                update(Order).where(Order.id == order_id).values(status="processing")
+            )
+        refund = OrderRefund(
+            id=uuid.uuid4(), order_id=order_id, amount=order.paid_amount, reason="test",
+            lines=[], status="succeeded", actor="test",
+        )  # fmt: skip
+        session.add(refund)
+        await orders.refunded(order, refund, note_prefix="Refunded")
+    final = ok(await client.get(f"{API}/{placed['id']}", headers=_manager.headers))
+    assert (final["status"], final["payment_status"]) == ("refunded", "refunded")

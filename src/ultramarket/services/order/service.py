@@ -381,14 +381,17 @@ class OrderService:
         )
         full = done >= order.paid_amount
         order.payment_status = "refunded" if full else "partially_refunded"
-        if order.status in status.PAID:
-            await self.move(
+        # From the status it is in: a manager's move meanwhile (shipped -> delivered) makes
+        # the conditional move miss; it refreshes the order, and the move is tried again.
+        for _ in range(3):
+            if order.status not in status.PAID or await self.move(
                 order,
                 [order.status],
                 "refunded" if full else "partially_refunded",
                 actor=refund.actor or "system",
                 note=f"{note_prefix} {Money(refund.amount, order.currency)} {order.currency}",
-            )
+            ):
+                break
         await self.publish(
             events.OrderRefunded(
                 order_id=order.id,
