@@ -127,3 +127,27 @@ async def test_wallet_deposits_pass_the_fraud_rules(client, container, make_user
     # A small top-up from the user's own new card is fine.
     own = {"amount": "20", "currency": "USD", "token": "tok_4242_own"}
     ok(await client.post(f"{WALLET}/deposit", json=own, headers=second.headers), 201)
+
+
+async def test_declined_deposits_count_for_the_fraud_rules_like_declined_payments(
+    client, make_user
+):
+    """Card testing through the wallet: three declined deposits (the rules' limit of
+    recent declines) and the next deposit is refused, whatever card it uses; the same
+    declines hold the user's next card payment for review."""
+    user = await make_user()
+    for n in range(3):
+        body = {"amount": "10.00", "currency": "USD", "token": f"tok_{n}_0002"}
+        declined = await client.post(f"{WALLET}/deposit", json=body, headers=user.headers)
+        assert_error(declined, 402, "PAYMENT_FAILED")
+    body = {"amount": "10.00", "currency": "USD", "token": "tok_other_4242"}
+    blocked = await client.post(f"{WALLET}/deposit", json=body, headers=user.headers)
+    error = assert_error(blocked, 402, "PAYMENT_BLOCKED")
+    assert error["details"][0]["rules"] == ["recent_declines"]
+    assert ok(await client.get(WALLET, headers=user.headers))["balance"] == "0.00"
+
+    paid = {"order_id": "o-1", "amount": "10.00", "currency": "USD", "method": "card"}
+    held = ok(
+        await client.post(API, json={**paid, "token": "tok_x_4242"}, headers=user.headers), 201
+    )
+    assert (held["status"], held["review_required"]) == ("requires_capture", True)

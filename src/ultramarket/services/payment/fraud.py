@@ -1,8 +1,9 @@
 """Fraud rules run before a charge. Each rule that fires adds its score; the sum is
 compared with the block and review thresholds of ``PaymentSettings``.
 
+Every card attempt counts: payments and wallet deposits alike (``card_attempts``).
 There is no account age in this service, so "new account" means the user's first
-payment attempt here was less than ``fraud_new_account_hours`` ago (or this is it).
+card attempt here was less than ``fraud_new_account_hours`` ago (or this is it).
 """
 
 from __future__ import annotations
@@ -12,15 +13,31 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Subquery, func, insert, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ultramarket.core.config import PaymentSettings
 from ultramarket.core.db import utcnow
 from ultramarket.core.money import Money
-from ultramarket.services.payment.models import FraudSignal, Payment
+from ultramarket.services.payment.models import DepositAttempt, FraudSignal, Payment
 
 PAY = Payment.__table__
+ATTEMPT = DepositAttempt.__table__
+
+
+def card_attempts(exclude: uuid.UUID) -> Subquery:
+    """Every card attempt but ``exclude``, in one shape: the payments and the wallet
+    deposits (which make no payment row), so the rules see both."""
+    return union_all(
+        select(
+            PAY.c.user_id, PAY.c.fingerprint, PAY.c.ip, PAY.c.created_at,
+            (PAY.c.status == "failed").label("declined"),
+        ).where(PAY.c.id != exclude),
+        select(
+            ATTEMPT.c.user_id, ATTEMPT.c.fingerprint, ATTEMPT.c.ip, ATTEMPT.c.created_at,
+            ATTEMPT.c.status.in_(("failed", "blocked")).label("declined"),
+        ).where(ATTEMPT.c.id != exclude),
+    ).subquery("card_attempt")  # fmt: skip
 
 
 @dataclass
@@ -48,18 +65,18 @@ async def assess(
         return result
     now = utcnow()
     since = now - timedelta(minutes=settings.fraud_window_minutes)
-    others = PAY.c.id != exclude
+    tried = card_attempts(exclude)
 
     recent = await session.scalar(
-        select(func.count()).where(PAY.c.user_id == user_id, PAY.c.created_at >= since, others)
+        select(func.count()).where(tried.c.user_id == user_id, tried.c.created_at >= since)
     )
     if (recent or 0) >= settings.fraud_velocity_max:
         result.add("velocity", settings.fraud_velocity_score, recent=recent)
 
     if fingerprint:
         users = await session.scalar(
-            select(func.count(func.distinct(PAY.c.user_id))).where(
-                PAY.c.fingerprint == fingerprint, PAY.c.user_id != user_id
+            select(func.count(func.distinct(tried.c.user_id))).where(
+                tried.c.fingerprint == fingerprint, tried.c.user_id != user_id
             )
         )
         if (users or 0) + 1 > settings.fraud_fingerprint_max_users:
@@ -67,13 +84,13 @@ async def assess(
 
     if ip:
         from_ip = await session.scalar(
-            select(func.count()).where(PAY.c.ip == ip, PAY.c.created_at >= since, others)
+            select(func.count()).where(tried.c.ip == ip, tried.c.created_at >= since)
         )
         if (from_ip or 0) >= settings.fraud_ip_max:
             result.add("ip_velocity", settings.fraud_ip_score, attempts=from_ip)
 
     first_seen = await session.scalar(
-        select(func.min(PAY.c.created_at)).where(PAY.c.user_id == user_id, others)
+        select(func.min(tried.c.created_at)).where(tried.c.user_id == user_id)
     )
     is_new = first_seen is None or first_seen >= now - timedelta(
         hours=settings.fraud_new_account_hours
@@ -89,7 +106,7 @@ async def assess(
 
     declines = await session.scalar(
         select(func.count()).where(
-            PAY.c.user_id == user_id, PAY.c.status == "failed", PAY.c.created_at >= since
+            tried.c.user_id == user_id, tried.c.declined, tried.c.created_at >= since
         )
     )
     if (declines or 0) >= settings.fraud_declines_max:

@@ -104,6 +104,26 @@ class PaymentEvent(IdMixin, Base):
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class DepositAttempt(IdMixin, Base):
+    """A card charge into a wallet, with its outcome. Deposits make no ``payment`` row;
+    the fraud rules count these beside payments, so the wallet is no way around them."""
+
+    __tablename__ = "deposit_attempt"
+    __table_args__ = (
+        Index(None, "user_id", "created_at"),
+        Index(None, "fingerprint"),
+        Index(None, "ip", "created_at"),
+    )
+
+    user_id: Mapped[uuid.UUID]
+    amount: Mapped[int]
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(16))  # succeeded | failed | blocked
+    fingerprint: Mapped[str | None] = mapped_column(String(64))  # sha256 of the card token
+    ip: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class IdempotencyRecord(IdMixin, Base):
     """The first response to an ``Idempotency-Key`` (per scope and caller)."""
 

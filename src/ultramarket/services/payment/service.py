@@ -44,6 +44,7 @@ from ultramarket.services.payment import schemas as s
 from ultramarket.services.payment.idempotency import FORFEITED, Idempotency, KeyUnfinished
 from ultramarket.services.payment.ledger import EXTERNAL_BANK, EXTERNAL_CARD, Ledger
 from ultramarket.services.payment.models import (
+    DepositAttempt,
     LedgerEntry,
     Payment,
     PaymentEvent,
@@ -983,6 +984,29 @@ class WalletService:
         ]
         return items, int(total or 0)
 
+    def _attempted(
+        self,
+        user_id: uuid.UUID,
+        deposit_id: uuid.UUID,
+        money: Money,
+        token: str,
+        ip: str | None,
+        status: str,
+    ) -> None:
+        """A deposit's card attempt, as the fraud rules count it (kept with a refusal)."""
+        self.session.add(
+            DepositAttempt(
+                id=deposit_id,
+                user_id=user_id,
+                amount=money.amount,
+                currency=money.currency,
+                status=status,
+                fingerprint=fingerprint_of(token),
+                ip=ip,
+                created_at=utcnow(),
+            )
+        )
+
     async def _screen_deposit(
         self,
         user_id: uuid.UUID,
@@ -1008,6 +1032,7 @@ class WalletService:
         if assessment.score >= min(
             self.settings.fraud_review_score, self.settings.fraud_block_score
         ):
+            self._attempted(user_id, deposit_id, money, token, ip, "blocked")
             error = PaymentBlocked(
                 details=[
                     {
@@ -1053,6 +1078,8 @@ class WalletService:
                 user_id=str(user_id),
             )
         )
+        outcome = "succeeded" if answer.status == "succeeded" else "failed"
+        self._attempted(user_id, deposit_id, money, body.token, ip, outcome)
         if answer.status != "succeeded":
             error = PaymentDeclined(
                 answer.message or "The card was declined",
