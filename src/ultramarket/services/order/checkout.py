@@ -456,9 +456,7 @@ class Checkout(Flow):
     ) -> None:
         """The money is in: turn the reservation into a sale, confirm, empty the cart
         (not when the sweeper finishes a checkout later: the cart may be a new one)."""
-        if payment.currency != order.currency or payment.amount != str(
-            Money(order.total_amount, order.currency)
-        ):
+        if Money.of(payment.amount, payment.currency) != Money(order.total_amount, order.currency):
             # Never confirm an order with a payment that does not cover it exactly; the
             # order stays pending for the sweeper, which looks for the checkout's charge.
             log.error(

@@ -32,12 +32,7 @@ async def on_payment_refunded(ctx: HandlerContext) -> None:
     orders = OrderService(ctx.session, ctx.services.publisher("order"))
     # Under the order's row lock: a refund claim of ours committing meanwhile is counted
     # in what is left to refund, not past it.
-    order = await ctx.session.scalar(
-        select(Order)
-        .where(Order.id == order_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
+    order = await ctx.session.get(Order, order_id, with_for_update=True, populate_existing=True)
     if order is None or order.payment_id != event.payment_id:
         return
     seen = await ctx.session.scalar(

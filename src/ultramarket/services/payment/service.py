@@ -290,19 +290,7 @@ class PaymentService:
         """Finish the payment whose provider call ended with an unknown outcome: ask the
         provider again with the SAME provider idempotency key (it answers the first
         call's result, or makes the charge now if the first never arrived)."""
-        # The payment written with this key's claim: by the key and whoever made it, never
-        # another payment for the same order (a second key, or another caller's).
-        payment = await self.session.scalar(
-            select(Payment)
-            .where(
-                Payment.user_id == user_id,
-                Payment.order_id == body.order_id,
-                Payment.idempotency_key == key,
-                Payment.actor == self.actor,
-            )
-            .order_by(Payment.created_at.desc())
-            .limit(1)
-        )
+        payment = await self._claimed_with(body.order_id, key)
         if payment is None:  # nothing was kept: start afresh
             payment = self._new_payment(user_id, body, ip=None, key=key)
             self.session.add(payment)
@@ -693,8 +681,7 @@ class PaymentService:
         # Decided under the payment's row lock, on what it holds now: a refund of ours
         # whose provider call is still returning (it holds the lock until it commits),
         # or another event of the same payment, has written its part first.
-        await self.session.execute(select(PAY.c.id).where(PAY.c.id == payment.id).with_for_update())
-        await self.session.refresh(payment)
+        await self.session.get(Payment, payment.id, with_for_update=True, populate_existing=True)
         if event.refund_ref and await self.session.scalar(
             select(PaymentRefund.id).where(
                 PaymentRefund.payment_id == payment.id,
@@ -782,16 +769,20 @@ class PaymentService:
         if claimed:
             await idem.fail(ChargeForfeited())
             return None
-        return await self.charge_of(order_id, self.actor or "")
+        return await self._claimed_with(order_id, key)
 
-    async def charge_of(self, order_id: str, actor: str) -> Payment | None:
-        """The newest payment ``actor`` (a service) took for ``order_id``: the checkout's
-        own charge, whatever other payments name the order."""
+    async def _claimed_with(self, order_id: str, key: str | None) -> Payment | None:
+        """The payment written with the claim of ``key`` for ``order_id`` by this caller:
+        never another payment naming the order (another key, or another caller's)."""
         return cast(
             Payment | None,
             await self.session.scalar(
                 select(Payment)
-                .where(Payment.order_id == order_id, Payment.actor == actor)
+                .where(
+                    Payment.order_id == order_id,
+                    Payment.idempotency_key == key,
+                    Payment.actor == self.actor,
+                )
                 .order_by(Payment.created_at.desc(), Payment.id)
                 .limit(1)
             ),
@@ -984,55 +975,28 @@ class WalletService:
         ]
         return items, int(total or 0)
 
-    def _attempted(
-        self,
-        user_id: uuid.UUID,
-        deposit_id: uuid.UUID,
-        money: Money,
-        token: str,
-        ip: str | None,
-        status: str,
-    ) -> None:
-        """A deposit's card attempt, as the fraud rules count it (kept with a refusal)."""
-        self.session.add(
-            DepositAttempt(
-                id=deposit_id,
-                user_id=user_id,
-                amount=money.amount,
-                currency=money.currency,
-                status=status,
-                fingerprint=fingerprint_of(token),
-                ip=ip,
-                created_at=utcnow(),
-            )
-        )
-
     async def _screen_deposit(
-        self,
-        user_id: uuid.UUID,
-        deposit_id: uuid.UUID,
-        money: Money,
-        token: str,
-        ip: str | None,
-        idem: Idempotency,
+        self, attempt: DepositAttempt, money: Money, idem: Idempotency
     ) -> None:
         """Card money entering the wallet passes the same fraud rules as a card payment.
         A deposit cannot wait for a review, so at the review score it is refused too
-        (the signals are kept, and the refusal replays for the same key)."""
+        (the signals are kept with the attempt, and the refusal replays for the same
+        key)."""
         assessment = await fraud.assess(
             self.session,
             self.settings,
-            user_id=user_id,
+            user_id=attempt.user_id,
             money=money,
-            fingerprint=fingerprint_of(token),
-            ip=ip,
-            exclude=deposit_id,
+            fingerprint=attempt.fingerprint,
+            ip=attempt.ip,
+            exclude=attempt.id,
         )
-        await fraud.record(self.session, assessment, user_id, deposit_id)
+        await fraud.record(self.session, assessment, attempt.user_id, attempt.id)
         if assessment.score >= min(
             self.settings.fraud_review_score, self.settings.fraud_block_score
         ):
-            self._attempted(user_id, deposit_id, money, token, ip, "blocked")
+            attempt.status = "blocked"
+            self.session.add(attempt)
             error = PaymentBlocked(
                 details=[
                     {
@@ -1064,7 +1028,17 @@ class WalletService:
             return s.WalletMoveResult.model_validate(replay[1]), False
         money = money_of(body.amount, body.currency)
         deposit_id = uuid.uuid4()
-        await self._screen_deposit(user_id, deposit_id, money, body.token, ip, idem)
+        # The card attempt, as the fraud rules count it; recorded with its outcome.
+        attempt = DepositAttempt(
+            id=deposit_id,
+            user_id=user_id,
+            amount=money.amount,
+            currency=money.currency,
+            fingerprint=fingerprint_of(body.token),
+            ip=ip,
+            created_at=utcnow(),
+        )
+        await self._screen_deposit(attempt, money, idem)
         answer = await self.providers.card().charge(
             ChargeRequest(
                 payment_id=f"deposit:{deposit_id}",
@@ -1078,8 +1052,8 @@ class WalletService:
                 user_id=str(user_id),
             )
         )
-        outcome = "succeeded" if answer.status == "succeeded" else "failed"
-        self._attempted(user_id, deposit_id, money, body.token, ip, outcome)
+        attempt.status = "succeeded" if answer.status == "succeeded" else "failed"
+        self.session.add(attempt)
         if answer.status != "succeeded":
             error = PaymentDeclined(
                 answer.message or "The card was declined",
