@@ -45,7 +45,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -1022,22 +1022,31 @@ async def checkout_check(dsn: str, plan: CheckoutPlan) -> dict[str, Any]:
 
 def checkout_runs(
     cfg: Load, plan: CheckoutPlan, dsn: str, base: str, path: str, label: str,
-    checks: dict[str, Any], drain: bool,
+    checks: dict[str, Any], drain: bool, light: int = 0,
 ) -> dict[str, Result]:  # fmt: skip
-    """Spread then hot checkouts against ``base``; the oversell check after each."""
+    """Spread then hot checkouts against ``base``; the oversell check after each. With
+    ``light``, spread checkouts again at ``light`` connections: a closed loop of
+    ``-c64`` saturates the server, so its latency is 64 / throughput by Little's law
+    whatever the code does; the lighter run says what one checkout takes short of that."""
     out: dict[str, Result] = {}
-    for key, what, file, lines in (("spread", "spread", plan.spread_file, plan.max_lines),
-                                   ("hot", "one hot", plan.hot_file, 1)):  # fmt: skip
+    runs = [("spread", "spread", plan.spread_file, plan.max_lines, cfg),
+            ("hot", "one hot", plan.hot_file, 1, cfg)]  # fmt: skip
+    if light:
+        runs.append(("light", f"spread, {light} connections", plan.spread_file, plan.max_lines,
+                     replace(cfg, connections=light)))  # fmt: skip
+    for key, what, file, lines, run_cfg in runs:
         left = drain_outbox(dsn, EVENT_SERVICES) if drain else 0
         scenario = f"{label} ({what})"
-        result = load(cfg, scenario, base, path, method="POST", script="checkout.lua",
+        result = load(run_cfg, scenario, base, path, method="POST", script="checkout.lua",
                       env={"BENCH_IDS_FILE": str(file), "BENCH_TOKENS_FILE": str(plan.tokens_file),
                            "BENCH_MAX_LINES": str(lines)},
                       settle=lambda: asyncio.run(settle_orders(dsn)))  # fmt: skip
         result.notes.insert(
-            0, f"1-{lines} lines over {plan.summary['skus']:,} SKUs" if key == "spread" else
-            "1 line, one hot SKU",
+            0, "1 line, one hot SKU" if key == "hot" else
+            f"1-{lines} lines over {plan.summary['skus']:,} SKUs",
         )  # fmt: skip
+        if key == "light":
+            result.notes.append("short of saturation, not judged")
         if left:
             result.notes.append(f"{left:,} earlier events still undelivered")
         checks[scenario] = check = asyncio.run(checkout_check(dsn, plan))
@@ -1048,7 +1057,7 @@ def checkout_runs(
 
 
 def run_checkout_app(
-    cfg: Load, base: str, plan: CheckoutPlan, dsn: str, checks: dict[str, Any]
+    cfg: Load, base: str, plan: CheckoutPlan, dsn: str, checks: dict[str, Any], light: int
 ) -> dict[str, Result]:
     customers = plan.summary["customers"]
     log(f"logging in {customers} customers")
@@ -1058,7 +1067,9 @@ def run_checkout_app(
     status, body = http("POST", f"{base}{ORDERS}", checkout_body([first]), token=tokens[0])
     if status != 201 or body["data"]["status"] != "confirmed":
         raise SystemExit(f"POST {ORDERS} answered HTTP {status}: {body}")
-    return checkout_runs(cfg, plan, dsn, base, ORDERS, "POST /orders", checks, drain=True)
+    return checkout_runs(
+        cfg, plan, dsn, base, ORDERS, "POST /orders", checks, drain=True, light=light
+    )
 
 
 def run_checkout_ceiling(
@@ -1137,6 +1148,7 @@ def main() -> int:
         ("--checkout-skus", 1000, "variants the spread checkout buys from"),
         ("--checkout-lines", 3, "most lines of a spread checkout (1-3)"),
         ("--checkout-customers", 50, "customers the checkouts rotate over"),
+        ("--checkout-light", 16, "connections of the lighter spread checkout run (0: none)"),
     ):
         parser.add_argument(flag, type=int, default=default, help=text)
     parser.add_argument(
@@ -1299,7 +1311,9 @@ def main() -> int:
                 oversell_check(dsn, plan.runout_item, app_runs["reserve_runout"], args.connections)
             )
         if args.only != "ceilings" and checkout is not None:
-            checkout_app = run_checkout_app(cfg, base, checkout, dsn, checkout_checks)
+            checkout_app = run_checkout_app(
+                cfg, base, checkout, dsn, checkout_checks, args.checkout_light
+            )
             results.extend(checkout_app.values())
         if args.only != "ceilings":
             stop(app)
