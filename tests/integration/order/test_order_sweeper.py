@@ -224,3 +224,60 @@ async def test_the_sweeper_waits_for_a_charge_in_flight_and_confirms_with_it(
     [payment] = await payments_of(client, manager, placed["id"])
     assert payment["status"] == "succeeded"
     assert (await stock(container, v["variant_id"]))["on_hand"] == 4
+
+
+def charging_a_cent_less(monkeypatch: Any) -> None:
+    """The checkout's charge made for one cent less than the order's total."""
+    real_charge = Checkout._charge
+
+    async def short_charge(self: Checkout, order: Any, body: Any, ip: Any) -> Any:
+        order.total_amount -= 1
+        try:
+            return await real_charge(self, order, body, ip)
+        finally:
+            order.total_amount += 1
+
+    monkeypatch.setattr(Checkout, "_charge", short_charge)
+
+
+async def assert_refunded_and_restocked(
+    client: Any, container: Any, manager: Any, order_id: str, variant_id: str
+) -> None:
+    final = ok(await client.get(f"{ORDERS}/{order_id}", headers=manager.headers))
+    assert (final["status"], final["payment_status"]) == ("cancelled", "refunded")
+    [payment] = await payments_of(client, manager, order_id)
+    assert payment["status"] == "refunded"
+    level = await stock(container, variant_id)
+    assert (level["on_hand"], level["reserved"]) == (5, 0)
+
+
+async def test_a_charge_that_does_not_match_the_order_is_refunded_and_the_order_ends(
+    client, container, drain, make_user, monkeypatch
+):
+    """Never confirmed with a payment that does not cover it exactly - and not left
+    pending either, with the customer charged for an order that never completes."""
+    manager, v, user = await one_variant_shop(client, container, drain, make_user)
+    charging_a_cent_less(monkeypatch)
+    refused = await checkout(client, user, checkout_body([(v["variant_id"], 1)]), key="k1")
+    assert_error(refused, 409, "PAYMENT_MISMATCH")
+    [order] = ok(await client.get(ORDERS, headers=user.headers))
+    await assert_refunded_and_restocked(client, container, manager, order["id"], v["variant_id"])
+    # A retry with the key is answered the same, and charges nothing more.
+    again = await checkout(client, user, checkout_body([(v["variant_id"], 1)]), key="k1")
+    assert_error(again, 409, "PAYMENT_MISMATCH")
+    assert len(await payments_of(client, manager, order["id"])) == 1
+
+
+async def test_the_sweeper_refunds_a_stalled_checkouts_charge_that_does_not_match(
+    client, container, drain, make_user, monkeypatch
+):
+    manager, v, user = await one_variant_shop(client, container, drain, make_user)
+    charging_a_cent_less(monkeypatch)
+    await crash_after_payment(client, container, user, checkout_body([(v["variant_id"], 1)]))
+    [order] = ok(await client.get(ORDERS, headers=user.headers))
+    later = utcnow() + timedelta(minutes=5)
+    await sweep(container, clock=lambda: later)
+    await assert_refunded_and_restocked(client, container, manager, order["id"], v["variant_id"])
+    await sweep(container, clock=lambda: later + timedelta(minutes=5))  # nothing more to do
+    [payment] = await payments_of(client, manager, order["id"])
+    assert payment["refunded_amount"] == payment["amount"]

@@ -457,13 +457,19 @@ class Checkout(Flow):
         """The money is in: turn the reservation into a sale, confirm, empty the cart
         (not when the sweeper finishes a checkout later: the cart may be a new one)."""
         if Money.of(payment.amount, payment.currency) != Money(order.total_amount, order.currency):
-            # Never confirm an order with a payment that does not cover it exactly; the
-            # order stays pending for the sweeper, which looks for the checkout's charge.
+            # Never confirm an order with a payment that does not cover it exactly: the
+            # charge goes back and the order ends (left pending, every sweep would find
+            # the same charge again and the customer would stay charged).
             log.error(
                 "payment does not match the order",
                 extra={"order_id": str(order.id), "payment_id": str(payment.id)},
             )
-            raise Conflict("The payment does not match the order", code="PAYMENT_MISMATCH")
+            mismatch = Conflict(
+                "The payment does not match the order; it was refunded",
+                code="PAYMENT_MISMATCH",
+            )
+            await self._refund_checkout(order, payment, mismatch)
+            raise mismatch
         await self._commit_stock(order, payment)
         if not await self._confirm(order, payment, actor="system:checkout"):
             if await self._confirmed_by_another(order, payment):
