@@ -15,7 +15,7 @@ from ultramarket.core.container import Container
 from ultramarket.core.errors import DomainError
 from ultramarket.services.cart.client import CartClient
 from ultramarket.services.cart.models import Coupon, CouponRedemption
-from ultramarket.services.cart.schemas import CouponCreate
+from ultramarket.services.cart.schemas import CouponCreate, CouponUpdate
 from ultramarket.services.cart.service import CouponService
 
 
@@ -105,3 +105,38 @@ async def test_redeem_checks_the_rules(container):
     assert (refused.value.status_code, refused.value.code) == (422, "COUPON_MIN_SUBTOTAL")
     assert await attempt(carts, "UNKNOWN-CODE", uuid.uuid4()) == "COUPON_NOT_FOUND"
     assert await state(container, minimum.id) == (0, 0)
+
+
+async def test_lowering_max_uses_while_the_coupon_is_redeemed(container, monkeypatch):
+    """A manager lowers max_uses from 10 to 3 while five checkouts redeem the coupon: the
+    edit checks the uses it read against the new limit, so the redemptions wait for it
+    (the row is locked) and then three of them fit. Before, the edit checked a stale
+    count: the redemptions got in first and the edit failed on the table's check as a
+    409 COUPON_CODE_TAKEN (on PostgreSQL; SQLite's write lock, held from the edit's
+    first read, always serialised them)."""
+    coupon = await new_coupon(container, max_uses=10)
+    carts = container.client(CartClient, "order")
+    read = asyncio.Event()
+    real_get = CouponService.get
+
+    async def slow_get(self: CouponService, coupon_id: uuid.UUID, **kw: Any) -> Coupon:
+        found = await real_get(self, coupon_id, **kw)
+        if not read.is_set():  # the edit: it pauses between its read and its write
+            read.set()
+            await asyncio.sleep(0.5)
+        return found
+
+    monkeypatch.setattr(CouponService, "get", slow_get)
+
+    async def lower() -> Coupon:
+        async with container.db("cart").session() as session:
+            return await CouponService(session).update(coupon.id, CouponUpdate(max_uses=3))
+
+    async def redeem() -> list[str]:
+        await read.wait()
+        return await asyncio.gather(*(attempt(carts, coupon.code, uuid.uuid4()) for _ in range(5)))
+
+    edited, results = await asyncio.gather(lower(), redeem())
+    assert edited.max_uses == 3
+    assert sorted(results) == ["COUPON_EXHAUSTED"] * 2 + ["ok"] * 3
+    assert await state(container, coupon.id) == (3, 3)

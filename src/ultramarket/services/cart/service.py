@@ -837,8 +837,13 @@ class CouponService:
             raise errors.CouponNotFound()
         return coupon
 
-    async def get(self, coupon_id: uuid.UUID) -> Coupon:
-        coupon = await self.session.get(Coupon, coupon_id)
+    async def get(self, coupon_id: uuid.UUID, *, lock: bool = False) -> Coupon:
+        """The coupon; with ``lock``, its row locked for this transaction and read fresh
+        (what an edit checks - its uses against a new ``max_uses`` - stays true until it
+        commits)."""
+        coupon = await self.session.get(
+            Coupon, coupon_id, with_for_update=lock, populate_existing=lock
+        )
         if coupon is None or coupon.deleted_at is not None:
             raise errors.CouponNotFound()
         return coupon
@@ -873,7 +878,7 @@ class CouponService:
         return coupon
 
     async def update(self, coupon_id: uuid.UUID, body: s.CouponUpdate) -> Coupon:
-        coupon = await self.get(coupon_id)
+        coupon = await self.get(coupon_id, lock=True)
         changes = {name: getattr(body, name) for name in body.model_fields_set}
         current: dict[str, Any] = {
             "type": coupon.type,
@@ -920,7 +925,7 @@ class CouponService:
 
     async def delete(self, coupon_id: uuid.UUID) -> None:
         """Soft delete: redemptions keep pointing at it; its code becomes free."""
-        coupon = await self.get(coupon_id)
+        coupon = await self.get(coupon_id, lock=True)
         coupon.deleted_at = self.clock()
         coupon.active = False
         coupon.code_key = None
