@@ -450,3 +450,41 @@ async def test_a_refund_moves_the_order_from_the_status_a_concurrent_move_left(
         await orders.refunded(order, refund, note_prefix="Refunded")
     final = ok(await client.get(f"{API}/{placed['id']}", headers=_manager.headers))
     assert (final["status"], final["payment_status"]) == ("refunded", "refunded")
+
+
+async def test_cancelling_after_a_refund_that_kept_units_off_the_shelf_restocks_the_rest(
+    client, container, drain, make_user
+):
+    """3 units sold; 2 refunded with ``restock: false`` (damaged); then the order is
+    cancelled: only the third unit goes back. Before, the cancellation restocked every
+    unit not yet returned - the two damaged ones too, phantom stock for sale."""
+    manager, user, v, order = await _placed(client, container, drain, make_user, quantity=3)
+    assert (await stock(container, v["variant_id"]))["on_hand"] == 7
+    [line] = order["items"]
+    damaged = {"lines": [{"order_item_id": line["id"], "quantity": 2}], "restock": False}
+    url = f"{API}/{order['id']}"
+    ok(await client.post(f"{url}/refund", json=damaged, headers=manager.headers), 201)
+    assert (await stock(container, v["variant_id"]))["on_hand"] == 7
+
+    cancelled = ok(await client.post(f"{url}/cancel", headers=user.headers))
+    assert (cancelled["status"], cancelled["payment_status"]) == ("cancelled", "refunded")
+    assert cancelled["refunded"] == cancelled["total"]
+    level = await stock(container, v["variant_id"])
+    assert (level["on_hand"], level["reserved"], level["log_on_hand"]) == (8, 0, 8)
+    await sweep(container, clock=lambda: utcnow() + timedelta(minutes=5))
+    assert (await stock(container, v["variant_id"]))["on_hand"] == 8
+
+
+async def test_cancelling_after_a_restocking_refund_returns_each_unit_once(
+    client, container, drain, make_user
+):
+    manager, user, v, order = await _placed(client, container, drain, make_user, quantity=3)
+    [line] = order["items"]
+    back = {"lines": [{"order_item_id": line["id"], "quantity": 1}]}
+    url = f"{API}/{order['id']}"
+    ok(await client.post(f"{url}/refund", json=back, headers=manager.headers), 201)
+    assert (await stock(container, v["variant_id"]))["on_hand"] == 8
+    ok(await client.post(f"{url}/cancel", headers=user.headers))
+    await sweep(container, clock=lambda: utcnow() + timedelta(minutes=5))
+    level = await stock(container, v["variant_id"])
+    assert (level["on_hand"], level["reserved"], level["log_on_hand"]) == (10, 0, 10)

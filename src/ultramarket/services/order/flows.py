@@ -101,7 +101,21 @@ class Flow:
                 # Expired or committed since we looked: look again.
                 await self.return_stock(order, restock=restock)
         elif reservation.status == "committed" and restock:
-            await self.parts.inventory.restock(key, reference=f"cancel:{order.id}")
+            units = await self._unrefunded_units(order)
+            if units:
+                await self.parts.inventory.restock(key, reference=f"cancel:{order.id}", lines=units)
+
+    async def _unrefunded_units(self, order: Order) -> list[tuple[uuid.UUID, int]]:
+        """The units of the order no refund covers, by variant: what its end puts back.
+        Refunded units are a refund's to restock (``Refunds._restock``) or to keep off the
+        shelf (a refund with ``restock: false``: damaged goods stay out)."""
+        async with self.rx() as orders:
+            items = await orders.items(order.id)
+        units: dict[uuid.UUID, int] = {}
+        for item in items:
+            if left := item.quantity - item.refunded_quantity:
+                units[item.variant_id] = units.get(item.variant_id, 0) + left
+        return sorted(units.items())
 
     async def release_coupon(self, order: Order) -> None:
         if order.coupon_code:

@@ -107,7 +107,9 @@ class Refunds(Flow):
                     lines=[(i, i.quantity - i.refunded_quantity) for i in items],
                     reason="order_cancelled",
                     actor=actor_of(principal),
-                    restock=False,  # cancellation returns the stock itself (settle)
+                    # Its units go back as this refund's (the order's end restocks
+                    # only what no refund covers): never those an earlier refund kept out.
+                    restock=order.shipped_at is None,
                     key=None,
                     digest=None,
                 )
@@ -131,8 +133,19 @@ class Refunds(Flow):
             if refund is not None:
                 await self._pay_out(order, refund)
         finally:
+            # Back on the shelf whether or not the money moved yet; a refund the payment
+            # service refused gave its units back to the order, which restocks them.
+            if refund is not None and await self._claim_stands(refund):
+                await self._restock(order, refund)
             await self.settle(order, restock=order.shipped_at is None)
         return order
+
+    async def _claim_stands(self, refund: OrderRefund) -> bool:
+        async with self.rx() as orders:
+            now = await orders.session.scalar(
+                select(REFUND.c.status).where(REFUND.c.id == refund.id)
+            )
+        return now != "failed"
 
     async def _void(self, order: Order) -> None:
         assert order.payment_id is not None
