@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event, func, select, update
+from sqlalchemy import event, func, insert, select, update
 
 from ultramarket.core.config import EventSettings, Settings
 from ultramarket.core.container import Container
@@ -162,6 +162,63 @@ async def test_relay_delivers_exactly_once(container: Container) -> None:
     await dispatcher.dispatch(envelope, final_attempt=False)
     await InProcessBus(dispatcher).publish(envelope, final_attempt=True)
     assert rec.ok_calls == [7]
+
+
+async def test_a_handler_breaking_a_constraint_is_retried_not_marked_handled(
+    container: Container,
+) -> None:
+    """The handler's own write violates a unique index: the event is not handled, so it
+    is retried and then dead-lettered. Before, the IntegrityError was taken for a
+    concurrent delivery winning the inbox row, and the event was marked published with
+    nothing done: lost without a trace."""
+    tables = container.events("auth")
+    calls: list[int] = []
+
+    async def duplicate_write(ctx: HandlerContext) -> None:
+        calls.append(ctx.envelope.data["n"])
+        row = {"handler": "twice", "event_id": ctx.envelope.id, "processed_at": utcnow()}
+        await ctx.session.execute(insert(tables.inbox).values(row))
+        await ctx.session.execute(insert(tables.inbox).values(row))  # the same key again
+
+    sub = subscription("auth", Pinged, duplicate_write)
+    relay, _ = make_relay(container, [sub], max_attempts=2)
+    event_id = await publish(container, 4)
+
+    await relay.run_once()
+    row = await outbox_row(container, event_id)
+    assert (row.published_at, row.attempts) == (None, 1)
+    assert "IntegrityError" in row.last_error
+    await make_due(container, event_id)
+    await relay.run_once()
+    assert calls == [4, 4]
+    assert (await outbox_row(container, event_id)).published_at is not None
+    assert (
+        await count(container, tables.dead_letter, tables.dead_letter.c.event_id == event_id) == 1
+    )
+    assert await count(container, tables.inbox, tables.inbox.c.event_id == event_id) == 0
+
+
+async def test_a_handler_error_asking_to_keep_its_changes_keeps_nothing(
+    container: Container,
+) -> None:
+    """A domain error may ask its unit of work to be kept (``persist_changes``); in a
+    handler that would keep the inbox row too, and every retry would skip the event."""
+    tables = container.events("auth")
+    calls: list[int] = []
+
+    async def refusing(ctx: HandlerContext) -> None:
+        calls.append(ctx.envelope.data["n"])
+        raise Conflict("not now", persist_changes=True)
+
+    sub = subscription("auth", Pinged, refusing)
+    relay, _ = make_relay(container, [sub], max_attempts=3)
+    event_id = await publish(container, 5)
+    await relay.run_once()
+    await make_due(container, event_id)
+    await relay.run_once()
+    assert calls == [5, 5]
+    assert await count(container, tables.inbox, tables.inbox.c.event_id == event_id) == 0
+    assert "not now" in (await outbox_row(container, event_id)).last_error
 
 
 async def test_concurrent_relays_deliver_once(container: Container) -> None:

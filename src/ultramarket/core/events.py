@@ -42,7 +42,6 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ultramarket.core.db import Database, JSONType, UTCDateTime, insert_for, utcnow
@@ -244,6 +243,12 @@ class BatchFailed(Exception):
     error asks to keep its changes), and each event is then delivered on its own."""
 
 
+class HandlerFailed(Exception):
+    """A handler failed on one event and its error asked to keep its changes (a domain
+    error's ``persist_changes``): a handler's unit of work is all or nothing - kept, its
+    inbox row would mark the event handled and no retry would ever run it."""
+
+
 @dataclass(frozen=True)
 class Delivery:
     """An event handed to the bus, and which attempt this is."""
@@ -313,12 +318,11 @@ class Dispatcher:
         ]
 
     async def deliver(self, sub: Subscription, envelope: EventEnvelope) -> bool:
-        """Run one handler once per event id. Returns False when it had already run."""
-        try:
-            return await self.deliver_batch(sub, [envelope]) == 1
-        except IntegrityError:
-            # A concurrent delivery of the same event won the inbox row.
-            return False
+        """Run one handler once per event id. Returns False when it had already run (a
+        concurrent delivery of the same event waits on its inbox row, then skips it).
+        A failure - the handler's own constraint violations included - keeps nothing
+        and is raised, so the event is retried or dead-lettered."""
+        return await self.deliver_batch(sub, [envelope]) == 1
 
     async def deliver_batch(self, sub: Subscription, envelopes: Sequence[EventEnvelope]) -> int:
         """Run one handler for events (in the order given) in one unit of work, each
@@ -356,6 +360,8 @@ class Dispatcher:
                 except Exception as exc:
                     if len(envelopes) > 1:
                         raise BatchFailed(f"event {envelope.id}") from exc
+                    if getattr(exc, "persist_changes", False):
+                        raise HandlerFailed(f"{type(exc).__name__}: {exc}") from exc
                     raise
                 finally:
                     request_id_var.reset(token)
