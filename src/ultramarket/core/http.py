@@ -56,7 +56,8 @@ DOCS_CSP = (
 # the metrics: FastAPI's native telemetry would add a second span to each request and
 # ask the global OpenTelemetry providers on every request whether to.
 FASTAPI_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# At most 64: what the outbox keeps of it (its request_id column) for events.
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 UNMATCHED = "<unmatched>"
 
 

@@ -247,6 +247,28 @@ async def test_request_id_is_echoed(client: httpx.AsyncClient) -> None:
     assert error.json()["request_id"] == "req-456"
 
 
+async def test_a_long_request_id_does_not_break_a_write_that_publishes_events(
+    client: httpx.AsyncClient,
+) -> None:
+    """The id travels with the events a request writes (the outbox keeps 64 characters of
+    it): a longer one is replaced, not the cause of a 500 on PostgreSQL."""
+    longest, too_long = "r" * 64, "r" * 65
+    for given in (longest, too_long):
+        response = await client.post(
+            "/api/v1/auth/register",
+            headers={"X-Request-ID": given},
+            json={
+                "email": f"rid-{uuid.uuid4().hex[:10]}@example.com",
+                "password": "Correct-Horse-42",
+                "first_name": "Req",
+                "last_name": "Id",
+            },
+        )
+        assert response.status_code == 201, response.text
+        echoed = response.headers["x-request-id"]
+        assert echoed == given if given == longest else re.fullmatch(r"[0-9a-f]{32}", echoed)
+
+
 async def test_request_id_is_generated_when_missing(client: httpx.AsyncClient) -> None:
     first = await client.get("/health")
     second = await client.get("/health")
