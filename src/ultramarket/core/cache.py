@@ -7,11 +7,18 @@ so the old entries are never read again and expire by their TTL.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
-from typing import Protocol
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+log = logging.getLogger("ultramarket.cache")
+T = TypeVar("T")
 
 
 class Cache(Protocol):
@@ -94,11 +101,37 @@ class RedisCache:
         await self._redis.aclose()
 
 
+@dataclass(frozen=True)
+class Slot:
+    """What ``KeyedCache.lookup`` found, and where a value computed on a miss goes: under
+    the generation the lookup read. A value loaded while a write invalidated the prefix
+    lands in the old generation, never read again; stored under the new one it would be
+    served stale until its TTL."""
+
+    value: bytes | None
+    key: str | None  # None: the cache did not answer, nothing is stored
+    cache: KeyedCache
+
+    async def store(self, value: bytes, ttl: int = 300) -> None:
+        if self.key is not None:
+            await self.cache._call(self.cache.backend.set(self.key, value, ttl))
+
+
 class KeyedCache:
-    """Namespaced keys with prefix generations, on top of any ``Cache``."""
+    """Namespaced keys with prefix generations, on top of any ``Cache``.
+
+    A cache that does not answer (Redis down) is a miss, not an error: reads go to the
+    database, which is what the cache is in front of."""
 
     def __init__(self, backend: Cache) -> None:
         self.backend = backend
+
+    async def _call(self, operation: Awaitable[T]) -> T | None:
+        try:
+            return await operation
+        except (RedisError, OSError) as exc:
+            log.warning("cache unavailable", extra={"error": repr(exc)})
+            return None
 
     async def _generation(self, prefix: str) -> str:
         value = await self.backend.get(f"gen:{prefix}")
@@ -107,13 +140,23 @@ class KeyedCache:
     async def key(self, prefix: str, key: str) -> str:
         return f"{prefix}:{await self._generation(prefix)}:{key}"
 
+    async def lookup(self, prefix: str, key: str) -> Slot:
+        """The value under ``key`` (None on a miss), and the slot to store one in."""
+        full = await self._call(self.key(prefix, key))
+        if full is None:
+            return Slot(None, None, self)
+        return Slot(await self._call(self.backend.get(full)), full, self)
+
     async def get(self, prefix: str, key: str) -> bytes | None:
-        return await self.backend.get(await self.key(prefix, key))
+        return (await self.lookup(prefix, key)).value
 
     async def set(self, prefix: str, key: str, value: bytes, ttl: int = 300) -> None:
-        await self.backend.set(await self.key(prefix, key), value, ttl)
+        """Store a value that was not loaded after a ``lookup`` (use its slot for those)."""
+        await (await self.lookup(prefix, key)).store(value, ttl)
 
     async def invalidate_prefix(self, prefix: str) -> None:
+        # Not swallowed: a write whose invalidation failed says so (its after-commit
+        # callback logs it), and the entries expire by their TTL.
         await self.backend.incr(f"gen:{prefix}")
 
 

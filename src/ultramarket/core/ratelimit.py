@@ -1,20 +1,28 @@
-"""Rate limiting on the ``limits`` library: memory by default, Redis when configured."""
+"""Rate limiting on the ``limits`` library: memory by default, Redis when configured.
+
+A limit store that does not answer (Redis down) lets requests through, with a warning
+in the log and ``/ready`` saying so: limits protect the shop, and a shop that refuses
+every request while its limiter is away is down for everyone."""
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import redis.asyncio as aioredis
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import StorageError
 from limits.storage import storage_from_string
 
 from ultramarket.core.errors import RateLimited
 
 REDIS_MAX_CONNECTIONS = 100
+log = logging.getLogger("ultramarket.ratelimit")
 
 
 def _storage_uri(url: str) -> str:
@@ -36,6 +44,7 @@ class RateLimiter:
         if "redis" in uri:
             options = {
                 "implementation": "redispy",
+                "wrap_exceptions": True,  # a StorageError, whatever the client raised
                 "key_prefix": f"{namespace}:limits",
                 # Wait for a free connection under bursts instead of failing the request.
                 "connection_pool": aioredis.BlockingConnectionPool.from_url(
@@ -59,12 +68,19 @@ class RateLimiter:
         stats = await self.strategy.get_window_stats(item, *identifiers)
         return max(1, math.ceil(stats.reset_time - time.time()))
 
+    async def _allows(self, step: Awaitable[bool]) -> bool:
+        try:
+            return await step
+        except StorageError as exc:
+            log.warning("rate limit store unavailable; request let through", exc_info=exc)
+            return True
+
     async def hit(self, rule: str, *identifiers: str, message: str | None = None) -> None:
         """Count one hit; raise ``RateLimited`` (429 + Retry-After) once over the rule."""
         if not self.enabled:
             return
         for item in self._items(rule):
-            if not await self.strategy.hit(item, *identifiers):
+            if not await self._allows(self.strategy.hit(item, *identifiers)):
                 raise RateLimited(await self._retry_after(item, *identifiers), message)
 
     async def check(self, rule: str, *identifiers: str, message: str | None = None) -> None:
@@ -72,7 +88,7 @@ class RateLimiter:
         if not self.enabled:
             return
         for item in self._items(rule):
-            if not await self.strategy.test(item, *identifiers):
+            if not await self._allows(self.strategy.test(item, *identifiers)):
                 raise RateLimited(await self._retry_after(item, *identifiers), message)
 
     async def count(self, rule: str, *identifiers: str) -> None:
@@ -80,7 +96,7 @@ class RateLimiter:
         if not self.enabled:
             return
         for item in self._items(rule):
-            await self.strategy.hit(item, *identifiers)
+            await self._allows(self.strategy.hit(item, *identifiers))
 
     async def reset(self, rule: str, *identifiers: str) -> None:
         for item in self._items(rule):

@@ -413,3 +413,32 @@ async def test_default_per_ip_rate_limit(settings: Settings) -> None:
             assert (await http.get("/metrics")).status_code == 200
             # Another address has its own budget.
             assert (await http2.get("/openapi.json")).status_code == 200
+
+
+async def test_the_shop_serves_while_its_redis_is_down(settings: Settings) -> None:
+    """Cache and rate limits on a Redis that does not answer: reads go to the database,
+    limits let requests through, and /ready says what is down - not a 500 everywhere."""
+    dead = "redis://127.0.0.1:1/0"  # nothing listens there
+    down = settings.model_copy(update={"cache_url": dead, "rate_limit_url": dead})
+    application = create_app(registry.load_all(), down, run_relay=False)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application, client=("203.0.113.9", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            for path in ("/api/v1/products", "/api/v1/categories"):
+                response = await http.get(path)
+                assert response.status_code == 200, response.text
+            registered = await http.post(
+                "/api/v1/auth/register",
+                json={
+                    "email": f"down-{uuid.uuid4().hex[:10]}@example.com",
+                    "password": "Correct-Horse-42",
+                    "first_name": "Re",
+                    "last_name": "Dis",
+                },
+            )
+            assert registered.status_code == 201, registered.text
+            ready = await http.get("/ready")
+            assert ready.status_code == 503
+            checks = ready.json()["error"]["details"][0]
+            assert checks["cache"].startswith("down")
+            assert checks["rate_limit"].startswith("down")

@@ -27,7 +27,7 @@ from sqlalchemy import ColumnElement, Select, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ultramarket.core.cache import KeyedCache
+from ultramarket.core.cache import KeyedCache, Slot
 from ultramarket.core.db import release_connection, utcnow
 from ultramarket.core.errors import DomainError
 from ultramarket.core.events import EventPublisher
@@ -587,7 +587,7 @@ class CartService:
         changed elsewhere show within those seconds (checkout always re-prices)."""
         if cart is None:
             return self._empty(country, region)
-        cache_key = None
+        slot: Slot | None = None
         if (
             self.cache is not None
             and self.settings.cache_seconds > 0
@@ -597,13 +597,15 @@ class CartService:
         ):
             stamp = cart.updated_at.timestamp() if cart.updated_at else 0
             cache_key = f"{cart.id}:{stamp}:{country or ''}:{region or ''}"
-            hit = await self.cache.get(CACHE_PREFIX, cache_key)
-            if hit is not None:
-                return s.CartRead.model_validate_json(hit).model_copy(update={"token": token})
+            slot = await self.cache.lookup(CACHE_PREFIX, cache_key)
+            if slot.value is not None:
+                return s.CartRead.model_validate_json(slot.value).model_copy(
+                    update={"token": token}
+                )
         read = await self._priced_view(cart, token, country, region, items, stock, known)
-        if cache_key is not None and self.cache is not None:
+        if slot is not None:
             body = read.model_copy(update={"token": None}).model_dump_json().encode()
-            await self.cache.set(CACHE_PREFIX, cache_key, body, ttl=self.settings.cache_seconds)
+            await slot.store(body, ttl=self.settings.cache_seconds)
         return read
 
     async def _priced_view(
