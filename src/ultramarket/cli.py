@@ -184,7 +184,17 @@ def create_user(
 @app.command()
 def worker(service: ServiceOpt = None) -> None:
     """Run the outbox relay and event handlers as their own process."""
-    configure_logging(get_settings().log_level)
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    if service and settings.broker_url.startswith("memory"):
+        # With the in-process bus this worker IS the bus: an event its service's outbox
+        # holds for another service's handlers would be marked delivered, unhandled.
+        typer.echo(
+            "error: --service needs a broker (ULTRAMARKET_BROKER_URL); with the in-process "
+            "bus run one worker for all services",
+            err=True,
+        )
+        raise typer.Exit(2)
 
     async def go() -> None:
         async with _container(_names(service)) as container:
