@@ -15,6 +15,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,25 @@ def pg_template() -> Iterator[str]:
     migrate_all(_pg_url(name))
     yield name
     _run_sync(_pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@asynccontextmanager
+async def empty_pg_database() -> AsyncIterator[str]:
+    """An empty PostgreSQL database of its own (no migrations run), dropped after."""
+    if not HAVE_PG:
+        pytest.skip("PostgreSQL is not running")
+    name = f"um_mig_{uuid.uuid4().hex[:12]}"
+    await _pg_exec(f'CREATE DATABASE "{name}"')
+    try:
+        yield _pg_url(name)
+    finally:
+        await _pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def pg_database() -> AsyncIterator[str]:
+    async with empty_pg_database() as url:
+        yield url
 
 
 @dataclass

@@ -4,19 +4,15 @@ downgrade cleanly to nothing."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Column, Connection, Integer, MetaData, Table, inspect
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import BLANK_SCHEMA
-from tests.conftest import HAVE_PG, _pg_exec, _pg_url
 
 from ultramarket import registry
 from ultramarket.core.migrations import current_heads, downgrade, upgrade
@@ -46,18 +42,6 @@ def sqlite_metadata(specs: list[ServiceSpec]) -> MetaData:
 
 def version_tables(specs: list[ServiceSpec]) -> set[str]:
     return {f"alembic_version_{spec.name}" for spec in specs}
-
-
-@pytest.fixture
-async def pg_database() -> AsyncIterator[str]:
-    if not HAVE_PG:
-        pytest.skip("PostgreSQL is not running")
-    name = f"um_mig_{uuid.uuid4().hex[:12]}"
-    await _pg_exec(f'CREATE DATABASE "{name}"')
-    try:
-        yield _pg_url(name)
-    finally:
-        await _pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_table_names_are_unique_across_services() -> None:

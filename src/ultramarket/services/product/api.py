@@ -124,6 +124,8 @@ class ListingQuery:
             min_price=min_price,
             max_price=max_price,
             currency=currency,
+            # Price bounds without ?currency= are in the shop's currency.
+            default_currency=container_of(request).settings.payments.default_currency,
             in_stock=in_stock,
             min_rating=min_rating,
             featured=featured,
@@ -139,7 +141,14 @@ async def listing_query(
     brand: Annotated[str | None, Query(max_length=120)] = None,
     min_price: Annotated[Decimal | None, Query(ge=0, le=10**12)] = None,
     max_price: Annotated[Decimal | None, Query(ge=0, le=10**12)] = None,
-    currency: Annotated[str | None, Query(pattern=r"^[A-Z]{3}$")] = None,
+    currency: Annotated[
+        str | None,
+        Query(
+            pattern=r"^[A-Z]{3}$",
+            description="only products priced in it; min_price/max_price are in it "
+            "(default: the shop's currency)",
+        ),
+    ] = None,
     in_stock: bool | None = None,
     min_rating: Annotated[float | None, Query(ge=0, le=5)] = None,
     featured: bool | None = None,
@@ -168,9 +177,9 @@ async def _listing(
 ) -> Response:
     page = f"{paging.page}:{paging.limit}:{paging.sort}"
     cache_key = f"{scope}:{category}:{locale}:{page}:{listing.cache_key}"
-    cached = await container.cache.get(repo.CACHE_PREFIX, cache_key)
-    if cached is not None:
-        return json_response(cached)
+    slot = await container.cache.lookup(repo.CACHE_PREFIX, cache_key)
+    if slot.value is not None:
+        return json_response(slot.value)
     category = category or listing.category
     async with container.db("product").read_session() as session:
         filters = listing.filters
@@ -188,7 +197,7 @@ async def _listing(
         total=total,
     )
     body = orjson.dumps(page.model_dump())
-    await container.cache.set(repo.CACHE_PREFIX, cache_key, body, ttl=repo.CACHE_TTL)
+    await slot.store(body, ttl=repo.CACHE_TTL)
     return json_response(body)
 
 
@@ -312,14 +321,13 @@ async def get_product(
     principal: OptionalPrincipal,
     locale: LocaleDep,
 ) -> Response:
-    cache_key = f"detail:{key}:{locale}"
-    cached = await container.cache.get(repo.CACHE_PREFIX, cache_key)
-    if cached is not None:
-        return json_response(cached)
+    slot = await container.cache.lookup(repo.CACHE_PREFIX, f"detail:{key}:{locale}")
+    if slot.value is not None:
+        return json_response(slot.value)
     row, variants = await _visible_row(container, key, principal)
     body = envelope(repo.product_json(row, variants, locale))
     if row["status"] == "active":
-        await container.cache.set(repo.CACHE_PREFIX, cache_key, body, ttl=repo.CACHE_TTL)
+        await slot.store(body, ttl=repo.CACHE_TTL)
     return json_response(body)
 
 
@@ -473,13 +481,13 @@ def _tree(rows: list[Category]) -> list[s.CategoryNode]:
 @categories.get("", response_model=Envelope[list[s.CategoryNode]])
 async def category_tree(container: ContainerDep) -> Response:
     """Every category as a tree (roots, each with ``children``), ordered by position."""
-    cached = await container.cache.get(repo.CATEGORY_CACHE_PREFIX, "tree")
-    if cached is not None:
-        return json_response(cached)
+    slot = await container.cache.lookup(repo.CATEGORY_CACHE_PREFIX, "tree")
+    if slot.value is not None:
+        return json_response(slot.value)
     async with container.db("product").read_session() as session:
         rows = await CategoryService(session).all()
         body = envelope([n.model_dump(mode="json") for n in _tree(rows)])
-    await container.cache.set(repo.CATEGORY_CACHE_PREFIX, "tree", body, ttl=repo.CACHE_TTL)
+    await slot.store(body, ttl=repo.CACHE_TTL)
     return json_response(body)
 
 

@@ -3,15 +3,17 @@ mirror fed by inventory, and best-seller counters fed by confirmed (and cancelle
 orders.
 
 Each event carries ``variant_available`` (summed over warehouses), stored as is on
-the variant, so a replay or a duplicate is harmless; the product's ``in_stock``
-follows, and only an in/out-of-stock flip invalidates the cached pages. Events
-delivered out of order may briefly show an older figure until the next stock event.
+the variant with the time the event occurred, so a replay or a duplicate is harmless
+and an older event (a retried one, or a batch that commits after a newer one) never
+overwrites a newer figure; the product's ``in_stock`` follows, and only an
+in/out-of-stock flip invalidates the cached pages.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from datetime import datetime
 
 from ultramarket.core.db import after_commit
 from ultramarket.core.events import BatchContext, Subscription, batch_subscriptions
@@ -22,14 +24,19 @@ from ultramarket.services.product.service import ProductService
 
 
 async def on_stock_events(ctx: BatchContext) -> None:
-    """The stock mirror: each variant's last figure in the batch (a hot variant's
+    """The stock mirror: each variant's latest figure in the batch (a hot variant's
     hundred reservations in a batch are one write), written by ``record_stock_levels``
-    (on PostgreSQL three statements, however many variants moved)."""
+    (on PostgreSQL three statements, however many variants moved) unless the variant
+    already holds a figure from a newer event."""
     latest: dict[uuid.UUID, int] = {}
+    times: dict[uuid.UUID, datetime] = {}
     for envelope in ctx.envelopes:  # in the order they occurred: the last figure wins
         event = inventory_events.StockEvent.model_validate(envelope.data)
-        latest[event.variant_id] = event.variant_available
-    flipped = await ProductService(ctx.session).record_stock_levels(latest)
+        seen = times.get(event.variant_id)
+        if seen is None or envelope.occurred_at >= seen:
+            latest[event.variant_id] = event.variant_available
+            times[event.variant_id] = envelope.occurred_at
+    flipped = await ProductService(ctx.session).record_stock_levels(latest, times)
     if flipped:
         # Which products a listing (and the in_stock filter) shows changed: drop the pages
         # at once. A count that merely moved shows in cached pages until their short TTL

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ultramarket.core.container import Container
@@ -178,7 +178,8 @@ async def _validate(
             valid.append(product)
     if seen_skus:
         taken = await session.scalars(
-            select(ProductVariant.sku).where(ProductVariant.sku.in_(list(seen_skus)))
+            # case-insensitively, as the unique index on lower(sku) compares them
+            select(ProductVariant.sku).where(func.lower(ProductVariant.sku).in_(list(seen_skus)))
         )
         for sku in taken:
             report.errors.append(RowError(seen_skus[sku.lower()], "sku", f"{sku!r} exists"))

@@ -3,7 +3,10 @@
 ``product.min_price_amount``, ``product.currency`` and ``product.in_stock`` are
 denormalised from the variants so a filtered, sorted listing page is served by one
 index range scan at 100,000 products; ``product_variant.available`` is a mirror of
-the inventory service's stock (kept by handling its events).
+the inventory service's stock (kept by handling its events; ``stock_event_at`` is the
+time of the event it came from, so an older event never overwrites a newer figure).
+SKUs are unique case-insensitively, across every product: a unique index on
+``lower(sku)``.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ultramarket.core.db import IdMixin, JSONType, TimestampMixin, service_base, utcnow
@@ -86,10 +89,7 @@ class Product(IdMixin, TimestampMixin, Base):
 
 class ProductVariant(IdMixin, TimestampMixin, Base):
     __tablename__ = "product_variant"
-    __table_args__ = (
-        Index(None, "sku", unique=True),
-        Index(None, "product_id", "position"),
-    )
+    __table_args__ = (Index(None, "product_id", "position"),)
 
     product_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("product.product.id", ondelete="CASCADE")
@@ -102,8 +102,15 @@ class ProductVariant(IdMixin, TimestampMixin, Base):
     weight_grams: Mapped[int | None]
     barcode: Mapped[str | None] = mapped_column(String(64))
     position: Mapped[int] = mapped_column(Integer, default=0)
-    # Mirror of inventory's variant_available (summed over warehouses).
+    # Mirror of inventory's variant_available (summed over warehouses), and when the
+    # stock event that set it occurred: only a newer event moves it.
     available: Mapped[int] = mapped_column(Integer, default=0)
+    stock_event_at: Mapped[datetime | None]
+
+
+# "case-1" and "CASE-1" are one SKU (within a product as across products); lookups
+# compare lower(sku), served by this index.
+Index("ix_product_variant_sku_lower", func.lower(ProductVariant.sku), unique=True)
 
 
 class ProductSlug(Base):

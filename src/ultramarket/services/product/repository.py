@@ -101,13 +101,18 @@ def like_pattern(term: str) -> str:
 
 @dataclass(frozen=True)
 class ProductFilters:
-    """Listing filters, already validated; ``category_ids`` includes descendants."""
+    """Listing filters, already validated; ``category_ids`` includes descendants.
+
+    Price bounds are in one currency: ``currency``, else ``default_currency`` (the
+    shop's); with a bound, only products priced in that currency match (a JPY 3000
+    product is not "under 50")."""
 
     category_ids: tuple[uuid.UUID, ...] | None = None
     brand: str | None = None
     min_price: Decimal | None = None
     max_price: Decimal | None = None
     currency: str | None = None
+    default_currency: str = "USD"
     in_stock: bool | None = None
     min_rating: float | None = None
     featured: bool | None = None
@@ -118,6 +123,14 @@ class ProductFilters:
     sort: str = DEFAULT_SORT
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def price_currency(self) -> str | None:
+        """The currency the listing is restricted to: the one asked for, or the shop's
+        when there is a price bound to read."""
+        if self.currency is None and (self.min_price is not None or self.max_price is not None):
+            return self.default_currency
+        return self.currency
+
     def cache_key(self) -> str:
         return repr(
             (
@@ -125,7 +138,7 @@ class ProductFilters:
                 self.brand,
                 self.min_price,
                 self.max_price,
-                self.currency,
+                self.price_currency,
                 self.in_stock,
                 self.min_rating,
                 self.featured,
@@ -138,8 +151,8 @@ class ProductFilters:
         )
 
 
-def _minor(value: Decimal, currency: str | None) -> int:
-    digits = exponent(currency or "USD")
+def _minor(value: Decimal, currency: str) -> int:
+    digits = exponent(currency)
     return int(value.scaleb(digits).to_integral_value())
 
 
@@ -152,12 +165,15 @@ def where_clauses(f: ProductFilters) -> list[Any]:
         clauses.append(P.c.category_id == ids[0] if len(ids) == 1 else P.c.category_id.in_(ids))
     if f.brand:
         clauses.append(P.c.brand == f.brand)
-    if f.currency:
-        clauses.append(P.c.currency == f.currency)
-    if f.min_price is not None:
-        clauses.append(P.c.min_price_amount >= _minor(f.min_price, f.currency))
-    if f.max_price is not None:
-        clauses.append(P.c.min_price_amount <= _minor(f.max_price, f.currency))
+    currency = f.price_currency
+    if currency:
+        # The price indexes ((status[, category_id], min_price_amount)) still serve the
+        # bounds; the currency is checked on the rows they find.
+        clauses.append(P.c.currency == currency)
+        if f.min_price is not None:
+            clauses.append(P.c.min_price_amount >= _minor(f.min_price, currency))
+        if f.max_price is not None:
+            clauses.append(P.c.min_price_amount <= _minor(f.max_price, currency))
     if f.in_stock is not None:
         clauses.append(P.c.in_stock.is_(f.in_stock))
     if f.min_rating is not None:

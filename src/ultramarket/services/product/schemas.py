@@ -113,6 +113,10 @@ def _check_variants(variants: list[VariantIn]) -> None:
     skus = [v.sku.lower() for v in variants]
     if len(set(skus)) != len(skus):
         raise ValueError("variant SKUs must be unique within a product")
+    ids = [v.id for v in variants if v.id is not None]
+    if len(set(ids)) != len(ids):
+        # Two entries cannot both be the one variant.
+        raise ValueError("variant ids must be unique within a product")
     if len({v.currency for v in variants}) > 1:
         # Listing filters and sorts on the cheapest variant's price: one currency a product.
         raise ValueError("all variants of a product must share one currency")

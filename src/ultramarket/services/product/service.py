@@ -9,13 +9,14 @@ from __future__ import annotations
 import enum
 import uuid
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, delete, exists, func, select, text, update
+from sqlalchemy import bindparam, case, delete, exists, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ultramarket.core.db import utcnow
+from ultramarket.core.db import UTCDateTime, utcnow
 from ultramarket.core.errors import Forbidden
 from ultramarket.core.events import EventPublisher
 from ultramarket.core.security import Principal
@@ -70,6 +71,32 @@ _MIRROR_STOCK = (
         select(_PRODUCT.c.in_stock).where(_PRODUCT.c.id == _VARIANT.c.product_id).scalar_subquery(),
     )
 )
+# The same from a stock event that occurred at ``at``: applied only when it is newer than
+# the event the variant's figure came from (a retried or late older event changes
+# nothing). A newer event with the same figure still moves ``stock_event_at`` on (else an
+# older event between the two would be taken as newer), so ``updated_at`` (set only when
+# the figure moves) tells a moved figure from a newer time alone.
+_AT = bindparam("at", type_=UTCDateTime())
+_NOW = bindparam("now", type_=UTCDateTime())
+_MIRROR_STOCK_AT = (
+    update(_VARIANT)
+    .where(
+        _VARIANT.c.id == bindparam("variant_id"),
+        or_(_VARIANT.c.stock_event_at.is_(None), _VARIANT.c.stock_event_at < _AT),
+    )
+    .values(
+        available=bindparam("figure"),
+        stock_event_at=_AT,
+        updated_at=case(
+            (_VARIANT.c.available != bindparam("figure"), _NOW), else_=_VARIANT.c.updated_at
+        ),
+    )
+    .returning(
+        _VARIANT.c.product_id,
+        select(_PRODUCT.c.in_stock).where(_PRODUCT.c.id == _VARIANT.c.product_id).scalar_subquery(),
+        _VARIANT.c.updated_at,
+    )
+)
 # ... and the product's in_stock from every variant, when it may have flipped.
 _IN_STOCK = select(
     exists().where(_VARIANT.c.product_id == bindparam("product_id"), _VARIANT.c.available > 0)
@@ -85,24 +112,32 @@ _FOLLOW_STOCK = (
 )
 
 
-# A batch of stock events on PostgreSQL: ONE statement sets the variants whose figure
-# moved (locked in id order: two batches never wait on each other crosswise) and returns
-# their products; only our own table names are interpolated. Their products are then
-# locked (id order) and followed in a second statement: its snapshot, taken under the
-# locks, sees every variant a concurrent batch committed. (The first statement's own
-# snapshot may predate a batch it waited for, which may have flipped the product.)
+# A batch of stock events on PostgreSQL: ONE statement sets the variants whose event is
+# newer than the one their figure came from (an untimed figure: whose figure moved),
+# locked in id order: two batches never wait on each other crosswise, and returns their
+# products and whether each figure moved; only our own table names are interpolated.
+# The products of moved figures are then locked (id order) and followed in a second
+# statement: its snapshot, taken under the locks, sees every variant a concurrent batch
+# committed. (The first statement's own snapshot may predate a batch it waited for,
+# which may have flipped the product.) A product edit locks in the same order.
 _MIRROR_STOCK_LEVELS = text(
     f"""
 WITH levels AS (
-    SELECT * FROM unnest(CAST(:variant_ids AS uuid[]), CAST(:figures AS int[])) AS l(id, figure)
+    SELECT * FROM unnest(
+        CAST(:variant_ids AS uuid[]), CAST(:figures AS int[]), CAST(:times AS timestamptz[])
+    ) AS l(id, figure, at)
 ), moved AS MATERIALIZED (
-    SELECT v.id, l.figure FROM {_VARIANT.fullname} v JOIN levels l ON l.id = v.id
-     WHERE v.available <> l.figure
+    SELECT v.id, l.figure, l.at, v.available <> l.figure AS changed
+      FROM {_VARIANT.fullname} v JOIN levels l ON l.id = v.id
+     WHERE CASE WHEN l.at IS NULL THEN v.available <> l.figure
+                ELSE v.stock_event_at IS NULL OR v.stock_event_at < l.at END
      ORDER BY v.id FOR UPDATE OF v
 )
-UPDATE {_VARIANT.fullname} v SET available = m.figure, updated_at = :now
+UPDATE {_VARIANT.fullname} v
+   SET available = m.figure, stock_event_at = coalesce(m.at, v.stock_event_at),
+       updated_at = CASE WHEN m.changed THEN :now ELSE v.updated_at END
   FROM moved m WHERE v.id = m.id
-RETURNING v.product_id
+RETURNING v.product_id, m.changed
 """  # noqa: S608
 )
 _LOCK_PRODUCTS = text(
@@ -124,6 +159,35 @@ UPDATE {_PRODUCT.fullname} p SET in_stock = s.in_stock, updated_at = :now
 RETURNING p.id
 """  # noqa: S608
 )
+
+
+def _violated(exc: IntegrityError) -> str:
+    """What a unique violation names: the index on PostgreSQL ("ix_product_slug"), the
+    message on SQLite ("unique constraint failed: product.slug"); never the values."""
+    name = getattr(getattr(exc.orig, "__cause__", None), "constraint_name", None)
+    return str(name if name else exc.orig).split("\n", 1)[0].lower()
+
+
+def _sku_violation(exc: IntegrityError) -> bool:
+    return "sku" in _violated(exc)
+
+
+def _slug_violation(exc: IntegrityError) -> bool:
+    return not _sku_violation(exc) and "slug" in _violated(exc)
+
+
+def _conflict(exc: IntegrityError) -> Exception:
+    """A unique violation a concurrent writer caused, as the domain's 409."""
+    if _sku_violation(exc):
+        return SkuTaken()
+    if _slug_violation(exc):
+        return SlugTaken()
+    return exc
+
+
+# A generated slug taken by a concurrent writer between the check and the INSERT is
+# retried with the next free one this many times.
+SLUG_ATTEMPTS = 5
 
 
 class StockChange(enum.Enum):
@@ -172,6 +236,8 @@ class CategoryService:
         return tuple(ids)
 
     async def _unique_slug(self, slug: str, explicit: bool, own: uuid.UUID | None) -> str:
+        """``slug`` if free; a generated one's first free ``-n`` form; a client's that is
+        taken is a 409."""
         n = 1
         while True:
             candidate = with_suffix(slug, n)
@@ -208,23 +274,40 @@ class CategoryService:
         )
         category.path = f"{parent.path if parent else '/'}{category.id}/"
         category.depth = category.path.count("/") - 2
-        self.session.add(category)
-        await self.session.flush()
-        return category
+        for attempt in range(1, SLUG_ATTEMPTS + 1):
+            try:
+                async with self.session.begin_nested():
+                    self.session.add(category)
+                    await self.session.flush()
+                return category
+            except IntegrityError as exc:
+                # A concurrent create took the slug since it was checked: a client's
+                # slug is a 409, a generated one moves on to the next free one.
+                if not _slug_violation(exc):
+                    raise
+                if explicit or attempt == SLUG_ATTEMPTS:
+                    raise SlugTaken("A category with this slug already exists") from None
+                category.slug = await self._unique_slug(slugify(data["name"]), False, None)
+        raise AssertionError("unreachable")
 
     async def update(self, key: str, data: Mapping[str, Any]) -> Category:
         category = await self.get(key)
-        if data.get("name"):
-            category.name = data["name"]
-        if data.get("slug") and data["slug"] != category.slug:
-            category.slug = await self._unique_slug(data["slug"], True, category.id)
-        if "description" in data:
-            category.description = data["description"]
-        if data.get("position") is not None:
-            category.position = data["position"]
-        if "parent_id" in data and data["parent_id"] != category.parent_id:
-            await self._move(category, data["parent_id"])
-        await self.session.flush()
+        try:
+            if data.get("name"):
+                category.name = data["name"]
+            if data.get("slug") and data["slug"] != category.slug:
+                category.slug = await self._unique_slug(data["slug"], True, category.id)
+            if "description" in data:
+                category.description = data["description"]
+            if data.get("position") is not None:
+                category.position = data["position"]
+            if "parent_id" in data and data["parent_id"] != category.parent_id:
+                await self._move(category, data["parent_id"])
+            await self.session.flush()
+        except IntegrityError as exc:  # a concurrent writer took the slug meanwhile
+            if _slug_violation(exc):
+                raise SlugTaken("A category with this slug already exists") from None
+            raise
         return category
 
     async def _move(self, category: Category, parent_id: uuid.UUID | None) -> None:
@@ -304,9 +387,30 @@ class ProductService:
                 product = await self.session.get(Product, old)
         return product
 
-    async def get_for_update(self, key: str, principal: Principal) -> Product:
-        product = await self.find(key)
-        if product is None:
+    async def get_for_update(
+        self, key: str, principal: Principal, *, with_variants: bool = False
+    ) -> Product:
+        """The product (by id, slug or old slug), locked until the transaction ends and
+        read again under the lock, so two edits never both compute its denormalised
+        price and stock from the same variants.
+
+        ``with_variants``: its variants are locked first (in id order): the stock mirror
+        locks variants and then their products, so an edit that changes variants takes
+        them in the same order (the other way round, each would wait for the other)."""
+        found = await self.find(key)
+        if found is None:
+            raise ProductNotFound()
+        if with_variants:
+            await self.session.execute(
+                select(ProductVariant.id)
+                .where(ProductVariant.product_id == found.id)
+                .order_by(ProductVariant.id)
+                .with_for_update()
+            )
+        product = await self.session.get(
+            Product, found.id, with_for_update=True, populate_existing=True
+        )
+        if product is None:  # deleted meanwhile
             raise ProductNotFound()
         if not can_manage(principal, product.vendor_id):
             if product.status != "active":
@@ -319,6 +423,7 @@ class ProductService:
             select(ProductVariant)
             .where(ProductVariant.product_id == product_id)
             .order_by(ProductVariant.position, ProductVariant.sku)
+            .execution_options(populate_existing=True)
         )
         return list(rows)
 
@@ -338,6 +443,8 @@ class ProductService:
         return old is None or old == own
 
     async def _unique_slug(self, name: str, slug: str | None, own: uuid.UUID | None) -> str:
+        """The client's ``slug`` (a 409 when taken), else the first free one from
+        ``name``."""
         if slug:
             if not await self._slug_free(slug, own):
                 raise SlugTaken(details=[{"field": "slug", "message": f"{slug!r} is taken"}])
@@ -349,8 +456,9 @@ class ProductService:
         return with_suffix(base, n)
 
     async def _check_skus(self, variants: list[VariantIn], own: uuid.UUID | None) -> None:
-        skus = [v.sku for v in variants]
-        query = select(ProductVariant.sku).where(ProductVariant.sku.in_(skus))
+        """SKUs are unique case-insensitively across products ("case-1" is "CASE-1")."""
+        skus = [v.sku.lower() for v in variants]
+        query = select(ProductVariant.sku).where(func.lower(ProductVariant.sku).in_(skus))
         if own is not None:
             query = query.where(ProductVariant.product_id != own)
         taken = list(await self.session.scalars(query))
@@ -399,23 +507,42 @@ class ProductService:
             **{k: data[k] for k in PRODUCT_FIELDS if k in data},
         )
         product.attributes = dict(data.get("attributes") or {})
-        self.session.add(product)
         # Variant ids are the server's to choose on create (a client-chosen id could
         # collide or take over a deleted variant's stock).
         rows = [
             self._new_variant(product.id, v.model_copy(update={"id": None}), i)
             for i, v in enumerate(variants)
         ]
-        self.session.add_all(rows)
         self._denormalise(product, rows)
-        await self._flush()
+        await self._insert(product, rows, generated_slug=not data.get("slug"))
         await self._publish(events.ProductCreated, product, rows)
         return product
+
+    async def _insert(
+        self, product: Product, rows: list[ProductVariant], *, generated_slug: bool
+    ) -> None:
+        """INSERT the product and its variants. A concurrent create may take the slug
+        between its check and this INSERT: a slug the server generated then moves on to
+        the next free one (in a savepoint, so the transaction goes on); a client's is a
+        409, as is a SKU taken meanwhile."""
+        for attempt in range(1, SLUG_ATTEMPTS + 1):
+            try:
+                async with self.session.begin_nested():
+                    self.session.add(product)
+                    self.session.add_all(rows)
+                    await self.session.flush()
+                return
+            except IntegrityError as exc:
+                if not (generated_slug and _slug_violation(exc)) or attempt == SLUG_ATTEMPTS:
+                    raise _conflict(exc) from None
+                product.slug = await self._unique_slug(product.name, None, None)
 
     async def update(
         self, key: str, data: Mapping[str, Any], principal: Principal, *, replace: bool
     ) -> Product:
-        product = await self.get_for_update(key, principal)
+        product = await self.get_for_update(
+            key, principal, with_variants=data.get("variants") is not None
+        )
         if "vendor_id" in data and data["vendor_id"] != product.vendor_id:
             if not principal.can("product:write:any"):
                 raise Forbidden("Only MANAGER+ may change a product's vendor")
@@ -475,41 +602,68 @@ class ProductService:
                 )
         return product
 
-    async def record_stock(self, variant_id: uuid.UUID, available: int) -> StockChange:
+    async def record_stock(
+        self, variant_id: uuid.UUID, available: int, occurred_at: datetime | None = None
+    ) -> StockChange:
         """Mirror inventory's per-variant availability (absolute, so replays are harmless).
+
+        ``occurred_at``: when the stock event occurred; an event older than the one the
+        figure came from is ignored (delivery is at-least-once and not in order across
+        batches). Without it the figure is taken as it comes.
 
         Says whether the figure changed and whether the product's ``in_stock`` flipped
         (only a flip changes which products a listing shows). The variant's UPDATE also
         returns the product's ``in_stock``: when it already agrees with this variant's
         figure (in stock, or out and staying out) that one statement is all."""
         figure = max(0, available)
-        row = (
-            await self.session.execute(_MIRROR_STOCK, {"variant_id": variant_id, "figure": figure})
-        ).first()
-        if row is None:
-            return StockChange.NONE
-        product_id, shown_in_stock = row
+        if occurred_at is None:
+            row = (
+                await self.session.execute(
+                    _MIRROR_STOCK, {"variant_id": variant_id, "figure": figure}
+                )
+            ).first()
+            if row is None:
+                return StockChange.NONE
+            product_id, shown_in_stock = row
+        else:
+            now = utcnow()
+            params = {"variant_id": variant_id, "figure": figure, "at": occurred_at, "now": now}
+            row = (await self.session.execute(_MIRROR_STOCK_AT, params)).first()
+            if row is None:  # an event no newer than the figure's
+                return StockChange.NONE
+            product_id, shown_in_stock, updated_at = row
+            if updated_at != now:  # a newer event, the same figure
+                return StockChange.NONE
         if shown_in_stock == (figure > 0):
             return StockChange.FIGURE
         # In stock now but shown out, or out now and maybe the last: ask every variant.
         flipped = await self.session.execute(_FOLLOW_STOCK, {"product_id": product_id})
         return StockChange.FLIPPED if flipped.first() is not None else StockChange.FIGURE
 
-    async def record_stock_levels(self, levels: Mapping[uuid.UUID, int]) -> bool:
-        """Mirror a batch of variants' availability (absolute figures); says whether any
-        product's ``in_stock`` flipped. On PostgreSQL in three statements however many
-        variants moved (a batch of spread-out reservations touches as many variants as
-        events): the figures, then their products locked and followed."""
+    async def record_stock_levels(
+        self,
+        levels: Mapping[uuid.UUID, int],
+        occurred_at: Mapping[uuid.UUID, datetime] | None = None,
+    ) -> bool:
+        """Mirror a batch of variants' availability (absolute figures; ``occurred_at``:
+        when each variant's event occurred, as ``record_stock`` takes it); says whether
+        any product's ``in_stock`` flipped. On PostgreSQL in three statements however
+        many variants moved (a batch of spread-out reservations touches as many variants
+        as events): the figures, then their products locked and followed."""
+        times = occurred_at or {}
         if self.session.get_bind().dialect.name != "postgresql":
-            changes = [await self.record_stock(v, levels[v]) for v in sorted(levels)]
+            changes = [await self.record_stock(v, levels[v], times.get(v)) for v in sorted(levels)]
             return StockChange.FLIPPED in changes
         ids = sorted(levels)
         now = utcnow()
-        moved = await self.session.execute(
-            _MIRROR_STOCK_LEVELS,
-            {"variant_ids": ids, "figures": [max(0, levels[v]) for v in ids], "now": now},
-        )
-        products = sorted({product_id for (product_id,) in moved})
+        params = {
+            "variant_ids": ids,
+            "figures": [max(0, levels[v]) for v in ids],
+            "times": [times.get(v) for v in ids],
+            "now": now,
+        }
+        moved = await self.session.execute(_MIRROR_STOCK_LEVELS, params)
+        products = sorted({product_id for product_id, changed in moved if changed})
         if not products:
             return False
         await self.session.execute(_LOCK_PRODUCTS, {"product_ids": products})
@@ -567,16 +721,31 @@ class ProductService:
         wanted: list[VariantIn],
         changed: list[tuple[ProductVariant, int]],
     ) -> list[ProductVariant]:
+        """Make the product's variants ``wanted`` (in that order). An entry keeps the
+        variant its ``id`` names; an entry without one keeps the variant of its SKU
+        unless another entry claimed that variant by id (``[{id: A, sku: "NEW"},
+        {sku: "OLD"}]`` with A "OLD" renames A and adds a variant "OLD"); the rest are
+        new. Variants no entry keeps are deleted."""
         await self._check_skus(wanted, product.id)
         by_id = {v.id: v for v in current}
-        by_sku = {v.sku.lower(): v for v in current}
-        kept: list[ProductVariant] = []
+        kept: dict[int, ProductVariant] = {
+            i: by_id[w.id] for i, w in enumerate(wanted) if w.id is not None and w.id in by_id
+        }
+        claimed = {v.id for v in kept.values()}
+        by_sku = {v.sku.lower(): v for v in current if v.id not in claimed}
+        for i, w in enumerate(wanted):
+            if w.id is None and (match := by_sku.pop(w.sku.lower(), None)) is not None:
+                kept[i] = match
+        kept_ids = {v.id for v in kept.values()}
+        dropped = [v for v in current if v.id not in kept_ids]
+        await self._free_skus(current, dropped, kept, wanted)
+        result: list[ProductVariant] = []
         for position, w in enumerate(wanted):
-            existing = by_id.get(w.id) if w.id is not None else by_sku.get(w.sku.lower())
+            existing = kept.get(position)
             if existing is None:
                 new = self._new_variant(product.id, w.model_copy(update={"id": None}), position)
                 self.session.add(new)
-                kept.append(new)
+                result.append(new)
                 continue
             if existing.price_amount != w.price_amount or existing.currency != w.currency:
                 changed.append((existing, existing.price_amount))
@@ -588,12 +757,34 @@ class ProductService:
             existing.weight_grams = w.weight_grams
             existing.barcode = w.barcode
             existing.position = position
-            kept.append(existing)
-        kept_ids = {v.id for v in kept}
-        for old in current:
-            if old.id not in kept_ids:
-                await self.session.delete(old)
-        return kept
+            result.append(existing)
+        return result
+
+    async def _free_skus(
+        self,
+        current: list[ProductVariant],
+        dropped: list[ProductVariant],
+        kept: Mapping[int, ProductVariant],
+        wanted: list[VariantIn],
+    ) -> None:
+        """Delete the dropped variants and, when a SKU moves to another of the product's
+        variants (two swap theirs, a new variant takes a renamed or deleted one's), park
+        the renamed variants on placeholder SKUs first: the unique index is checked row
+        by row, so the final SKUs are written only once no old row holds them."""
+        holder = {v.sku.lower(): v.id for v in current}
+        moves = any(
+            holder.get(w.sku.lower()) not in (None, getattr(kept.get(i), "id", None))
+            for i, w in enumerate(wanted)
+        )
+        for old in dropped:
+            await self.session.delete(old)
+        if not moves:
+            return
+        for i, variant in kept.items():
+            if variant.sku != wanted[i].sku:
+                # Never a real SKU: those start with a letter or digit.
+                variant.sku = f"~{variant.id.hex}"
+        await self._flush()
 
     def _denormalise(self, product: Product, variants: list[ProductVariant]) -> None:
         cheapest = min(variants, key=lambda v: v.price_amount)
@@ -611,12 +802,7 @@ class ProductService:
         try:
             await self.session.flush()
         except IntegrityError as exc:  # a concurrent writer won the race
-            text = str(exc.orig).lower()
-            if "sku" in text:
-                raise SkuTaken() from None
-            if "slug" in text:
-                raise SlugTaken() from None
-            raise
+            raise _conflict(exc) from None
 
     async def _publish(
         self,
