@@ -169,3 +169,34 @@ async def test_availability_is_public_and_sums_warehouses(client, container, mak
     assert_error(response, 409, "ITEM_EXISTS")
     response = await client.get(f"{API}/availability")
     assert_error(response, 422, "VALIDATION_ERROR")
+
+
+async def test_on_hand_never_exceeds_the_maximum(client, container, make_user):
+    """Stock is at most 1,000,000,000 units (the schema's maximum, and what a 32-bit
+    count holds on PostgreSQL): a delta past it is a 409 and nothing changes."""
+    manager = await make_user(role="MANAGER")
+    item_id, _ = await stocked(container, 1_000_000_000)
+    for _ in range(2):
+        response = await client.put(
+            f"{API}/{item_id}",
+            json={"delta": 1_000_000_000, "reason": "receipt"},
+            headers=manager.headers,
+        )
+        error = assert_error(response, 409, "STOCK_LIMIT_EXCEEDED")
+        assert error["details"] == [
+            {"on_hand": 1_000_000_000, "requested_delta": 1_000_000_000, "maximum": 1_000_000_000}
+        ]
+    state = await item_state(container, item_id)
+    assert (state["on_hand"], state["reserved"]) == (1_000_000_000, 0)
+    assert_audit(state)
+    # Up to the maximum exactly is fine.
+    ok(await client.put(f"{API}/{item_id}", json={"delta": -7, "reason": "lost"},
+                        headers=manager.headers))  # fmt: skip
+    data = ok(await client.put(f"{API}/{item_id}", json={"delta": 7, "reason": "found"},
+                               headers=manager.headers))  # fmt: skip
+    assert data["on_hand"] == 1_000_000_000
+    response = await client.put(
+        f"{API}/{item_id}", json={"delta": 1, "reason": "found"}, headers=manager.headers
+    )
+    assert_error(response, 409, "STOCK_LIMIT_EXCEEDED")
+    assert_audit(await item_state(container, item_id))

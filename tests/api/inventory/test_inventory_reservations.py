@@ -5,9 +5,15 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
+import httpx
+import orjson
+import pytest
 from inventory_helpers import API, assert_audit, assert_error, item_state, ok, outbox, stocked
 
+from ultramarket.core.clients import Reply
 from ultramarket.core.db import utcnow
+from ultramarket.core.errors import Conflict
+from ultramarket.services.inventory.client import InventoryClient
 from ultramarket.services.inventory.service import release_expired
 
 
@@ -231,3 +237,111 @@ async def test_commit_after_ttl_expires_it_instead(client, container, make_user)
     state = await item_state(container, item_id)
     assert (state["on_hand"], state["reserved"]) == (5, 0)
     assert_audit(state)
+
+
+async def test_replaying_a_key_with_another_ttl_is_409(client, container, make_user):
+    """A replay is the same request: the same lines AND the same TTL. Another TTL is
+    another request under a used key, not a silent 200 with the first expiry."""
+    manager = await make_user(role="MANAGER")
+    item_id, variant = await stocked(container, 10)
+    body = {"quantity": 2, "key": "ttl-1", "ttl_seconds": 60}
+    first = ok(await client.post(f"{API}/{item_id}/reserve", json=body, headers=manager.headers),
+               201)  # fmt: skip
+    assert (
+        ok(await client.post(f"{API}/{item_id}/reserve", json=body, headers=manager.headers))
+        == first
+    )
+    response = await client.post(
+        f"{API}/{item_id}/reserve", json={**body, "ttl_seconds": 86400}, headers=manager.headers
+    )
+    error = assert_error(response, 409, "IDEMPOTENCY_KEY_REUSED")
+    assert error["details"][0]["key"] == "ttl-1"
+
+    lines = {"key": "ttl-2", "ttl_seconds": 60,
+             "lines": [{"variant_id": str(variant), "quantity": 1}]}  # fmt: skip
+    made = ok(await client.post(f"{API}/reservations", json=lines, headers=manager.headers), 201)
+    assert ok(await client.post(f"{API}/reservations", json=lines, headers=manager.headers)) == made
+    for other in ({**lines, "ttl_seconds": 86400}, {k: v for k, v in lines.items()
+                                                     if k != "ttl_seconds"}):  # fmt: skip
+        response = await client.post(f"{API}/reservations", json=other, headers=manager.headers)
+        assert_error(response, 409, "IDEMPOTENCY_KEY_REUSED")
+    for key in ("ttl-1", "ttl-2"):
+        data = ok(await client.get(f"{API}/reservations/{key}", headers=manager.headers))
+        assert data["expires_at"] == (first if key == "ttl-1" else made)["expires_at"]
+    state = await item_state(container, item_id)
+    assert (state["on_hand"], state["reserved"]) == (10, 3)
+    assert_audit(state)
+
+
+async def test_replaying_a_closed_reservation_is_409_not_active(client, container, make_user):
+    """A released or expired reservation holds nothing: replaying its key must not answer
+    as if the units were held. A committed one replays as committed (the sale stands)."""
+    manager = await make_user(role="MANAGER")
+    item_id, variant = await stocked(container, 10)
+
+    def one(key: str) -> dict:
+        return {"key": key, "ttl_seconds": 60,
+                "lines": [{"variant_id": str(variant), "quantity": 1}]}  # fmt: skip
+
+    async def reserve(key: str) -> httpx.Response:
+        return await client.post(f"{API}/reservations", json=one(key), headers=manager.headers)
+
+    async def reserve_item(key: str) -> httpx.Response:
+        return await client.post(
+            f"{API}/{item_id}/reserve",
+            json={"quantity": 1, "key": key, "ttl_seconds": 60},
+            headers=manager.headers,
+        )
+
+    for key in ("gone-released", "gone-expired"):
+        ok(await reserve(key), 201)
+    ok(await client.post(f"{API}/reservations/gone-released/release", headers=manager.headers))
+    later = utcnow() + timedelta(seconds=61)
+    db, publisher = container.db("inventory"), container.publisher("inventory")
+    assert await release_expired(db, publisher, now=later) == 1
+    ok(await reserve("sold"), 201)
+    ok(await client.post(f"{API}/reservations/sold/commit", headers=manager.headers))
+
+    for key, status in (("gone-released", "released"), ("gone-expired", "expired")):
+        for replay in (reserve, reserve_item):
+            error = assert_error(await replay(key), 409, "RESERVATION_NOT_ACTIVE")
+            assert error["details"] == [{"key": key, "status": status}]
+    again = ok(await reserve("sold"))
+    assert (again["status"], again["quantity"]) == ("committed", 1)
+    state = await item_state(container, item_id)
+    assert (state["on_hand"], state["reserved"]) == (9, 0)
+    assert_audit(state)
+
+
+async def test_the_client_refuses_a_reservation_that_is_not_active(client, container, make_user):
+    manager = await make_user(role="MANAGER")
+    _, variant = await stocked(container, 5)
+    inventory = container.client(InventoryClient, "order")
+    made = await inventory.reserve("order:c-1", [(variant, 2)], ttl_seconds=60)
+    assert made.status == "active"
+    assert await inventory.reserve("order:c-1", [(variant, 2)], ttl_seconds=60) == made
+    await inventory.release("order:c-1")
+    with pytest.raises(Conflict) as refused:
+        await inventory.reserve("order:c-1", [(variant, 2)], ttl_seconds=60)
+    assert refused.value.code == "RESERVATION_NOT_ACTIVE"
+
+    # Whatever the server answers: a reservation that holds nothing is never handed over
+    # as if it did.
+    closed = {**made.model_dump(mode="json"), "status": "released"}
+
+    class Replays:
+        async def send(self, method, path, *, json, params, headers) -> Reply:
+            return Reply(200, {}, orjson.dumps({"success": True, "data": closed}))
+
+        async def close(self) -> None:
+            return None
+
+    async def token(caller: str) -> str:
+        return "t"
+
+    stale = InventoryClient(Replays(), caller="order", token=token)
+    with pytest.raises(Conflict) as refused:
+        await stale.reserve("order:c-1", [(variant, 2)], ttl_seconds=60)
+    assert refused.value.code == "RESERVATION_NOT_ACTIVE"
+    listed = ok(await client.get(f"{API}/reservations/order:c-1", headers=manager.headers))
+    assert listed["status"] == "released"

@@ -239,3 +239,31 @@ async def test_restock_is_for_staff_and_services(client, container, make_user):
     state = await item_state(container, item_id)
     assert (state["on_hand"], state["reserved"]) == (10, 0)
     assert_audit(state)
+
+
+async def test_restock_never_lifts_on_hand_above_the_maximum(client, container, make_user):
+    """Counted up to the maximum after the sale: giving the sold units back would pass it,
+    so the restock is a 409 and nothing changes (its reference stays free)."""
+    manager = await make_user(role="MANAGER")
+    item_id, variant = await stocked(container, 10)
+    await sold(client, manager.headers, "order-max", [(variant, 4)])
+    ok(await client.put(f"{API}/{item_id}", json={"on_hand": 999_999_998},
+                        headers=manager.headers))  # fmt: skip
+    moves = await movement_count(container)
+
+    response = await restock(client, manager.headers, "order-max", "cancel")
+    error = assert_error(response, 409, "STOCK_LIMIT_EXCEEDED")
+    assert error["details"] == [
+        {"on_hand": 999_999_998, "requested_delta": 4, "maximum": 1_000_000_000}
+    ]
+
+    state = await item_state(container, item_id)
+    assert (state["on_hand"], state["reserved"]) == (999_999_998, 0)
+    assert_audit(state)
+    assert await movement_count(container) == moves
+    data = ok(await client.get(f"{API}/reservations/order-max", headers=manager.headers))
+    assert returned(data) == {str(variant): (4, 0)}
+    # Two of them still fit.
+    data = ok(await restock(client, manager.headers, "order-max", "cancel", [(variant, 2)]))
+    assert returned(data) == {str(variant): (4, 2)}
+    assert (await item_state(container, item_id))["on_hand"] == 1_000_000_000

@@ -7,6 +7,7 @@ reused key are all checked on both."""
 from __future__ import annotations
 
 import uuid
+from typing import Any, cast
 
 import pytest
 from sqlalchemy import select
@@ -14,6 +15,7 @@ from test_inventory_race import hot_item
 from tests.support import assert_error, ok
 
 from ultramarket.core.container import Container
+from ultramarket.core.db import Database
 from ultramarket.services.inventory import service as inventory_service
 from ultramarket.services.inventory.models import (
     Reservation,
@@ -101,8 +103,12 @@ async def test_one_item_reservation_writes_what_the_general_path_writes(
             )
         ).all()
         assert [tuple(m) for m in moves] == [(2, "reservation", "k-a"), (3, "reservation", "k-b")]
-        alerts = (
-            await session.scalars(select(StockAlert.kind).where(StockAlert.item_id == item_id))
+        alerts = (  # (the item's alerts from when it was new, at 0, are resolved)
+            await session.scalars(
+                select(StockAlert.kind).where(
+                    StockAlert.item_id == item_id, StockAlert.resolved_at.is_(None)
+                )
+            )
         ).all()
         assert alerts == ["low_stock"]
 
@@ -118,7 +124,8 @@ async def test_one_item_reservation_writes_what_the_general_path_writes(
         e for e in await outbox(container, ("inventory.low_stock.v1",))
         if e["item_id"] == str(item_id)
     ]  # fmt: skip
-    assert [(e["available"], e["threshold"]) for e in low] == [(5, 7)]
+    # The first from when the item was new (at 0, threshold 5); then the crossing.
+    assert [(e["available"], e["threshold"]) for e in low] == [(0, 5), (5, 7)]
 
     # A replay answers 200 with the first reservation; the key with another quantity is 409;
     # short stock is 409 with what is available. None of them changes the counts.
@@ -243,3 +250,84 @@ async def test_multi_line_reservation_and_its_sale_write_what_the_general_path_w
     ]
     # The events of the reservation only: a sale leaves ``available`` as it was.
     assert sorted(changed) == sorted([(str(a_item), 2, 8, 8), (str(b_north), 3, 17, 18)])
+
+
+class NoNewSessions:
+    """The inventory database, except that no other unit of work can be opened (a pool
+    run dry, a connection refused): what a reservation writes must ride on its own
+    statement, so it stands or falls whole."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._database, name)
+
+    def session(self) -> Any:
+        raise ConnectionError("no connection for another unit of work")
+
+
+async def test_a_crossing_reservation_writes_its_alert_and_events_with_itself(
+    container: Container,
+) -> None:
+    """Crossing the low-stock threshold, then reaching 0: each reservation's alert and
+    events land with the reservation itself (on PostgreSQL in its one statement, at its
+    time), not in a follow-up that could fail after it committed or land after a newer
+    change."""
+    item_id, variant_id = await stocked_item(container, on_hand=5, threshold=2)
+    db = container.db("inventory")
+    table = container.publisher("inventory").tables.outbox
+    async with db.read_session() as session:
+        earlier = set((await session.scalars(select(table.c.id))).all())
+    for key, quantity in (("cross-low", 3), ("cross-out", 2)):
+        async with db.session() as session:
+            service = InventoryService(
+                session, container.publisher("inventory"), actor="test",
+                database=cast(Database, NoNewSessions(db)),
+            )  # fmt: skip
+            reservation, created = await service.reserve_item(item_id, quantity, key, 60)
+        assert (created, reservation.status, reservation.quantity) == (True, "active", quantity)
+
+    async with db.read_session() as session:
+        item = await session.get(StockItem, item_id)
+        assert (item.on_hand, item.reserved) == (5, 5)
+        alerts = (
+            await session.execute(
+                select(StockAlert.kind, StockAlert.available, StockAlert.threshold)
+                .where(StockAlert.item_id == item_id, StockAlert.resolved_at.is_(None))
+                .order_by(StockAlert.kind)
+            )
+        ).all()
+    assert [tuple(a) for a in alerts] == [("low_stock", 2, 2), ("out_of_stock", 0, 2)]
+    async with db.read_session() as session:
+        rows = (
+            await session.execute(
+                select(table.c.event_type, table.c.payload, table.c.occurred_at).where(
+                    table.c.id.not_in(earlier),
+                    table.c.event_type.in_(
+                        [
+                            "inventory.stock_changed.v1",
+                            "inventory.low_stock.v1",
+                            "inventory.out_of_stock.v1",
+                        ]
+                    ),
+                )
+            )
+        ).all()
+    mine = [(t, p, at) for t, p, at in rows if p["item_id"] == str(item_id)]
+    low = [(p["available"], p["threshold"], p["variant_available"])
+           for t, p, _ in mine if t == "inventory.low_stock.v1"]  # fmt: skip
+    out = [(p["on_hand"], p["reserved"], p["variant_available"])
+           for t, p, _ in mine if t == "inventory.out_of_stock.v1"]  # fmt: skip
+    assert low == [(2, 2, 2)]
+    assert out == [(5, 5, 0)]
+    if db.dialect == "postgresql":
+        # Written by the reservation's statement: stamped with its time.
+        by_reservation = {
+            p["reserved"]: at
+            for t, p, at in mine
+            if t == "inventory.stock_changed.v1" and p.get("reason") == "reservation"
+        }
+        assert {at for t, p, at in mine if t == "inventory.low_stock.v1"} == {by_reservation[3]}
+        assert {at for t, p, at in mine if t == "inventory.out_of_stock.v1"} == {by_reservation[5]}
+    assert variant_id is not None

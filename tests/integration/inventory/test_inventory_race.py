@@ -19,8 +19,10 @@ from ultramarket.services.inventory.models import (
     Reservation,
     ReservationLine,
     ReservationReturn,
+    StockAlert,
     StockItem,
     StockMovement,
+    Warehouse,
 )
 from ultramarket.services.inventory.schemas import StockUpdate
 from ultramarket.services.inventory.service import (
@@ -298,3 +300,111 @@ async def test_same_reference_concurrently_restocks_once(container: Container) -
     state = await audit(container, item_id)
     assert (state["on_hand"], state["moved_on_hand"], state["reserved"]) == (10, 10, 0)
     assert await restocked(container, item_id) == (4, 1, 1)
+
+
+async def test_last_unit_reserved_while_restocked_leaves_no_stale_alert(
+    container: Container, database: Database | None
+) -> None:
+    """The last unit reserved (out of stock) racing a restock of 10: whichever lands
+    first, the item ends with 10 available, no open alert, and every out_of_stock event
+    is followed by a back_in_stock one. (A crossing's alert and events written after the
+    reservation, from its old figures, reopened the alert and published out_of_stock
+    after back_in_stock.)"""
+    items = [await hot_item(container, 1) for _ in range(12)]
+    async with container.db("inventory").session() as session:
+        service = InventoryService(session, container.publisher("inventory"), actor="test")
+        for item_id in items:  # only 0 available is low: one crossing, out of stock
+            await service.update_item(item_id, StockUpdate(low_stock_threshold=0))
+    # Warm connections on both sides, so neither starts the race opening them.
+    warm = await hot_item(container, len(items))
+    await asyncio.gather(
+        *(reserve_once(container, warm, f"warm-{n}", database) for n in range(len(items)))
+    )
+    outbox = container.publisher("inventory").tables.outbox
+    async with container.db("inventory").read_session() as session:
+        earlier = set((await session.scalars(select(outbox.c.id))).all())
+
+    async def restock(item_id: uuid.UUID) -> None:
+        async with container.db("inventory").session() as session:
+            await InventoryService(
+                session, container.publisher("inventory"), actor="receiving"
+            ).update_item(item_id, StockUpdate(delta=10, reason="receipt"))
+
+    outcomes = await asyncio.gather(
+        *(
+            call
+            for n, item_id in enumerate(items)
+            for call in (reserve_once(container, item_id, f"last-{n}", database), restock(item_id))
+        )
+    )
+    assert outcomes.count("ok") == len(items)
+
+    async with container.db("inventory").read_session() as session:
+        open_alerts = (
+            await session.execute(
+                select(StockAlert.item_id, StockAlert.kind, StockAlert.available).where(
+                    StockAlert.item_id.in_(items), StockAlert.resolved_at.is_(None)
+                )
+            )
+        ).all()
+        events = (
+            await session.execute(
+                select(outbox.c.id, outbox.c.event_type, outbox.c.payload).order_by(
+                    outbox.c.occurred_at
+                )
+            )
+        ).all()
+    assert [tuple(a) for a in open_alerts] == []
+    for item_id in items:
+        state = await audit(container, item_id)
+        assert (state["on_hand"], state["reserved"]) == (11, 1)
+        flips = [
+            (kind.split(".")[1], payload["variant_available"])
+            for event_id, kind, payload in events
+            if event_id not in earlier
+            and payload["item_id"] == str(item_id)
+            and kind in ("inventory.out_of_stock.v1", "inventory.back_in_stock.v1")
+        ]
+        # The reservation first: out (0), then back (10). The restock first: no flip.
+        assert flips in ([("out_of_stock", 0), ("back_in_stock", 10)], []), flips
+
+
+async def test_deleting_a_warehouse_while_items_are_stocked_in_it(
+    client: httpx.AsyncClient, container: Container
+) -> None:
+    """Each warehouse is deleted while an item is created in it, at once: either the item
+    is created and the delete is refused (409 WAREHOUSE_IN_USE), or the warehouse goes
+    and the create finds it gone (404) - never a foreign-key failure (500)."""
+    headers = {"Authorization": f"Bearer {await container.service_token('order')}"}
+    warehouses = []
+    for n in range(12):
+        made = await client.post(
+            f"{API}/warehouses", json={"code": f"RACE-{n}", "name": f"Race {n}"}, headers=headers
+        )
+        assert made.status_code == 201, made.text
+        warehouses.append(made.json()["data"]["id"])
+
+    async def create(warehouse_id: str) -> httpx.Response:
+        body = {"variant_id": str(uuid.uuid4()), "warehouse_id": warehouse_id, "sku": "RACE"}
+        return await client.post(API, json=body, headers=headers)
+
+    async def remove(warehouse_id: str) -> httpx.Response:
+        return await client.delete(f"{API}/warehouses/{warehouse_id}", headers=headers)
+
+    responses = await asyncio.gather(*(f(w) for w in warehouses for f in (create, remove)))
+    for n, warehouse_id in enumerate(warehouses):
+        created, removed = responses[2 * n], responses[2 * n + 1]
+        outcome = (created.status_code, removed.status_code)
+        assert outcome in ((201, 409), (404, 204)), (created.text, removed.text)
+        if removed.status_code == 409:
+            assert error_reason(removed) == "WAREHOUSE_IN_USE"
+        else:
+            assert error_reason(created) == "WAREHOUSE_NOT_FOUND"
+        async with container.db("inventory").read_session() as session:
+            kept = await session.get(Warehouse, uuid.UUID(warehouse_id))
+            items = await session.scalar(
+                select(func.count())
+                .select_from(StockItem)
+                .where(StockItem.warehouse_id == uuid.UUID(warehouse_id))
+            )
+        assert (kept is not None, items) == ((True, 1) if outcome == (201, 409) else (False, 0))

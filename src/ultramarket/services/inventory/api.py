@@ -2,7 +2,8 @@
 
 MANAGER+ (permission ``inventory:*``) and services only, except ``GET /availability``
 which is public. A reservation answers 201 when it is created and 200 when the same
-key is replayed with the same lines (the first reservation, unchanged).
+key is replayed with the same lines and TTL (the first reservation, unchanged; a
+committed one as committed); a released or expired one is a 409 RESERVATION_NOT_ACTIVE.
 """
 
 from __future__ import annotations
@@ -58,8 +59,9 @@ ITEM_ERRORS = {**ERRORS, 404: {"description": "No such item (ITEM_NOT_FOUND)"}}
 RESERVE_ERRORS = {
     **ITEM_ERRORS,
     409: {
-        "description": "INSUFFICIENT_STOCK (details: requested and available per short line) "
-        "or IDEMPOTENCY_KEY_REUSED (the key was used with other lines)"
+        "description": "INSUFFICIENT_STOCK (details: requested and available per short line), "
+        "IDEMPOTENCY_KEY_REUSED (the key was used with other lines or another TTL) or "
+        "RESERVATION_NOT_ACTIVE (the key's reservation was released or has expired)"
     },
 }
 CLOSE_ERRORS = {
@@ -76,7 +78,8 @@ RESTOCK_ERRORS = {
     404: {"description": "No such reservation (RESERVATION_NOT_FOUND)"},
     409: {
         "description": "RESERVATION_NOT_COMMITTED (only a sale can be restocked), "
-        "RESTOCK_EXCEEDS_RETURNABLE (details: requested and returnable per line) or "
+        "RESTOCK_EXCEEDS_RETURNABLE (details: requested and returnable per line), "
+        "STOCK_LIMIT_EXCEEDED (on hand would pass 1,000,000,000) or "
         "IDEMPOTENCY_KEY_REUSED (the reference was used with other lines)"
     },
     422: {"description": "Invalid input, or a variant that is not in the reservation"},
@@ -318,7 +321,13 @@ async def list_movements(
 @router.put(
     "/{item_id}",
     response_model=Envelope[s.ItemRead],
-    responses={**ITEM_ERRORS, 409: {"description": "STOCK_BELOW_RESERVED"}},
+    responses={
+        **ITEM_ERRORS,
+        409: {
+            "description": "STOCK_BELOW_RESERVED, or STOCK_LIMIT_EXCEEDED (on hand would pass "
+            "1,000,000,000; details: on_hand, requested_delta, maximum)"
+        },
+    },
 )
 async def update_item(
     item_id: uuid.UUID, body: s.StockUpdate, inventory: Inventory

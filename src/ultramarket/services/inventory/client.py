@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Iterable
 
 from ultramarket.core.clients import ServiceClient
+from ultramarket.core.errors import Conflict
 from ultramarket.services.inventory.schemas import DEFAULT_TTL, ReservationRead
 
 PREFIX = "/api/v1/inventory"
@@ -37,7 +38,11 @@ class InventoryClient(ServiceClient):
         ttl_seconds: int = DEFAULT_TTL,
     ) -> ReservationRead:
         """Reserve every line or none (409 INSUFFICIENT_STOCK naming each short line).
-        Idempotent by ``key``: the same key and lines return the same reservation."""
+        Idempotent by ``key``: the same key, lines and TTL return the same reservation;
+        other lines or another TTL are a 409 IDEMPOTENCY_KEY_REUSED. A reservation that
+        holds nothing any more (released, expired) is never returned: 409
+        RESERVATION_NOT_ACTIVE. A committed one is (the sale stands; committing it again
+        answers RESERVATION_ALREADY_COMMITTED)."""
         body = {
             "key": key,
             "ttl_seconds": ttl_seconds,
@@ -45,7 +50,15 @@ class InventoryClient(ServiceClient):
         }
         # Safe to retry: the key makes a repeated call return the first reservation.
         data = await self.request("POST", f"{PREFIX}/reservations", json=body, idempotent=True)
-        return ReservationRead.model_validate(data)
+        reservation = ReservationRead.model_validate(data)
+        if reservation.status not in ("active", "committed"):
+            # Whatever the server answered: the caller must not count on units it lacks.
+            raise Conflict(
+                f"The reservation is {reservation.status}",
+                code="RESERVATION_NOT_ACTIVE",
+                details=[{"key": key, "status": reservation.status}],
+            )
+        return reservation
 
     async def commit(self, key: str) -> ReservationRead:
         """Turn the reservation into a sale (409 when not active: committed, released, expired)."""

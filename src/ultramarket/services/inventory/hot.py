@@ -4,10 +4,10 @@ Every reservation of an item queues on its row lock. In the general path the loc
 taken by the conditional UPDATE and held until COMMIT, across the statements after it
 and the event-loop turns between them; under load each turn waits behind every other
 request of the worker. Here the whole reservation - the locks, the check, the UPDATEs,
-the reservation, its lines, the movements and the ``inventory.stock_changed`` outbox
-rows - is data-modifying CTEs of a single statement run in autocommit: the locks are
-held only while the server executes it, and the checkout pays one round trip, not
-twenty.
+the reservation, its lines, the movements, the ``inventory.stock_changed`` outbox
+rows and, for an item left low, its alerts and their events - is data-modifying CTEs of
+a single statement run in autocommit: the locks are held only while the server executes
+it, and the checkout pays one round trip, not twenty.
 
 The rules are those of the general path:
 
@@ -21,8 +21,15 @@ The rules are those of the general path:
 A statement either commits whole or not at all, so a reused key (unique violation)
 undoes everything. Whatever this path does not serve (short stock, an unknown item, a
 replayed key) returns None and the caller takes the general path, which answers
-precisely. A threshold crossing (rare) writes its alert and events in a short
-follow-up unit of work.
+precisely.
+
+An item the reservation leaves at or under its threshold (or at 0) gets its open
+``low_stock`` (``out_of_stock``) alert in the same statement, from the figures of the
+locked row: ``INSERT ... ON CONFLICT DO NOTHING`` on the one-open-alert-per-kind index,
+so an alert already open stays the only one, and only an alert actually opened writes
+its ``inventory.low_stock`` (``out_of_stock``) event, stamped like the stock change. No
+follow-up transaction: nothing can land after a newer change of the item, and nothing
+can fail after the reservation committed.
 
 Committing a reservation (the sale) is one statement too: the reservation's conditional
 status change, its lines, the locks in id order, the stock UPDATE and the movements.
@@ -35,19 +42,19 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from types import SimpleNamespace
-from typing import Any, Literal
+from typing import Literal
 
 import asyncpg
 
 from ultramarket.core.db import Database
 from ultramarket.core.events import EventPublisher
 from ultramarket.core.logging import request_id_var
-from ultramarket.services.inventory.events import StockChanged
+from ultramarket.services.inventory.events import LowStock, OutOfStock, StockChanged
 from ultramarket.services.inventory.models import (
     DEFAULT_WAREHOUSE_ID,
     Reservation,
     ReservationLine,
+    StockAlert,
     StockItem,
     StockMovement,
 )
@@ -59,6 +66,7 @@ ITEM = StockItem.__table__.fullname
 RES = Reservation.__table__.fullname
 LINE = ReservationLine.__table__.fullname
 MOVE = StockMovement.__table__.fullname
+ALERT = StockAlert.__table__.fullname
 
 # The item each wanted line takes ($1: item ids, or variant ids; $2: quantities).
 _PICK = {
@@ -128,6 +136,34 @@ WITH pick AS ({_PICK[by]}{"" if single else _VERDICT}
                'reason', 'reservation'),
            $11, $3, $3, 0
       FROM upd u JOIN others o ON o.id = u.id
+), new_alerts AS (
+    -- The item left low (at or under its threshold) or out (at 0): its open alert of the
+    -- kind, unless one is open already (the partial unique index over open alerts).
+    INSERT INTO {ALERT}
+           (id, item_id, variant_id, sku, warehouse_id, kind, available, threshold, created_at)
+    SELECT gen_random_uuid(), u.id, u.variant_id, u.sku, u.warehouse_id, k.kind,
+           u.on_hand - u.reserved, u.low_stock_threshold, $3
+      FROM upd u
+     CROSS JOIN LATERAL (VALUES ('low_stock', u.low_stock_threshold), ('out_of_stock', 0))
+           AS k(kind, level)
+     WHERE u.on_hand - u.reserved <= k.level
+        ON CONFLICT (item_id, kind) WHERE resolved_at IS NULL DO NOTHING
+ RETURNING item_id, kind
+), alert_events AS (
+    INSERT INTO {outbox}
+           (id, event_type, payload, request_id, occurred_at, available_at, attempts)
+    SELECT gen_random_uuid(),
+           CASE a.kind WHEN 'low_stock' THEN '{LowStock.type}' ELSE '{OutOfStock.type}' END,
+           jsonb_build_object(
+               'item_id', u.id, 'variant_id', u.variant_id, 'sku', u.sku,
+               'warehouse_id', u.warehouse_id, 'on_hand', u.on_hand,
+               'reserved', u.reserved, 'available', u.on_hand - u.reserved,
+               'variant_available', o.available + u.on_hand - u.reserved)
+           || CASE a.kind WHEN 'low_stock'
+                THEN jsonb_build_object('threshold', u.low_stock_threshold)
+                ELSE '{{}}'::jsonb END,
+           $11, $3, $3, 0
+      FROM new_alerts a JOIN upd u ON u.id = a.item_id JOIN others o ON o.id = u.id
 )
 SELECT u.id, u.variant_id, u.sku, u.warehouse_id, u.on_hand, u.reserved,
        u.low_stock_threshold, u.quantity, o.available AS others_available
@@ -180,11 +216,9 @@ async def reserve_in_one_statement(
     ttl_seconds: int,
     actor: str | None,
     clock: Callable[[], datetime],
-    crossing: Callable[[Any, int, int], Any],
 ) -> ReservationRead | None:
     """The new reservation of ``lines`` ((item or variant id, quantity), as ``by`` says),
-    or None when the general path must answer. ``crossing(row, previous_available,
-    variant_available)`` writes a threshold crossing's alert and events."""
+    or None when the general path must answer."""
     outbox = publisher.tables.outbox.fullname
     shape = (outbox, by, len(lines) == 1)
     sql = _STATEMENTS.get(shape)
@@ -212,13 +246,6 @@ async def reserve_in_one_statement(
     if len(rows) != count:
         return None  # refused: nothing was written
     db.outbox_written(publisher.tables.service)
-    for row in rows:
-        state = SimpleNamespace(**row)
-        available = state.on_hand - state.reserved
-        previous = available + state.quantity
-        threshold = state.low_stock_threshold
-        if (available <= threshold < previous) or (available <= 0 < previous):
-            await crossing(state, previous, int(state.others_available) + available)
     return ReservationRead(
         id=reservation_id,
         key=key,

@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ultramarket.core.db import IdMixin, JSONType, TimestampMixin, service_base, utcnow
@@ -118,9 +118,27 @@ class ReservationReturn(IdMixin, Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+OPEN_ALERT = text("resolved_at IS NULL")
+
+
 class StockAlert(IdMixin, Base):
+    """An item at or under its threshold (``low_stock``) or at 0 (``out_of_stock``): at
+    most one open alert of each kind per item (the partial unique index), opened by
+    ``INSERT ... ON CONFLICT DO NOTHING`` whenever a write leaves the item so."""
+
     __tablename__ = "stock_alert"
-    __table_args__ = (Index(None, "resolved_at", "created_at"), Index(None, "item_id"))
+    __table_args__ = (
+        Index(None, "resolved_at", "created_at"),
+        Index(None, "item_id"),
+        Index(
+            None,
+            "item_id",
+            "kind",
+            unique=True,
+            postgresql_where=OPEN_ALERT,
+            sqlite_where=OPEN_ALERT,
+        ),
+    )
 
     item_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("inventory.stock_item.id"))
     variant_id: Mapped[uuid.UUID]

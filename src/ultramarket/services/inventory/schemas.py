@@ -10,8 +10,11 @@ from pydantic import Field, computed_field, model_validator
 
 from ultramarket.core.schemas import ReadSchema, Schema
 
+# The most units an item holds (on_hand; a 32-bit count on PostgreSQL holds it twice over,
+# so a guard's arithmetic cannot overflow): a change past it is a 409, never stored.
+MAX_STOCK = 1_000_000_000
 Quantity = Annotated[int, Field(gt=0, le=1_000_000, description="Units; must be positive")]
-Stock = Annotated[int, Field(ge=0, le=1_000_000_000)]
+Stock = Annotated[int, Field(ge=0, le=MAX_STOCK)]
 Key = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@-]+$")]
 TTL = Annotated[int, Field(ge=1, le=7 * 24 * 3600, description="Seconds before it expires")]
 DEFAULT_TTL = 900
@@ -83,7 +86,7 @@ class StockUpdate(Schema):
     `low_stock_threshold`. Every change is recorded as a stock movement."""
 
     on_hand: Stock | None = None
-    delta: Annotated[int | None, Field(ge=-1_000_000_000, le=1_000_000_000)] = None
+    delta: Annotated[int | None, Field(ge=-MAX_STOCK, le=MAX_STOCK)] = None
     reason: Annotated[str | None, Field(min_length=1, max_length=200)] = None
     low_stock_threshold: Stock | None = None
 

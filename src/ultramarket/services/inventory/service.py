@@ -3,8 +3,10 @@
 Every change of ``on_hand`` or ``reserved`` is ONE conditional UPDATE whose
 ``WHERE`` holds the rule (enough available, never below reserved) and whose
 ``RETURNING`` gives the counts after it; the row count decides, never a value read
-in Python first. Each change writes a ``stock_movement`` row and its events (and,
-on a threshold crossing, an alert) in the same unit of work. Reservation status
+in Python first, and ``on_hand`` never passes ``MAX_STOCK``. Each change writes a
+``stock_movement`` row and its events in the same unit of work; a change that leaves the
+item at or under its threshold (or at 0) makes sure its alert is open (one per kind, by
+a partial unique index), and one that lifts it above resolves it. Reservation status
 changes are conditional UPDATEs too (``WHERE status = 'active'``), so two commits,
 or a commit racing the sweeper, can never both win. A restock gives sold units back
 (``reservation_line.returned``, raised by a conditional UPDATE), never more than were sold.
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, cast
 
-from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy import Row, and_, delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -41,6 +43,7 @@ from ultramarket.services.inventory.models import (
     Warehouse,
 )
 from ultramarket.services.inventory.schemas import (
+    MAX_STOCK,
     ItemCreate,
     ReservationLineRead,
     ReservationRead,
@@ -112,9 +115,14 @@ class StockBelowReserved(Conflict):
     message = "On hand cannot go below what is reserved"
 
 
+class StockLimitExceeded(Conflict):
+    code = "STOCK_LIMIT_EXCEEDED"
+    message = f"On hand cannot exceed {MAX_STOCK:,} units"
+
+
 class ReservationKeyReused(Conflict):
     code = "IDEMPOTENCY_KEY_REUSED"
-    message = "This reservation key was used for another request"
+    message = "This reservation key was used for another request (other lines or TTL)"
 
 
 class ReservationNotActive(Conflict):
@@ -282,13 +290,19 @@ class InventoryService:
         variant_available: int | None = None,
         changed_written: bool = False,
     ) -> None:
-        """Alerts on threshold crossings, and the events of the change (``variant_available``:
+        """The item's alerts after the change, and its events (``variant_available``:
         summed over the variant's items; read here when not given). ``changed_written``:
-        the ``stock_changed`` event is already in the outbox (the one-statement path)."""
+        no ``stock_changed`` event (written already, or no count changed).
+
+        Left low (or out of stock): its alert of the kind is open, whether or not this
+        change crossed the line (an item created low, or low with no alert): opened if
+        none is, with its event; never a second one. Lifted above: resolved. The caller
+        holds the item's row lock."""
         available = row.on_hand - row.reserved
         threshold = row.low_stock_threshold
         low, was_low = available <= threshold, previous_available <= previous_threshold
         out, was_out = available <= 0, previous_available <= 0
+        opened = await self._open_alerts(row, low=low, out=out) if low else set()
         pending: list[events.StockEvent] = []
         shape: dict[str, Any] | None = None
         if self.publisher is not None:
@@ -310,38 +324,52 @@ class InventoryService:
             }
             if not changed_written:
                 pending.append(events.StockChanged(**shape, reason=reason))
-        if low and not was_low:
-            await self._open_alert(row, "low_stock")
-            if shape is not None:
-                pending.append(events.LowStock(**shape, threshold=threshold))
-        elif was_low and not low:
+        if "low_stock" in opened and shape is not None:
+            pending.append(events.LowStock(**shape, threshold=threshold))
+        if was_low and not low:
             await self._resolve_alerts(row.id, None)
-        if out and not was_out:
-            await self._open_alert(row, "out_of_stock")
-            if shape is not None:
-                pending.append(events.OutOfStock(**shape))
-        elif was_out and not out:
-            await self._resolve_alerts(row.id, "out_of_stock")
+        if "out_of_stock" in opened and shape is not None:
+            pending.append(events.OutOfStock(**shape))
+        if was_out and not out:
+            if low:  # (else resolved above)
+                await self._resolve_alerts(row.id, "out_of_stock")
             if shape is not None:
                 pending.append(events.BackInStock(**shape))
         if self.publisher is not None:
             for event in pending:
                 await self.publisher.publish(self.session, event)
 
-    async def _open_alert(self, row: Row[Any], kind: str) -> None:
-        await self.session.execute(
-            insert(ALERT).values(
-                id=uuid.uuid4(),
-                item_id=row.id,
-                variant_id=row.variant_id,
-                sku=row.sku,
-                warehouse_id=row.warehouse_id,
-                kind=kind,
-                available=row.on_hand - row.reserved,
-                threshold=row.low_stock_threshold,
-                created_at=self.clock(),
+    async def _open_alerts(self, row: Any, *, low: bool, out: bool) -> set[str]:
+        """Make sure the item's ``low_stock`` (and, when ``out``, ``out_of_stock``) alert is
+        open, in one statement; the kinds it opened (none already open)."""
+        kinds = ["low_stock", "out_of_stock"] if out else ["low_stock"] if low else []
+        if not kinds:
+            return set()
+        now = self.clock()
+        opened = await self.session.scalars(
+            insert_for(self.session, ALERT)
+            .values(
+                [
+                    {
+                        "id": uuid.uuid4(),
+                        "item_id": row.id,
+                        "variant_id": row.variant_id,
+                        "sku": row.sku,
+                        "warehouse_id": row.warehouse_id,
+                        "kind": kind,
+                        "available": row.on_hand - row.reserved,
+                        "threshold": row.low_stock_threshold,
+                        "created_at": now,
+                    }
+                    for kind in kinds
+                ]
             )
+            .on_conflict_do_nothing(
+                index_elements=["item_id", "kind"], index_where=ALERT.c.resolved_at.is_(None)
+            )
+            .returning(ALERT.c.kind)
         )
+        return set(opened)
 
     async def _resolve_alerts(self, item_id: uuid.UUID, kind: str | None) -> None:
         query = update(ALERT).where(ALERT.c.item_id == item_id, ALERT.c.resolved_at.is_(None))
@@ -426,7 +454,14 @@ class InventoryService:
 
     async def create_item(self, body: ItemCreate) -> Row[Any]:
         warehouse_id = body.warehouse_id or await self.ensure_default_warehouse()
-        if await self.session.get(Warehouse, warehouse_id) is None:
+        # FOR KEY SHARE (what the foreign key takes, taken first): a delete of the
+        # warehouse waits for this item and then finds it, or this finds it gone.
+        found = await self.session.scalar(
+            select(Warehouse.id)
+            .where(Warehouse.id == warehouse_id)
+            .with_for_update(read=True, key_share=True)
+        )
+        if found is None:
             raise WarehouseNotFound()
         sku = body.sku or await self.session.scalar(
             select(ITEM.c.sku).where(ITEM.c.variant_id == body.variant_id).limit(1)
@@ -448,19 +483,34 @@ class InventoryService:
         }
         if body.low_stock_threshold is not None:
             values["low_stock_threshold"] = body.low_stock_threshold
-        item_id = await self.session.scalar(
-            insert_for(self.session, ITEM)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=["variant_id", "warehouse_id"])
-            .returning(ITEM.c.id)
-        )
-        if item_id is None:
+        created = (
+            await self.session.execute(
+                insert_for(self.session, ITEM)
+                .values(**values)
+                .on_conflict_do_nothing(index_elements=["variant_id", "warehouse_id"])
+                .returning(*ITEM_COLUMNS)
+            )
+        ).one_or_none()
+        if created is None:
             raise DuplicateItem()
+        item_id = created.id
         if body.on_hand:
             await self._change(
                 item_id, on_hand=body.on_hand, guard=ITEM.c.id == item_id, reason="initial count"
             )
+        else:
+            await self._new_item(created)
         return await self.get_item(item_id)
+
+    async def _new_item(self, row: Row[Any]) -> None:
+        """A new item at 0 is out of stock and low: its alerts (and events) from the start."""
+        await self._after_change(
+            row,
+            previous_available=row.on_hand - row.reserved,
+            previous_threshold=row.low_stock_threshold,
+            reason="new item",
+            changed_written=True,
+        )
 
     async def update_item(self, item_id: uuid.UUID, body: StockUpdate) -> Row[Any]:
         """Set (``on_hand``) or adjust (``delta``) the count; never below what is reserved."""
@@ -476,14 +526,14 @@ class InventoryService:
             delta = body.on_hand - current
             reason = body.reason or "count"
         if delta:
-            row = await self._change(
-                item_id,
-                on_hand=delta,
-                guard=ITEM.c.on_hand + delta >= ITEM.c.reserved,
-                reason=reason,
-            )
+            guard = ITEM.c.on_hand + delta >= ITEM.c.reserved
+            if delta > 0:  # never past the maximum (the bound cannot overflow: see MAX_STOCK)
+                guard = and_(guard, ITEM.c.on_hand <= MAX_STOCK - delta)
+            row = await self._change(item_id, on_hand=delta, guard=guard, reason=reason)
             if row is None:
                 item = await self.get_item(item_id)
+                if item.on_hand + delta > MAX_STOCK:
+                    raise _above_maximum(item, delta)
                 raise StockBelowReserved(
                     details=[
                         {
@@ -551,21 +601,26 @@ class InventoryService:
         A changed SKU is copied to every item of the variant."""
         warehouse_id = await self.ensure_default_warehouse()
         now = self.clock()
-        await self.session.execute(
-            insert_for(self.session, ITEM)
-            .values(
-                id=uuid.uuid4(),
-                variant_id=variant_id,
-                sku=sku,
-                warehouse_id=warehouse_id,
-                on_hand=0,
-                reserved=0,
-                low_stock_threshold=5,
-                created_at=now,
-                updated_at=now,
+        created = (
+            await self.session.execute(
+                insert_for(self.session, ITEM)
+                .values(
+                    id=uuid.uuid4(),
+                    variant_id=variant_id,
+                    sku=sku,
+                    warehouse_id=warehouse_id,
+                    on_hand=0,
+                    reserved=0,
+                    low_stock_threshold=5,
+                    created_at=now,
+                    updated_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["variant_id", "warehouse_id"])
+                .returning(*ITEM_COLUMNS)
             )
-            .on_conflict_do_nothing(index_elements=["variant_id", "warehouse_id"])
-        )
+        ).one_or_none()
+        if created is not None:
+            await self._new_item(created)
         await self.session.execute(
             update(ITEM)
             .where(ITEM.c.variant_id == variant_id, ITEM.c.sku != sku)
@@ -608,25 +663,7 @@ class InventoryService:
             ttl_seconds=ttl_seconds,
             actor=self.actor,
             clock=self.clock,
-            crossing=self._crossed,
         )
-
-    async def _crossed(self, row: Any, previous_available: int, variant_available: int) -> None:
-        """A one-statement reservation crossed a threshold: its alert and events, in a
-        short unit of work of their own."""
-        assert self.database is not None
-        async with self.database.session() as session:
-            follow_up = InventoryService(
-                session, self.publisher, actor=self.actor, clock=self.clock
-            )
-            await follow_up._after_change(
-                row,
-                previous_available=previous_available,
-                previous_threshold=row.low_stock_threshold,
-                reason="reservation",
-                variant_available=variant_available,
-                changed_written=True,
-            )
 
     async def reserve_lines(
         self, key: str, ttl_seconds: int, lines: Sequence[tuple[uuid.UUID, int]]
@@ -638,7 +675,8 @@ class InventoryService:
             return fast, True
         existing = await self._existing(key)
         if existing is not None:
-            return self._replay(existing, [Wanted(None, v, q) for v, q in lines], by_item=False)
+            asked = [Wanted(None, v, q) for v, q in lines]
+            return self._replay(existing, asked, ttl_seconds, by_item=False)
         variant_ids = [variant_id for variant_id, _ in lines]
         rows = (
             await self.session.execute(
@@ -679,16 +717,31 @@ class InventoryService:
         return None if reservation is None else await self._read(reservation)
 
     def _replay(
-        self, existing: ReservationRead, wanted: list[Wanted], *, by_item: bool
+        self, existing: ReservationRead, wanted: list[Wanted], ttl_seconds: int, *, by_item: bool
     ) -> tuple[ReservationRead, bool]:
+        """The reservation a key already names, for the same request (lines and TTL); a 409
+        for another request, or when it holds nothing any more (released, expired). A
+        committed one replays as committed: the sale stands, and the order's commit of it
+        answers RESERVATION_ALREADY_COMMITTED, which the checkout takes as done."""
+
         def shape(lines: Any) -> list[tuple[Any, int]]:
             return sorted(
                 ((line.item_id if by_item else line.variant_id), line.quantity) for line in lines
             )
 
-        if shape(existing.lines) != shape(wanted):
+        assert existing.created_at is not None
+        ttl = round((existing.expires_at - existing.created_at).total_seconds())
+        if shape(existing.lines) != shape(wanted) or ttl != ttl_seconds:
             raise ReservationKeyReused(
                 details=[{"key": existing.key, "reservation_id": str(existing.id)}]
+            )
+        status = existing.status
+        if status == "active" and existing.expires_at <= self.clock():
+            status = "expired"  # not swept yet
+        if status in ("released", "expired"):
+            raise ReservationNotActive(
+                f"The reservation is {status}: it holds nothing; reserve under a new key",
+                details=[{"key": existing.key, "status": status}],
             )
         return existing, False
 
@@ -734,7 +787,7 @@ class InventoryService:
             # The key is taken (perhaps by a concurrent call that has just committed).
             existing = await self._existing(key)
             assert existing is not None
-            return self._replay(existing, wanted, by_item=by_item)
+            return self._replay(existing, wanted, ttl_seconds, by_item=by_item)
         short: list[Wanted] = []
         reserved_lines: list[Wanted] = []
         # A fixed order (item ids) so two multi-line reservations never deadlock.
@@ -1006,12 +1059,12 @@ class InventoryService:
             row = await self._change(
                 line.item_id,
                 on_hand=units,
-                guard=ITEM.c.id == line.item_id,
+                guard=ITEM.c.on_hand <= MAX_STOCK - units,
                 reason="restock",
                 reference=key,
             )
-            if row is None:  # the foreign key makes this unreachable
-                raise ItemNotFound()
+            if row is None:  # (the unit of work rolls back every line before this one)
+                raise _above_maximum(await self.get_item(line.item_id), units)
             total += units
         if total:
             await self.session.execute(
@@ -1081,7 +1134,13 @@ class InventoryService:
         return warehouse
 
     async def delete_warehouse(self, warehouse_id: uuid.UUID) -> None:
-        warehouse = await self.get_warehouse(warehouse_id)
+        # Locked first: an item being created in it (FOR KEY SHARE) commits before the
+        # check below, which then finds it; one created after finds the warehouse gone.
+        warehouse = await self.session.scalar(
+            select(Warehouse).where(Warehouse.id == warehouse_id).with_for_update()
+        )
+        if warehouse is None:
+            raise WarehouseNotFound()
         if warehouse.is_default:
             raise Conflict("The default warehouse cannot be deleted", code="DEFAULT_WAREHOUSE")
         used = await self.session.scalar(
@@ -1090,6 +1149,12 @@ class InventoryService:
         if used is not None:
             raise WarehouseInUse()
         await self.session.execute(delete(Warehouse).where(Warehouse.id == warehouse_id))
+
+
+def _above_maximum(item: Row[Any], delta: int) -> StockLimitExceeded:
+    return StockLimitExceeded(
+        details=[{"on_hand": item.on_hand, "requested_delta": delta, "maximum": MAX_STOCK}]
+    )
 
 
 def _units_to_return(
