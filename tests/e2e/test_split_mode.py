@@ -110,7 +110,7 @@ def test_auth_and_user_as_separate_processes(tmp_path: Path, procs: Processes) -
     ).json()["data"]["tokens"]["access_token"]
     created = httpx.post(
         f"{auth_url}/api/v1/auth/api-keys",
-        json={"name": "user-service", "scopes": ["*"]},
+        json={"name": "user-service", "scopes": ["*"], "service": True},
         headers={"Authorization": f"Bearer {admin}"},
     )
     assert created.status_code == 201, created.text

@@ -1,15 +1,18 @@
 """Settings, read from the environment (prefix ``ULTRAMARKET_``, nested with ``__``).
 
 Every value has a development default so ``make run`` works on a fresh machine;
-``environment=production`` refuses to start while any secret is still a default.
+``environment=production`` refuses to start while any secret is still a default, or
+while mail would go to a local sink or links would point at a local address.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -238,6 +241,16 @@ class Settings(BaseSettings):
             )
         if not self.database_url.startswith("postgresql"):
             problems.append("ULTRAMARKET_DATABASE_URL must point at PostgreSQL in production")
+        if self.mail.backend != "smtp":
+            problems.append(
+                "ULTRAMARKET_MAIL__BACKEND must be smtp in production: the file and console "
+                "sinks would keep password-reset and verification links on disk or in the logs"
+            )
+        if not _public(self.public_url):
+            problems.append(
+                "ULTRAMARKET_PUBLIC_URL must be the shop's public http(s) address in production "
+                "(mailed links point there), not a local one"
+            )
         if (self.rate_limit_url or self.cache_url).startswith("memory"):
             problems.append(
                 "ULTRAMARKET_CACHE_URL (or ULTRAMARKET_RATE_LIMIT_URL) must point at Redis in "
@@ -279,6 +292,24 @@ class Settings(BaseSettings):
         if override and override.url:
             return override.url.rstrip("/")
         return f"http://127.0.0.1:{default_port}"
+
+
+def _public(url: str) -> bool:
+    """An http(s) URL whose host is not this machine (localhost, loopback, 0.0.0.0)."""
+    try:
+        parts = urlsplit(url.strip())
+        host = (parts.hostname or "").rstrip(".")
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
+    if parts.scheme not in ("http", "https") or not host:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return True  # a name
+    return not (address.is_loopback or address.is_unspecified or address.is_link_local)
 
 
 @lru_cache

@@ -144,8 +144,11 @@ class Container:
             audience=settings.auth.audience,
             jwks_url=settings.auth.jwks_url,
         )
+        # Development trusts the key files its auth service wrote. Production trusts only
+        # the configured keystore (added by the auth service at start-up) and the JWKS:
+        # a development key left in the data directory must never verify a token there.
         keys_dir = settings.data_dir / "keys"
-        if keys_dir.is_dir():
+        if not settings.is_production and keys_dir.is_dir():
             verifier.add_jwk_files(keys_dir)
         container_ref: list[Container] = []
         subscriptions = [sub for spec in specs for sub in spec.subscriptions()]

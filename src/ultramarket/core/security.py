@@ -104,10 +104,11 @@ def grants(granted: Iterable[str], wanted: str) -> bool:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: a user (from an access token) or a service / API key."""
+    """Who is calling: a user (access token), a platform service (service token) or an
+    API key (a token bought with it: exactly its scopes, and no service identity)."""
 
     subject: str
-    kind: str  # "user" | "service"
+    kind: str  # "user" | "service" | "api_key"
     role: Role | None = None
     email: str | None = None
     permissions: frozenset[str] = field(default_factory=frozenset)
@@ -122,6 +123,7 @@ class Principal:
 
     @property
     def is_service(self) -> bool:
+        """One of the platform's own services: only tokens the platform mints for them."""
         return self.kind == "service"
 
     def can(self, permission: str) -> bool:
@@ -131,11 +133,11 @@ class Principal:
         return self.role is not None and ROLE_RANK[self.role] >= ROLE_RANK[role]
 
     def is_staff(self) -> bool:
-        """MANAGER, ADMIN, or a platform service (a service token holding ``*``).
+        """MANAGER, ADMIN, or a service or API key holding ``*`` (what ADMIN holds).
 
         An API key scoped to a few permissions is not staff: it gets exactly its scopes.
         """
-        return self.at_least(Role.MANAGER) or (self.is_service and self.can("*"))
+        return self.at_least(Role.MANAGER) or (self.kind != "user" and self.can("*"))
 
     def owns(self, user_id: uuid.UUID | str | None) -> bool:
         return self.kind == "user" and user_id is not None and str(user_id) == self.subject
@@ -254,6 +256,13 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
             permissions=perms,
             token_id=claims.get("jti"),
         )
+    if typ == "api_key":
+        return Principal(
+            subject=str(claims["sub"]),
+            kind="api_key",
+            permissions=perms,
+            token_id=claims.get("jti"),
+        )
     if typ != "access":
         raise Unauthenticated("Not an access token", code="INVALID_TOKEN")
     try:
@@ -334,7 +343,7 @@ def require(permission: str) -> Any:
 def require_role(role: Role) -> Any:
     async def dependency(request: Request) -> Principal:
         principal = await current_principal(request)
-        if not (principal.at_least(role) or (principal.is_service and principal.can("*"))):
+        if not (principal.at_least(role) or (principal.kind != "user" and principal.can("*"))):
             raise Forbidden(f"Requires {role.value} or higher")
         return principal
 

@@ -1,4 +1,4 @@
-from auth_helpers import API, assert_error, bearer, ok
+from auth_helpers import API, assert_error, bearer, ok, unverified_parts
 
 
 async def create_key(client, admin, name="reporting", scopes=("audit:read",)):
@@ -130,3 +130,65 @@ async def test_api_key_scopes_limit_account_reads(client, make_user):
     wide = await create_key(client, admin, name="crm", scopes=["user:read:any"])
     token = ok(await exchange(client, wide["key"]))["access_token"]
     assert ok(await client.get(f"{API}/accounts/{user.id}", headers=bearer(token)))["id"] == user.id
+
+
+async def test_api_key_token_is_not_a_service_token(client, make_user):
+    """An API key gets exactly its scopes: it is not a platform service, so the
+    services-only endpoints (charging a user's wallet, emptying a cart) refuse it."""
+    admin = await make_user("ADMIN")
+    victim = await make_user()
+    created = await create_key(client, admin, name="analytics", scopes=["search:analytics"])
+    token = ok(await exchange(client, created["key"]))["access_token"]
+    charge = {
+        "user_id": victim.id,
+        "order_id": "stolen-1",
+        "amount": "10.00",
+        "currency": "USD",
+        "method": "wallet",
+    }
+    response = await client.post(
+        "/api/v1/payments/internal/charges", json=charge, headers=bearer(token)
+    )
+    assert_error(response, 403, "FORBIDDEN")
+    response = await client.get(f"/api/v1/cart/internal/users/{victim.id}", headers=bearer(token))
+    assert_error(response, 403, "FORBIDDEN")
+    response = await client.delete(
+        f"/api/v1/cart/internal/users/{victim.id}", headers=bearer(token)
+    )
+    assert_error(response, 403, "FORBIDDEN")
+    assert unverified_parts(token)[1]["typ"] == "api_key"
+
+
+async def test_an_all_scopes_api_key_is_still_not_a_service(client, make_user):
+    admin = await make_user("ADMIN")
+    victim = await make_user()
+    created = await create_key(client, admin, name="everything", scopes=["*"])
+    assert created["service"] is False
+    token = ok(await exchange(client, created["key"]))["access_token"]
+    # Every permission, as its scopes say ...
+    assert isinstance(ok(await client.get(f"{API}/audit-log", headers=bearer(token))), list)
+    # ... but no service identity.
+    response = await client.get(f"/api/v1/cart/internal/users/{victim.id}", headers=bearer(token))
+    assert_error(response, 403, "FORBIDDEN")
+
+
+async def test_service_api_key_buys_a_service_token(client, make_user):
+    """Split mode: the key a platform service exchanges (ULTRAMARKET_SERVICE_API_KEY)
+    is created as a service key and its tokens act as that service."""
+    admin = await make_user("ADMIN")
+    customer = await make_user()
+    body = {"name": "order", "scopes": ["*"], "service": True}
+    created = ok(await client.post(f"{API}/api-keys", json=body, headers=admin.headers), 201)
+    assert created["service"] is True
+    token = ok(await exchange(client, created["key"]))["access_token"]
+    claims = unverified_parts(token)[1]
+    assert (claims["typ"], claims["svc"]) == ("service", "order")
+    response = await client.get(f"/api/v1/cart/internal/users/{customer.id}", headers=bearer(token))
+    assert ok(response)["items"] == []
+
+
+async def test_service_api_key_must_hold_every_scope(client, make_user):
+    admin = await make_user("ADMIN")
+    body = {"name": "order", "scopes": ["order:read:any"], "service": True}
+    response = await client.post(f"{API}/api-keys", json=body, headers=admin.headers)
+    assert_error(response, 422, "VALIDATION_ERROR")

@@ -1,3 +1,5 @@
+import asyncio
+
 from auth_helpers import (
     API,
     NEW_PASSWORD,
@@ -179,6 +181,39 @@ async def test_change_password_wrong_current(client, make_user):
     error = assert_error(response, 422, "INVALID_PASSWORD")
     assert error["details"][0]["field"] == "current_password"
     ok(await login(client, user.email, user.password))
+
+
+async def change_password(client, user, current, new=NEW_PASSWORD):
+    return await client.post(
+        f"{API}/change-password",
+        json={"current_password": current, "new_password": new},
+        headers=user.headers,
+    )
+
+
+async def test_change_password_guesses_count_toward_the_account_lockout(client, make_user):
+    """Guessing the current password is throttled like login, in the same bucket."""
+    user = await make_user()
+    for _ in range(5):
+        response = await change_password(client, user, "Not-My-Password-1")
+        assert_error(response, 422, "INVALID_PASSWORD")
+    response = await change_password(client, user, "Not-My-Password-1")
+    assert_error(response, 429, "RATE_LIMITED")
+    assert int(response.headers["retry-after"]) >= 1
+    # Locked: even the right password is refused, here and at login.
+    assert_error(await change_password(client, user, user.password), 429, "RATE_LIMITED")
+    assert_error(await login(client, user.email, user.password), 429, "RATE_LIMITED")
+
+
+async def test_concurrent_change_password_guesses_cannot_outrun_the_lockout(client, make_user):
+    user = await make_user()
+    responses = await asyncio.gather(
+        *(change_password(client, user, f"Not-My-Password-{i}") for i in range(20))
+    )
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(422) <= 5, statuses
+    assert statuses.count(422) + statuses.count(429) == 20, statuses
+    assert_error(await login(client, user.email, user.password), 429, "RATE_LIMITED")
 
 
 async def test_change_password_weak_new_password(client, make_user):

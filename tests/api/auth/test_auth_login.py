@@ -1,3 +1,4 @@
+import asyncio
 import uuid
 
 from auth_helpers import API, assert_error, login, ok, refresh
@@ -125,3 +126,19 @@ async def test_login_updates_last_login(client, make_user):
     ok(await login(client, user.email, user.password))
     account = ok(await client.get(f"{API}/accounts/{user.id}", headers=user.headers))
     assert account["last_login_at"] is not None
+
+
+async def test_concurrent_wrong_passwords_cannot_outrun_the_lockout(client, make_user):
+    """Each attempt is counted before its password is checked: of 25 guesses sent at
+    once, no more than the limit (5) are ever evaluated."""
+    user = await make_user()
+    responses = await asyncio.gather(
+        *(login(client, user.email, "Wrong-Password-1") for _ in range(25))
+    )
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(401) <= 5, statuses
+    assert statuses.count(401) + statuses.count(429) == 25, statuses
+    for response in responses:
+        if response.status_code == 429:
+            assert_error(response, 429, "RATE_LIMITED")
+    assert_error(await login(client, user.email, user.password), 429, "RATE_LIMITED")

@@ -1,3 +1,4 @@
+import asyncio
 import time
 from urllib.parse import parse_qs, urlparse
 
@@ -133,3 +134,40 @@ async def test_mfa_disable_when_not_enabled(client, make_user):
         f"{API}/mfa/disable", json={"code": "123456"}, headers=user.headers
     )
     assert_error(response, 409, "MFA_NOT_ENABLED")
+
+
+async def test_concurrent_wrong_codes_cannot_outrun_the_lockout(client, make_user):
+    """The right password with a guessed code is a failed attempt too, counted before
+    the code is checked: 25 guesses at once get at most the limit (5) evaluated."""
+    user = await make_user()
+    secret = await enable(client, user)
+    responses = await asyncio.gather(
+        *(login(client, user.email, user.password, totp_code=wrong_code(secret)) for _ in range(25))
+    )
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(401) <= 5, statuses
+    assert statuses.count(401) + statuses.count(429) == 25, statuses
+    for response in responses:
+        if response.status_code == 401:
+            assert_error(response, 401, "MFA_INVALID")
+        else:
+            assert_error(response, 429, "RATE_LIMITED")
+    code = pyotp.TOTP(secret).now()
+    assert_error(
+        await login(client, user.email, user.password, totp_code=code), 429, "RATE_LIMITED"
+    )
+
+
+async def test_mfa_disable_guesses_are_throttled(client, make_user):
+    user = await make_user()
+    secret = await enable(client, user)
+    for _ in range(5):
+        response = await client.post(
+            f"{API}/mfa/disable", json={"code": wrong_code(secret)}, headers=user.headers
+        )
+        assert_error(response, 422, "MFA_INVALID")
+    response = await client.post(
+        f"{API}/mfa/disable", json={"code": wrong_code(secret)}, headers=user.headers
+    )
+    assert_error(response, 429, "RATE_LIMITED")
+    assert ok(await client.get(f"{API}/me", headers=user.headers))["mfa"] is True

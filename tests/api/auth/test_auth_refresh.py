@@ -119,3 +119,62 @@ async def test_logout_needs_authentication(client, make_user):
     response = await client.post(f"{API}/logout", json={"refresh_token": user.refresh_token})
     assert_error(response, 401, "UNAUTHENTICATED")
     ok(await refresh(client, user.refresh_token))
+
+
+ROUNDS = 8  # the races below are timing-dependent: several rounds make each outcome likely
+
+
+async def test_reuse_racing_a_rotation_leaves_no_live_token(client, make_user):
+    """A thief rotates R1 -> R2 while the victim replays the spent R0: whichever
+    transaction commits first, no token of that family refreshes afterwards."""
+    user = await make_user()
+    for _ in range(ROUNDS):
+        spent = ok(await login(client, user.email, user.password))["tokens"]["refresh_token"]
+        stolen = ok(await refresh(client, spent))["refresh_token"]
+        thief, victim = await asyncio.gather(refresh(client, stolen), refresh(client, spent))
+        assert_error(victim, 401, "REFRESH_TOKEN_REUSED")
+        if thief.status_code == 200:
+            newest = thief.json()["data"]["refresh_token"]
+            assert_error(await refresh(client, newest), 401, "INVALID_REFRESH_TOKEN")
+        else:
+            assert_error(thief, 401, "INVALID_REFRESH_TOKEN")
+
+
+async def test_logout_everywhere_racing_a_refresh_leaves_no_live_token(client, make_user):
+    user = await make_user()
+    for _ in range(ROUNDS):
+        tokens = ok(await login(client, user.email, user.password))["tokens"]
+        rotated, logout = await asyncio.gather(
+            refresh(client, tokens["refresh_token"]),
+            client.post(
+                f"{API}/logout", json={"all": True}, headers=bearer(tokens["access_token"])
+            ),
+        )
+        ok(logout)
+        if rotated.status_code == 200:
+            newest = rotated.json()["data"]["refresh_token"]
+            assert_error(await refresh(client, newest), 401, "INVALID_REFRESH_TOKEN")
+        else:
+            assert_error(rotated, 401, "INVALID_REFRESH_TOKEN")
+
+
+async def test_role_change_racing_a_refresh_leaves_no_old_session(client, make_user):
+    """A role change ends every session (the new role applies from the next login):
+    a refresh committed around it must not leave a token that still works."""
+    admin = await make_user("ADMIN")
+    user = await make_user()
+    for round_ in range(ROUNDS):
+        tokens = ok(await login(client, user.email, user.password))["tokens"]
+        role = ("VENDOR", "CUSTOMER")[round_ % 2]
+        rotated, changed = await asyncio.gather(
+            refresh(client, tokens["refresh_token"]),
+            client.put(
+                f"{API}/accounts/{user.id}/role", json={"role": role}, headers=admin.headers
+            ),
+        )
+        assert ok(changed)["role"] == role
+        if rotated.status_code == 200:
+            newest = rotated.json()["data"]["refresh_token"]
+            assert_error(await refresh(client, newest), 401, "INVALID_REFRESH_TOKEN")
+        else:
+            assert_error(rotated, 401, "INVALID_REFRESH_TOKEN")

@@ -195,3 +195,44 @@ async def test_auth_events_update_the_mirror(client, container, make_user, drain
     detail = ok(await client.get(f"{API}/{user.id}", headers=admin.headers))
     assert detail["status"] == "active"
     assert detail["last_login_at"] is not None
+
+
+async def test_a_late_registered_event_does_not_roll_back_the_mirror(
+    client, container, make_user, drain
+):
+    """``user.registered`` retried after backoff lands after a role change and a
+    verification: it fills in what registration owns and leaves the rest alone."""
+    admin = await make_user("ADMIN")
+    user = await make_user(first_name="Grace", last_name="Hopper")
+    ok(
+        await client.put(
+            f"/api/v1/auth/accounts/{user.id}/role", headers=admin.headers, json={"role": "VENDOR"}
+        )
+    )
+    await publish_as_auth(container, UserVerified(user_id=user.id))
+    await drain()
+    async with container.db("user").read_session() as session:
+        created_at = (await session.get(Profile, uuid.UUID(user.id))).created_at
+
+    late = UserRegistered(
+        user_id=user.id,
+        email=user.email,
+        first_name="Grace",
+        last_name="Hopper",
+        role="CUSTOMER",
+        verified=False,
+    )
+    envelope = EventEnvelope(
+        id=uuid.uuid4(),
+        type=late.type,
+        source="auth",
+        occurred_at=datetime.now(UTC),
+        data=late.model_dump(mode="json"),
+    )
+    await container.dispatcher.dispatch(envelope, final_attempt=False)
+
+    async with container.db("user").read_session() as session:
+        profile = await session.get(Profile, uuid.UUID(user.id))
+        assert (profile.role, profile.verified) == ("VENDOR", True)
+        assert profile.created_at == created_at
+        assert (profile.email, profile.first_name) == (user.email, "Grace")

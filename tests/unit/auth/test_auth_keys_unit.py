@@ -7,7 +7,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from ultramarket.core.config import AuthSettings
-from ultramarket.core.errors import Unauthenticated
+from ultramarket.core.errors import Forbidden, Unauthenticated
 from ultramarket.core.security import TokenVerifier
 from ultramarket.services.auth.keys import KeyStore, TokenIssuer, ensure_dev_key, public_jwk
 
@@ -144,3 +144,34 @@ async def test_verifier_accepts_issued_token_and_rejects_other_keys():
     with pytest.raises(Unauthenticated) as caught:
         await verifier.verify(stranger)
     assert caught.value.code == "INVALID_TOKEN"
+
+
+async def test_api_key_tokens_are_not_service_tokens():
+    keys = store()
+    issuer = TokenIssuer(keys, AuthSettings())
+    verifier = TokenVerifier(issuer="ultramarket", audience="ultramarket")
+    verifier.add_jwks(keys.jwks())
+    token = issuer.api_key_token(
+        subject="apikey:1", name="reporting", scopes=["search:analytics"], now=int(time.time())
+    )
+    assert jwt.decode(token, options={"verify_signature": False})["typ"] == "api_key"
+    principal = await verifier.verify(token)
+    assert principal.kind == "api_key"
+    assert not principal.is_service
+    assert not principal.is_staff()
+    assert principal.can("search:analytics")
+    assert not principal.can("payment:create")
+    with pytest.raises(Forbidden):
+        _ = principal.user_id
+    # Even every scope gives an API key no service identity (it is staff, as ADMIN is).
+    everything = await verifier.verify(
+        issuer.api_key_token(subject="apikey:2", name="ops", scopes=["*"], now=int(time.time()))
+    )
+    assert not everything.is_service
+    assert everything.is_staff()
+    # Only what the platform mints for its own services is a service.
+    service = await verifier.verify(
+        issuer.service_token(subject="service:order", service="order", scopes=["*"])
+    )
+    assert service.is_service
+    assert service.service == "order"

@@ -15,7 +15,7 @@ from tests.conftest import HAVE_REDIS, REDIS_URL
 
 from ultramarket.core.cache import KeyedCache, MemoryCache, RedisCache, make_cache
 from ultramarket.core.clients import HttpTransport, ServiceClient
-from ultramarket.core.config import DEV_SECRET, AuthSettings, Settings
+from ultramarket.core.config import DEV_SECRET, AuthSettings, MailSettings, Settings
 from ultramarket.core.errors import (
     Conflict,
     DomainError,
@@ -186,6 +186,8 @@ PG = "postgresql+asyncpg://um:pw@db:5432/ultramarket"
 
 def production(**values: Any) -> Settings:
     values.setdefault("cache_url", "redis://redis:6379/0")
+    values.setdefault("mail", MailSettings(backend="smtp", smtp_host="smtp.example.com"))
+    values.setdefault("public_url", "https://shop.example.com")
     return Settings(environment="production", _env_file=None, **values)  # type: ignore[call-arg]
 
 
@@ -251,6 +253,68 @@ def test_production_accepts_proper_settings(clean_env: None) -> None:
         database_url=PG,
         auth=AuthSettings(jwks_url="http://auth:3002/api/v1/auth/.well-known/jwks.json"),
     )
+
+
+def proper(**values: Any) -> Settings:
+    values.setdefault("secret_key", SecretStr("a-proper-random-secret-0123456789abcdef"))
+    values.setdefault("database_url", PG)
+    values.setdefault("auth", AuthSettings(private_key=SecretStr(PEM)))
+    return production(**values)
+
+
+@pytest.mark.parametrize("backend", ["file", "console"])
+def test_production_refuses_the_local_mail_sink(clean_env: None, backend: str) -> None:
+    # Reset and verification links carry raw tokens: never to disk or to the logs.
+    with pytest.raises(ValidationError) as caught:
+        proper(mail=MailSettings(backend=backend))  # type: ignore[arg-type]
+    assert "ULTRAMARKET_MAIL__BACKEND must be smtp" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:3000",
+        "http://localhost:3000",
+        "https://LOCALHOST",
+        "http://shop.localhost",
+        "http://[::1]:8080",
+        "http://0.0.0.0",
+        "https://127.1.2.3/shop",
+        "shop.example.com",
+        "ftp://shop.example.com",
+        "",
+    ],
+)
+def test_production_refuses_a_local_public_url(clean_env: None, url: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        proper(public_url=url)
+    assert "ULTRAMARKET_PUBLIC_URL" in str(caught.value)
+
+
+def test_production_accepts_a_public_url_and_smtp(clean_env: None) -> None:
+    settings = proper(public_url="https://shop.example.com/", mail=MailSettings(backend="smtp"))
+    assert settings.public_url == "https://shop.example.com/"
+    # Development keeps its local defaults.
+    dev = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert (dev.mail.backend, dev.public_url) == ("file", "http://127.0.0.1:3000")
+
+
+def _container(settings: Settings) -> Any:
+    from ultramarket.core.container import Container
+
+    return Container.build(settings, [], local_app=lambda name: None, all_schemas=[])
+
+
+def test_production_verifier_ignores_leftover_dev_keys(clean_env: None, tmp_path: Any) -> None:
+    from ultramarket.services.auth.keys import ensure_dev_key, public_jwk
+
+    dev_kid = public_jwk(ensure_dev_key(tmp_path / "keys").public_key())["kid"]
+    jwks = AuthSettings(jwks_url="http://auth.invalid/api/v1/auth/.well-known/jwks.json")
+    container = _container(proper(data_dir=tmp_path, auth=jwks))
+    assert dev_kid not in container.verifier.key_ids
+    # Development (one process, no keystore configured) still trusts its own key files.
+    container = _container(Settings(data_dir=tmp_path, _env_file=None))  # type: ignore[call-arg]
+    assert dev_kid in container.verifier.key_ids
 
 
 def test_development_defaults_need_nothing(clean_env: None) -> None:

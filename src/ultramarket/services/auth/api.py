@@ -244,7 +244,9 @@ def api_key_read(key: object) -> s.ApiKeyRead:
 async def create_api_key(
     body: s.ApiKeyCreate, auth: Auth, admin: AdminOnly
 ) -> Envelope[s.ApiKeyCreated]:
-    key, secret = await auth.create_api_key(body.name, body.scopes, actor=admin.user_id)
+    key, secret = await auth.create_api_key(
+        body.name, body.scopes, actor=admin.user_id, service=body.service
+    )
     return Envelope(data=s.ApiKeyCreated(**api_key_read(key).model_dump(), key=secret))
 
 

@@ -150,7 +150,8 @@ class KeyStore:
 
 
 class TokenIssuer:
-    """Signs access tokens (users) and service tokens (services and API keys)."""
+    """Signs access tokens (users), service tokens (the platform's own services) and
+    API-key tokens (``typ`` ``api_key``: the key's scopes, no service identity)."""
 
     def __init__(self, keys: KeyStore, settings: AuthSettings) -> None:
         self.keys = keys
@@ -178,4 +179,12 @@ class TokenIssuer:
         now = int(time.time()) if now is None else now
         claims = self._claims(now, self.settings.service_token_ttl_seconds)
         claims.update(sub=subject, svc=service, permissions=scopes, typ="service")
+        return self.keys.sign(claims)
+
+    def api_key_token(
+        self, *, subject: str, name: str, scopes: list[str], now: int | None = None
+    ) -> str:
+        now = int(time.time()) if now is None else now
+        claims = self._claims(now, self.settings.service_token_ttl_seconds)
+        claims.update(sub=subject, name=name, permissions=scopes, typ="api_key")
         return self.keys.sign(claims)

@@ -64,6 +64,14 @@ class MfaCode(Schema):
 class ApiKeyCreate(Schema):
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
     scopes: list[Scope] = Field(default_factory=list, max_length=50)
+    service: bool = Field(
+        default=False,
+        description=(
+            "A platform service's key (split mode, ULTRAMARKET_SERVICE_API_KEY): its tokens "
+            "act as the service named `name`, e.g. on services-only endpoints; scopes must be "
+            '["*"]. Any other key gets exactly its scopes and is never a service.'
+        ),
+    )
 
 
 class ClientCredentials(Schema):
@@ -138,6 +146,7 @@ class ApiKeyRead(ReadSchema):
     name: str
     prefix: str
     scopes: list[str]
+    service: bool
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None

@@ -213,13 +213,7 @@ class AuthService:
         self, *, email: str, password: str, totp_code: str | None, info: RequestInfo
     ) -> tuple[Account, IssuedTokens]:
         email = normalize_email(email)
-        limits = self.settings.rate_limits
-        await self.limiter.check(
-            limits.login_failures_per_account,
-            "login-fail",
-            email,
-            message="Too many failed attempts for this account; try again later",
-        )
+        await self._attempt(email)
         account = await self._by_email(email)
         valid = await anyio.to_thread.run_sync(
             verify_password, account.password_hash if account else None, password
@@ -231,6 +225,7 @@ class AuthService:
             )
         if account.mfa_enabled_at is not None:
             if not totp_code:
+                # Stays counted: the answer tells the password was right.
                 raise Unauthenticated("A TOTP code is required", code="MFA_REQUIRED")
             if not await self._accept_totp(account, account.mfa_secret, totp_code):
                 await self._login_failed(email, account, info, "bad_totp")
@@ -244,7 +239,7 @@ class AuthService:
             )
         if needs_rehash(account.password_hash):
             account.password_hash = await anyio.to_thread.run_sync(hash_password, password)
-        await self.limiter.reset(limits.login_failures_per_account, "login-fail", email)
+        await self._attempt_succeeded(email)
         account.last_login_at = self.now()
         await self.audit("login.success", subject=account, info=info)
         LOGINS.labels("success").inc()
@@ -253,12 +248,25 @@ class AuthService:
         )
         return account, await self.issue_tokens(account, uuid.uuid4(), info)
 
+    async def _attempt(self, email: str) -> None:
+        """Count one guess at this account's password or TOTP code *before* checking it,
+        and refuse (429) once over the limit: of many guesses sent at once, no more than
+        the limit are ever evaluated. Success clears the count (``_attempt_succeeded``)."""
+        await self.limiter.hit(
+            self.settings.rate_limits.login_failures_per_account,
+            "login-fail",
+            email,
+            message="Too many failed attempts for this account; try again later",
+        )
+
+    async def _attempt_succeeded(self, email: str) -> None:
+        await self.limiter.reset(
+            self.settings.rate_limits.login_failures_per_account, "login-fail", email
+        )
+
     async def _login_failed(
         self, email: str, account: Account | None, info: RequestInfo, reason: str
     ) -> None:
-        await self.limiter.count(
-            self.settings.rate_limits.login_failures_per_account, "login-fail", email
-        )
         await self.audit(
             "login.failure", subject=account, email=email, info=info, details={"reason": reason}
         )
@@ -272,7 +280,14 @@ class AuthService:
                 select(RefreshToken).where(RefreshToken.token_hash == token_hash(raw_token))
             )
         ).first()
-        if token is None or token.revoked_at is not None or token.expires_at <= now:
+        if token is None:
+            raise Unauthenticated("Invalid refresh token", code="INVALID_REFRESH_TOKEN")
+        # Under the account's lock, read the token again: a revocation (logout, password
+        # or role change, reuse detected) that committed while we waited is seen here, and
+        # one that comes later waits for this rotation and revokes its new token too.
+        await self._lock_account(token.account_id)
+        await self.session.refresh(token)
+        if token.revoked_at is not None or token.expires_at <= now:
             raise Unauthenticated("Invalid refresh token", code="INVALID_REFRESH_TOKEN")
         # Spend it with one conditional UPDATE: of two concurrent uses, one wins.
         spent = await self.session.execute(
@@ -326,7 +341,20 @@ class AuthService:
         )
         return int(result.rowcount)  # type: ignore[attr-defined]
 
+    async def _lock_account(self, account_id: uuid.UUID) -> None:
+        """Serialise an account's refresh-token rotations and revocations on its row.
+
+        On PostgreSQL (READ COMMITTED) an UPDATE by ``family_id`` or ``account_id`` that
+        waits on one token's row lock never sees the token the other transaction inserted
+        meanwhile; taking this lock first makes every later statement see it. SQLite
+        writers are serialised by ``BEGIN IMMEDIATE`` already.
+        """
+        await self.session.execute(
+            select(Account.id).where(Account.id == account_id).with_for_update()
+        )
+
     async def _revoke_all(self, account_id: uuid.UUID) -> int:
+        await self._lock_account(account_id)
         result = await self.session.execute(
             update(RefreshToken)
             .where(RefreshToken.account_id == account_id, RefreshToken.revoked_at.is_(None))
@@ -485,6 +513,8 @@ class AuthService:
         self, account_id: uuid.UUID, current: str, new: str, info: RequestInfo
     ) -> tuple[Account, IssuedTokens]:
         account = await self.get(account_id)
+        # A guess at the password like a login's: counted in the same bucket, first.
+        await self._attempt(account.email)
         ok = await anyio.to_thread.run_sync(verify_password, account.password_hash, current)
         if not ok:
             raise ValidationFailed(
@@ -492,6 +522,7 @@ class AuthService:
                 code="INVALID_PASSWORD",
                 details=[{"field": "current_password", "message": "wrong password"}],
             )
+        await self._attempt_succeeded(account.email)
         check_policy(new, email=account.email, field="new_password")
         if new == current:
             raise ValidationFailed(
@@ -583,8 +614,11 @@ class AuthService:
         account = await self.get(account_id)
         if account.mfa_enabled_at is None:
             raise Conflict("MFA is not enabled", code="MFA_NOT_ENABLED")
+        # Turning MFA off is guarded by a code: guesses at it count like failed logins.
+        await self._attempt(account.email)
         if not await self._accept_totp(account, account.mfa_secret, code):
             raise self._wrong_code()
+        await self._attempt_succeeded(account.email)
         account.mfa_secret = None
         account.mfa_enabled_at = None
         account.mfa_last_step = None
@@ -598,8 +632,15 @@ class AuthService:
         return hmac.new(key, secret.encode(), hashlib.sha256).hexdigest()
 
     async def create_api_key(
-        self, name: str, scopes: list[str], *, actor: uuid.UUID
+        self, name: str, scopes: list[str], *, actor: uuid.UUID, service: bool = False
     ) -> tuple[ApiKey, str]:
+        """A key with ``scopes``; ``service`` makes it a platform service's key (split
+        mode), whose tokens act as the service ``name``."""
+        if service and scopes != ["*"]:
+            raise ValidationFailed(
+                "A service key acts for a platform service: its scopes must be ['*']",
+                details=[{"field": "scopes", "message": "must be ['*'] for a service key"}],
+            )
         prefix = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         key = ApiKey(
@@ -607,6 +648,7 @@ class AuthService:
             prefix=prefix,
             key_hash=self._key_hash(secret),
             scopes=sorted(set(scopes)),
+            service=service,
             created_by=actor,
         )
         self.session.add(key)
@@ -615,7 +657,7 @@ class AuthService:
             "api_key.created",
             actor=str(actor),
             subject_id=str(key.id),
-            details={"name": name, "scopes": key.scopes},
+            details={"name": name, "scopes": key.scopes, "service": service},
         )
         return key, f"um_{prefix}_{secret}"
 
@@ -635,7 +677,10 @@ class AuthService:
             await self.audit("api_key.revoked", actor=str(actor), subject_id=str(key.id))
 
     async def exchange_api_key(self, raw: str) -> tuple[str, int]:
-        """Client credentials: a valid API key buys a short-lived token with its scopes."""
+        """Client credentials: a valid API key buys a short-lived token with its scopes.
+
+        Only a service key's token is a service token; any other key's token says
+        ``typ: api_key`` and grants its scopes, never a service's identity."""
         invalid = Unauthenticated("Invalid API key", code="INVALID_API_KEY")
         parts = raw.split("_", 2)
         if len(parts) != 3 or parts[0] != "um":
@@ -646,12 +691,16 @@ class AuthService:
         if not hmac.compare_digest(key.key_hash, self._key_hash(parts[2])):
             raise invalid
         key.last_used_at = self.now()
-        token = self.tokens.service_token(
-            subject=f"apikey:{key.id}",
-            service=key.name,
-            scopes=key.scopes,
-            now=int(self.now().timestamp()),
-        )
+        now = int(self.now().timestamp())
+        subject = f"apikey:{key.id}"
+        if key.service:
+            token = self.tokens.service_token(
+                subject=subject, service=key.name, scopes=key.scopes, now=now
+            )
+        else:
+            token = self.tokens.api_key_token(
+                subject=subject, name=key.name, scopes=key.scopes, now=now
+            )
         return token, self.settings.auth.service_token_ttl_seconds
 
     # -- audit ------------------------------------------------------------------------------

@@ -7,7 +7,18 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Date, Select, bindparam, cast, delete, func, or_, select, update
+from sqlalchemy import (
+    Date,
+    Select,
+    bindparam,
+    case,
+    cast,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ultramarket.core.db import insert_for, utcnow
@@ -177,7 +188,11 @@ class UserService:
         registered_at: datetime,
     ) -> None:
         """Create the profile and default preferences, or bring a lazily created
-        profile up to date. Safe to run any number of times."""
+        profile up to date. Safe to run any number of times, and late: the event may
+        be retried after a role change or a verification was mirrored, so on conflict
+        it sets only what registration owns (email, names not set by the user) and
+        never moves the rest backwards (role stays, verified only turns on, created_at
+        only moves earlier)."""
         mirror = {"email": email, "role": role, "verified": verified}
         names = {"first_name": first_name, "last_name": last_name}
         stmt = insert_for(self.session, Profile).values(
@@ -188,22 +203,26 @@ class UserService:
             created_at=registered_at,
             updated_at=self.now(),
         )
-        excluded = stmt.excluded
+        excluded, current = stmt.excluded, Profile.__table__.c
         await self.session.execute(
             stmt.on_conflict_do_update(
                 index_elements=["id"],
                 set_={
                     "email": excluded.email,
-                    "role": excluded.role,
-                    "verified": excluded.verified,
-                    "created_at": excluded.created_at,
+                    # A lazily created profile took the role from a token issued after
+                    # registration, and role changes are mirrored by their own events.
+                    "verified": or_(current.verified, excluded.verified),
+                    "created_at": case(
+                        (excluded.created_at < current.created_at, excluded.created_at),
+                        else_=current.created_at,
+                    ),
                     "updated_at": excluded.updated_at,
                     # Names the user already set themselves win over auth's.
                     "first_name": func.coalesce(
-                        func.nullif(Profile.__table__.c.first_name, ""), excluded.first_name
+                        func.nullif(current.first_name, ""), excluded.first_name
                     ),
                     "last_name": func.coalesce(
-                        func.nullif(Profile.__table__.c.last_name, ""), excluded.last_name
+                        func.nullif(current.last_name, ""), excluded.last_name
                     ),
                 },
             )
