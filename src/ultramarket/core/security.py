@@ -132,12 +132,15 @@ class Principal:
     def at_least(self, role: Role) -> bool:
         return self.role is not None and ROLE_RANK[self.role] >= ROLE_RANK[role]
 
-    def is_staff(self) -> bool:
-        """MANAGER, ADMIN, or a service or API key holding ``*`` (what ADMIN holds).
+    @property
+    def holds_everything(self) -> bool:
+        """A service or API key holding ``*`` (what ADMIN holds): past every role check.
+        An API key scoped to a few permissions gets exactly its scopes."""
+        return self.kind != "user" and self.can("*")
 
-        An API key scoped to a few permissions is not staff: it gets exactly its scopes.
-        """
-        return self.at_least(Role.MANAGER) or (self.kind != "user" and self.can("*"))
+    def is_staff(self) -> bool:
+        """MANAGER, ADMIN, or a service or API key holding ``*``."""
+        return self.at_least(Role.MANAGER) or self.holds_everything
 
     def owns(self, user_id: uuid.UUID | str | None) -> bool:
         return self.kind == "user" and user_id is not None and str(user_id) == self.subject
@@ -343,7 +346,7 @@ def require(permission: str) -> Any:
 def require_role(role: Role) -> Any:
     async def dependency(request: Request) -> Principal:
         principal = await current_principal(request)
-        if not (principal.at_least(role) or (principal.kind != "user" and principal.can("*"))):
+        if not (principal.at_least(role) or principal.holds_everything):
             raise Forbidden(f"Requires {role.value} or higher")
         return principal
 

@@ -165,10 +165,7 @@ WITH pick AS ({_PICK[by]}{"" if single else _VERDICT}
            $11, $3, $3, 0
       FROM new_alerts a JOIN upd u ON u.id = a.item_id JOIN others o ON o.id = u.id
 )
-SELECT u.id, u.variant_id, u.sku, u.warehouse_id, u.on_hand, u.reserved,
-       u.low_stock_threshold, u.quantity, o.available AS others_available
-  FROM upd u JOIN others o ON o.id = u.id
- ORDER BY u.id
+SELECT u.id, u.variant_id, u.quantity FROM upd u ORDER BY u.id
 """  # noqa: S608
 
 

@@ -302,7 +302,7 @@ class InventoryService:
         threshold = row.low_stock_threshold
         low, was_low = available <= threshold, previous_available <= previous_threshold
         out, was_out = available <= 0, previous_available <= 0
-        opened = await self._open_alerts(row, low=low, out=out) if low else set()
+        opened = await self._open_alerts(row, out=out) if low else set()
         pending: list[events.StockEvent] = []
         shape: dict[str, Any] | None = None
         if self.publisher is not None:
@@ -339,12 +339,10 @@ class InventoryService:
             for event in pending:
                 await self.publisher.publish(self.session, event)
 
-    async def _open_alerts(self, row: Any, *, low: bool, out: bool) -> set[str]:
-        """Make sure the item's ``low_stock`` (and, when ``out``, ``out_of_stock``) alert is
-        open, in one statement; the kinds it opened (none already open)."""
-        kinds = ["low_stock", "out_of_stock"] if out else ["low_stock"] if low else []
-        if not kinds:
-            return set()
+    async def _open_alerts(self, row: Any, *, out: bool) -> set[str]:
+        """Make sure the low item's ``low_stock`` (and, when ``out``, ``out_of_stock``)
+        alert is open, in one statement; the kinds it opened (none already open)."""
+        kinds = ["low_stock", "out_of_stock"] if out else ["low_stock"]
         now = self.clock()
         opened = await self.session.scalars(
             insert_for(self.session, ALERT)
@@ -1098,8 +1096,11 @@ class InventoryService:
         )
         return list(rows)
 
-    async def get_warehouse(self, warehouse_id: uuid.UUID) -> Warehouse:
-        warehouse = await self.session.get(Warehouse, warehouse_id)
+    async def get_warehouse(self, warehouse_id: uuid.UUID, *, lock: bool = False) -> Warehouse:
+        """The warehouse; with ``lock``, its row locked for this transaction and read fresh."""
+        warehouse = await self.session.get(
+            Warehouse, warehouse_id, with_for_update=lock, populate_existing=lock
+        )
         if warehouse is None:
             raise WarehouseNotFound()
         return warehouse
@@ -1136,11 +1137,7 @@ class InventoryService:
     async def delete_warehouse(self, warehouse_id: uuid.UUID) -> None:
         # Locked first: an item being created in it (FOR KEY SHARE) commits before the
         # check below, which then finds it; one created after finds the warehouse gone.
-        warehouse = await self.session.scalar(
-            select(Warehouse).where(Warehouse.id == warehouse_id).with_for_update()
-        )
-        if warehouse is None:
-            raise WarehouseNotFound()
+        warehouse = await self.get_warehouse(warehouse_id, lock=True)
         if warehouse.is_default:
             raise Conflict("The default warehouse cannot be deleted", code="DEFAULT_WAREHOUSE")
         used = await self.session.scalar(
