@@ -143,6 +143,12 @@ async def test_a_batch_of_stock_and_order_events_keeps_the_product_mirror(
     assert sum(1 for s in seen if PRODUCT_FOLLOW.search(s)) == 1  # the flip
 
 
+def now_for(levels: dict[uuid.UUID, int]) -> dict[uuid.UUID, Any]:
+    """Each variant's figure as of an event that occurred now."""
+    at = utcnow()
+    return dict.fromkeys(levels, at)
+
+
 async def test_the_stock_mirror_tells_counts_from_flips_across_variants(
     client: httpx.AsyncClient, container: Container, make_user: Any, drain: Any
 ) -> None:
@@ -152,7 +158,7 @@ async def test_the_stock_mirror_tells_counts_from_flips_across_variants(
 
     async def record(variant_id: uuid.UUID, available: int) -> tuple[StockChange, bool]:
         async with container.db("product").session() as session:
-            change = await ProductService(session).record_stock(variant_id, available)
+            change = await ProductService(session).record_stock(variant_id, available, utcnow())
             product = await session.get_one(Product, product_id)
             return change, product.in_stock
 
@@ -196,12 +202,16 @@ async def test_racing_stock_batches_leave_each_product_as_its_variants_say(
 
     async def record(levels: dict[uuid.UUID, int]) -> bool:
         async with database.session() as session:
-            return await ProductService(session).record_stock_levels(levels)
+            return await ProductService(session).record_stock_levels(levels, now_for(levels))
 
     assert await record({a: 5}) is True  # P comes in stock
 
     async with database.session() as first:
-        assert await ProductService(first).record_stock_levels({a: 0, c: 1}) is True
+        first_levels = {a: 0, c: 1}
+        assert (
+            await ProductService(first).record_stock_levels(first_levels, now_for(first_levels))
+            is True
+        )
         second = asyncio.create_task(record({b: 3, c: 7}))
         await asyncio.sleep(0.3)
         assert not second.done()  # waiting for the first batch's locks

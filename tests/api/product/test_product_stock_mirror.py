@@ -21,7 +21,7 @@ async def test_record_stock_tells_a_count_from_a_flip(client, container, make_us
 
     async def record(available: int) -> StockChange:
         async with container.db("product").session() as session:
-            return await ProductService(session).record_stock(variant_id, available)
+            return await ProductService(session).record_stock(variant_id, available, utcnow())
 
     assert await record(5) is StockChange.FLIPPED  # 0 -> 5: now in stock
     assert await record(5) is StockChange.NONE  # a replay changes nothing

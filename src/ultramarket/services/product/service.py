@@ -58,27 +58,16 @@ def _uuid(key: str) -> uuid.UUID | None:
 _VARIANT = ProductVariant.__table__
 _PRODUCT = Product.__table__
 # The stock mirror's statements for one variant (``record_stock``; a batch goes one
-# variant at a time except on PostgreSQL), built once: a variant's figure, returning its
-# product's in_stock...
-_MIRROR_STOCK = (
-    update(_VARIANT)
-    .where(_VARIANT.c.id == bindparam("variant_id"), _VARIANT.c.available != bindparam("figure"))
-    .values(available=bindparam("figure"))
-    .returning(
-        _VARIANT.c.product_id,
-        # SQLite renders RETURNING unqualified ("WHERE id = product_id"): correct only
-        # because product has no product_id column of its own.
-        select(_PRODUCT.c.in_stock).where(_PRODUCT.c.id == _VARIANT.c.product_id).scalar_subquery(),
-    )
-)
-# The same from a stock event that occurred at ``at``: applied only when it is newer than
-# the event the variant's figure came from (a retried or late older event changes
-# nothing). A newer event with the same figure still moves ``stock_event_at`` on (else an
-# older event between the two would be taken as newer), so ``updated_at`` (set only when
-# the figure moves) tells a moved figure from a newer time alone.
+# variant at a time except on PostgreSQL), built once: a variant's figure from a stock
+# event that occurred at ``at``, applied only when it is newer than the event the
+# figure came from (a retried or late older event changes nothing), returning its
+# product's in_stock... A newer event with the same figure still moves
+# ``stock_event_at`` on (else an older event between the two would be taken as newer),
+# so ``updated_at`` (set only when the figure moves) tells a moved figure from a newer
+# time alone.
 _AT = bindparam("at", type_=UTCDateTime())
 _NOW = bindparam("now", type_=UTCDateTime())
-_MIRROR_STOCK_AT = (
+_MIRROR_STOCK = (
     update(_VARIANT)
     .where(
         _VARIANT.c.id == bindparam("variant_id"),
@@ -93,6 +82,8 @@ _MIRROR_STOCK_AT = (
     )
     .returning(
         _VARIANT.c.product_id,
+        # SQLite renders RETURNING unqualified ("WHERE id = product_id"): correct only
+        # because product has no product_id column of its own.
         select(_PRODUCT.c.in_stock).where(_PRODUCT.c.id == _VARIANT.c.product_id).scalar_subquery(),
         _VARIANT.c.updated_at,
     )
@@ -113,9 +104,9 @@ _FOLLOW_STOCK = (
 
 
 # A batch of stock events on PostgreSQL: ONE statement sets the variants whose event is
-# newer than the one their figure came from (an untimed figure: whose figure moved),
-# locked in id order: two batches never wait on each other crosswise, and returns their
-# products and whether each figure moved; only our own table names are interpolated.
+# newer than the one their figure came from, locked in id order (two batches never wait
+# on each other crosswise), and returns their products and whether each figure moved;
+# only our own table names are interpolated.
 # The products of moved figures are then locked (id order) and followed in a second
 # statement: its snapshot, taken under the locks, sees every variant a concurrent batch
 # committed. (The first statement's own snapshot may predate a batch it waited for,
@@ -129,12 +120,11 @@ WITH levels AS (
 ), moved AS MATERIALIZED (
     SELECT v.id, l.figure, l.at, v.available <> l.figure AS changed
       FROM {_VARIANT.fullname} v JOIN levels l ON l.id = v.id
-     WHERE CASE WHEN l.at IS NULL THEN v.available <> l.figure
-                ELSE v.stock_event_at IS NULL OR v.stock_event_at < l.at END
+     WHERE v.stock_event_at IS NULL OR v.stock_event_at < l.at
      ORDER BY v.id FOR UPDATE OF v
 )
 UPDATE {_VARIANT.fullname} v
-   SET available = m.figure, stock_event_at = coalesce(m.at, v.stock_event_at),
+   SET available = m.figure, stock_event_at = m.at,
        updated_at = CASE WHEN m.changed THEN :now ELSE v.updated_at END
   FROM moved m WHERE v.id = m.id
 RETURNING v.product_id, m.changed
@@ -603,37 +593,26 @@ class ProductService:
         return product
 
     async def record_stock(
-        self, variant_id: uuid.UUID, available: int, occurred_at: datetime | None = None
+        self, variant_id: uuid.UUID, available: int, occurred_at: datetime
     ) -> StockChange:
         """Mirror inventory's per-variant availability (absolute, so replays are harmless).
 
-        ``occurred_at``: when the stock event occurred; an event older than the one the
-        figure came from is ignored (delivery is at-least-once and not in order across
-        batches). Without it the figure is taken as it comes.
+        ``occurred_at``: when the stock event occurred; an event no newer than the one
+        the figure came from is ignored (delivery is at-least-once and not in order
+        across batches).
 
         Says whether the figure changed and whether the product's ``in_stock`` flipped
         (only a flip changes which products a listing shows). The variant's UPDATE also
         returns the product's ``in_stock``: when it already agrees with this variant's
         figure (in stock, or out and staying out) that one statement is all."""
-        figure = max(0, available)
-        if occurred_at is None:
-            row = (
-                await self.session.execute(
-                    _MIRROR_STOCK, {"variant_id": variant_id, "figure": figure}
-                )
-            ).first()
-            if row is None:
-                return StockChange.NONE
-            product_id, shown_in_stock = row
-        else:
-            now = utcnow()
-            params = {"variant_id": variant_id, "figure": figure, "at": occurred_at, "now": now}
-            row = (await self.session.execute(_MIRROR_STOCK_AT, params)).first()
-            if row is None:  # an event no newer than the figure's
-                return StockChange.NONE
-            product_id, shown_in_stock, updated_at = row
-            if updated_at != now:  # a newer event, the same figure
-                return StockChange.NONE
+        figure, now = max(0, available), utcnow()
+        params = {"variant_id": variant_id, "figure": figure, "at": occurred_at, "now": now}
+        row = (await self.session.execute(_MIRROR_STOCK, params)).first()
+        if row is None:  # an event no newer than the figure's
+            return StockChange.NONE
+        product_id, shown_in_stock, updated_at = row
+        if updated_at != now:  # a newer event, the same figure
+            return StockChange.NONE
         if shown_in_stock == (figure > 0):
             return StockChange.FIGURE
         # In stock now but shown out, or out now and maybe the last: ask every variant.
@@ -643,23 +622,22 @@ class ProductService:
     async def record_stock_levels(
         self,
         levels: Mapping[uuid.UUID, int],
-        occurred_at: Mapping[uuid.UUID, datetime] | None = None,
+        times: Mapping[uuid.UUID, datetime],
     ) -> bool:
-        """Mirror a batch of variants' availability (absolute figures; ``occurred_at``:
+        """Mirror a batch of variants' availability (absolute figures; ``times``:
         when each variant's event occurred, as ``record_stock`` takes it); says whether
         any product's ``in_stock`` flipped. On PostgreSQL in three statements however
         many variants moved (a batch of spread-out reservations touches as many variants
         as events): the figures, then their products locked and followed."""
-        times = occurred_at or {}
         if self.session.get_bind().dialect.name != "postgresql":
-            changes = [await self.record_stock(v, levels[v], times.get(v)) for v in sorted(levels)]
+            changes = [await self.record_stock(v, levels[v], times[v]) for v in sorted(levels)]
             return StockChange.FLIPPED in changes
         ids = sorted(levels)
         now = utcnow()
         params = {
             "variant_ids": ids,
             "figures": [max(0, levels[v]) for v in ids],
-            "times": [times.get(v) for v in ids],
+            "times": [times[v] for v in ids],
             "now": now,
         }
         moved = await self.session.execute(_MIRROR_STOCK_LEVELS, params)
