@@ -53,6 +53,7 @@ from ultramarket.services.inventory.schemas import (
 )
 
 DEADLOCK_DETECTED = "40P01"  # PostgreSQL's SQLSTATE
+DEADLOCK_TRIES = 5  # of a general-path reservation racing one-statement copies of it
 log = logging.getLogger("ultramarket.inventory")
 
 ITEM = StockItem.__table__
@@ -752,13 +753,15 @@ class InventoryService:
         # the item before the key where this path claims the key first, can deadlock.
         # Whichever side PostgreSQL picks gives way: that statement falls back to this
         # path; this path rolls back to its savepoint (letting the other finish) and
-        # tries once more, then finds the key taken and replays it.
-        for attempt in (1, 2):
+        # tries again, then finds the key taken and replays it. Several tries: with many
+        # copies of the call in flight, the next try can meet another one-statement copy.
+        for attempt in range(1, DEADLOCK_TRIES + 1):
             try:
                 async with self.session.begin_nested():
                     return await self._reserve_once(key, ttl_seconds, wanted, by_item=by_item)
             except DBAPIError as error:
-                if attempt == 2 or getattr(error.orig, "sqlstate", None) != DEADLOCK_DETECTED:
+                deadlock = getattr(error.orig, "sqlstate", None) == DEADLOCK_DETECTED
+                if attempt == DEADLOCK_TRIES or not deadlock:
                     raise
         raise AssertionError("unreachable")
 
