@@ -330,14 +330,21 @@ CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal)]
 
 
+async def authorised(request: Request, permission: str) -> Principal:
+    """The request's principal if it holds ``permission``; 401 without one, else 403.
+    For a service's own dependency (``Depends`` on a function that calls this), which
+    saves FastAPI a level of its dependency tree on every request."""
+    principal = await current_principal(request)
+    if not principal.can(permission):
+        raise Forbidden(f"Missing permission {permission}")
+    return principal
+
+
 def require(permission: str) -> Any:
     """A dependency that yields the principal if it holds ``permission``, else 403."""
 
     async def dependency(request: Request) -> Principal:
-        principal = await current_principal(request)
-        if not principal.can(permission):
-            raise Forbidden(f"Missing permission {permission}")
-        return principal
+        return await authorised(request, permission)
 
     dependency.__name__ = f"require_{permission.replace(':', '_').replace('*', 'all')}"
     return Depends(dependency)

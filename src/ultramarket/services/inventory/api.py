@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ultramarket.core.deps import container_of, read_session
 from ultramarket.core.schemas import Envelope, Page, PageParams, page_params
-from ultramarket.core.security import Principal, require
+from ultramarket.core.security import Principal, authorised, require
 from ultramarket.core.service import ServiceRouter
 from ultramarket.services.inventory import schemas as s
 from ultramarket.services.inventory.service import InventoryService, ItemQuery
@@ -25,13 +25,14 @@ from ultramarket.services.inventory.service import InventoryService, ItemQuery
 router = ServiceRouter(prefix="/api/v1/inventory", tags=["inventory"])
 
 ReadSession = Annotated[AsyncSession, read_session("inventory")]
-Writer = Annotated[Principal, require("inventory:write")]
 Reader = Annotated[Principal, require("inventory:read")]
 Paging = Annotated[PageParams, Depends(page_params)]
 
 
-async def inventory_service(request: Request, principal: Writer) -> AsyncIterator[InventoryService]:
-    """The service on a unit of work that commits before the response is sent."""
+async def inventory_service(request: Request) -> AsyncIterator[InventoryService]:
+    """The service on a unit of work that commits before the response is sent, for a
+    principal holding inventory:write."""
+    principal = await authorised(request, "inventory:write")
     container = container_of(request)
     database = container.db("inventory")
     async with database.session() as session:
@@ -88,6 +89,72 @@ RESTOCK_ERRORS = {
 
 def item_read(row: object) -> s.ItemRead:
     return s.ItemRead.model_validate(row)
+
+
+# -- multi-line reservations (orders), first: routes match in order, and checkouts call these -----
+
+
+@router.post(
+    "/reservations",
+    status_code=201,
+    response_model=Envelope[s.ReservationRead],
+    responses=RESERVE_ERRORS,
+)
+async def create_reservation(
+    body: s.ReservationCreate, inventory: Inventory, response: Response
+) -> Envelope[s.ReservationRead]:
+    """All or nothing: any short line is a 409 INSUFFICIENT_STOCK naming every short line,
+    and nothing is reserved. The same key with the same lines returns the first one (200)."""
+    reservation, created = await inventory.reserve_lines(
+        body.key, body.ttl_seconds, [(line.variant_id, line.quantity) for line in body.lines]
+    )
+    if not created:
+        response.status_code = 200
+    return Envelope(data=reservation)
+
+
+@router.get(
+    "/reservations/{key}",
+    response_model=Envelope[s.ReservationRead],
+    responses={**ERRORS, 404: {"description": "RESERVATION_NOT_FOUND"}},
+)
+async def get_reservation(key: str, inventory: InventoryReader) -> Envelope[s.ReservationRead]:
+    return Envelope(data=await inventory.get_reservation(key))
+
+
+@router.post(
+    "/reservations/{key}/commit",
+    response_model=Envelope[s.ReservationRead],
+    responses=CLOSE_ERRORS,
+)
+async def commit_reservation(key: str, inventory: Inventory) -> Envelope[s.ReservationRead]:
+    """The sale: on_hand and reserved both drop. Only once: a second commit is a 409."""
+    return Envelope(data=await inventory.commit(key))
+
+
+@router.post(
+    "/reservations/{key}/release",
+    response_model=Envelope[s.ReservationRead],
+    responses=CLOSE_ERRORS,
+)
+async def release_reservation(key: str, inventory: Inventory) -> Envelope[s.ReservationRead]:
+    return Envelope(data=await inventory.release(key))
+
+
+@router.post(
+    "/reservations/{key}/restock",
+    response_model=Envelope[s.ReservationRead],
+    responses=RESTOCK_ERRORS,
+)
+async def restock_reservation(
+    key: str, body: s.Restock, inventory: Inventory
+) -> Envelope[s.ReservationRead]:
+    """Give sold units back to stock (an order cancelled or refunded before shipping): the
+    given lines, or every unit not yet returned when `lines` is null. Never more than was
+    sold per line (`returned`); nothing changes when any line asks too much. The same
+    `reference` with the same lines restocks once and returns the reservation again."""
+    lines = None if body.lines is None else [(ln.variant_id, ln.quantity) for ln in body.lines]
+    return Envelope(data=await inventory.restock(key, body.reference, lines))
 
 
 # -- public ---------------------------------------------------------------------------------------
@@ -193,72 +260,6 @@ async def update_warehouse(
 async def delete_warehouse(warehouse_id: uuid.UUID, inventory: Inventory) -> Response:
     await inventory.delete_warehouse(warehouse_id)
     return Response(status_code=204)
-
-
-# -- multi-line reservations (orders) -------------------------------------------------------------
-
-
-@router.post(
-    "/reservations",
-    status_code=201,
-    response_model=Envelope[s.ReservationRead],
-    responses=RESERVE_ERRORS,
-)
-async def create_reservation(
-    body: s.ReservationCreate, inventory: Inventory, response: Response
-) -> Envelope[s.ReservationRead]:
-    """All or nothing: any short line is a 409 INSUFFICIENT_STOCK naming every short line,
-    and nothing is reserved. The same key with the same lines returns the first one (200)."""
-    reservation, created = await inventory.reserve_lines(
-        body.key, body.ttl_seconds, [(line.variant_id, line.quantity) for line in body.lines]
-    )
-    if not created:
-        response.status_code = 200
-    return Envelope(data=reservation)
-
-
-@router.get(
-    "/reservations/{key}",
-    response_model=Envelope[s.ReservationRead],
-    responses={**ERRORS, 404: {"description": "RESERVATION_NOT_FOUND"}},
-)
-async def get_reservation(key: str, inventory: InventoryReader) -> Envelope[s.ReservationRead]:
-    return Envelope(data=await inventory.get_reservation(key))
-
-
-@router.post(
-    "/reservations/{key}/commit",
-    response_model=Envelope[s.ReservationRead],
-    responses=CLOSE_ERRORS,
-)
-async def commit_reservation(key: str, inventory: Inventory) -> Envelope[s.ReservationRead]:
-    """The sale: on_hand and reserved both drop. Only once: a second commit is a 409."""
-    return Envelope(data=await inventory.commit(key))
-
-
-@router.post(
-    "/reservations/{key}/release",
-    response_model=Envelope[s.ReservationRead],
-    responses=CLOSE_ERRORS,
-)
-async def release_reservation(key: str, inventory: Inventory) -> Envelope[s.ReservationRead]:
-    return Envelope(data=await inventory.release(key))
-
-
-@router.post(
-    "/reservations/{key}/restock",
-    response_model=Envelope[s.ReservationRead],
-    responses=RESTOCK_ERRORS,
-)
-async def restock_reservation(
-    key: str, body: s.Restock, inventory: Inventory
-) -> Envelope[s.ReservationRead]:
-    """Give sold units back to stock (an order cancelled or refunded before shipping): the
-    given lines, or every unit not yet returned when `lines` is null. Never more than was
-    sold per line (`returned`); nothing changes when any line asks too much. The same
-    `reference` with the same lines restocks once and returns the reservation again."""
-    lines = None if body.lines is None else [(ln.variant_id, ln.quantity) for ln in body.lines]
-    return Envelope(data=await inventory.restock(key, body.reference, lines))
 
 
 # -- items ----------------------------------------------------------------------------------------

@@ -19,7 +19,14 @@ from ultramarket.core.deps import ClientIP, ContainerDep, container_of, read_ses
 from ultramarket.core.errors import Forbidden
 from ultramarket.core.money import CurrencyCode
 from ultramarket.core.schemas import Envelope, Page, PageParams, page_params
-from ultramarket.core.security import CurrentPrincipal, Principal, Role, require, require_role
+from ultramarket.core.security import (
+    CurrentPrincipal,
+    Principal,
+    Role,
+    current_principal,
+    require,
+    require_role,
+)
 from ultramarket.core.service import ServiceRouter
 from ultramarket.services.payment import schemas as s
 from ultramarket.services.payment.providers import providers_of
@@ -44,10 +51,9 @@ def _actor(principal: Principal) -> str:
     return principal.service or principal.subject
 
 
-async def payment_service(
-    request: Request, principal: CurrentPrincipal
-) -> AsyncIterator[PaymentService]:
+async def payment_service(request: Request) -> AsyncIterator[PaymentService]:
     """The service on a unit of work that commits before the response is sent."""
+    principal = await current_principal(request)
     container = container_of(request)
     async with container.db("payment").session() as session:
         yield PaymentService(

@@ -210,42 +210,7 @@ def _replace(filters: repo.ProductFilters, **changes: Any) -> repo.ProductFilter
 # -- products: reads ---------------------------------------------------------------------
 
 
-@products.get("", response_model=Page[s.ProductRead], responses=ERRORS)
-async def list_products(
-    container: ContainerDep, listing: Listing, paging: Paging, locale: LocaleDep
-) -> Response:
-    """Active products; filters as documented, sort `price`, `-price`, `-created_at`
-    (default), `-rating`, `-popularity`, `name`."""
-    return await _listing(container, listing, paging, locale)
-
-
-@products.get("/featured", response_model=Page[s.ProductRead], responses=ERRORS)
-async def featured_products(
-    container: ContainerDep, listing: Listing, paging: Paging, locale: LocaleDep
-) -> Response:
-    listing.filters = _replace(listing.filters, featured=True)
-    return await _listing(container, listing, paging, locale, scope="featured")
-
-
-@products.get("/best-sellers", response_model=Page[s.ProductRead], responses=ERRORS)
-async def best_sellers(
-    container: ContainerDep, listing: Listing, paging: Paging, locale: LocaleDep
-) -> Response:
-    """By units sold (``sales_count``, fed by confirmed order lines)."""
-    return await _listing(
-        container, listing, paging, locale, sort="-popularity", scope="best-sellers"
-    )
-
-
-@products.get("/new-arrivals", response_model=Page[s.ProductRead], responses=ERRORS)
-async def new_arrivals(
-    container: ContainerDep, listing: Listing, paging: Paging, locale: LocaleDep
-) -> Response:
-    return await _listing(
-        container, listing, paging, locale, sort="-created_at", scope="new-arrivals"
-    )
-
-
+# The carts' and orders' lookup first: routes match in order, and every checkout calls it.
 @products.post(
     "/variants/lookup",
     response_model=Envelope[list[s.VariantInfo]],
@@ -307,6 +272,42 @@ def _is_uuid(key: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+@products.get("", response_model=Page[s.ProductRead], responses=ERRORS)
+async def list_products(
+    container: ContainerDep, listing: Listing, paging: Paging, locale: LocaleDep
+) -> Response:
+    """Active products; filters as documented, sort `price`, `-price`, `-created_at`
+    (default), `-rating`, `-popularity`, `name`."""
+    return await _listing(container, listing, paging, locale)
+
+
+@products.get("/featured", response_model=Page[s.ProductRead], responses=ERRORS)
+async def featured_products(
+    container: ContainerDep, listing: Listing, paging: Paging, locale: LocaleDep
+) -> Response:
+    listing.filters = _replace(listing.filters, featured=True)
+    return await _listing(container, listing, paging, locale, scope="featured")
+
+
+@products.get("/best-sellers", response_model=Page[s.ProductRead], responses=ERRORS)
+async def best_sellers(
+    container: ContainerDep, listing: Listing, paging: Paging, locale: LocaleDep
+) -> Response:
+    """By units sold (``sales_count``, fed by confirmed order lines)."""
+    return await _listing(
+        container, listing, paging, locale, sort="-popularity", scope="best-sellers"
+    )
+
+
+@products.get("/new-arrivals", response_model=Page[s.ProductRead], responses=ERRORS)
+async def new_arrivals(
+    container: ContainerDep, listing: Listing, paging: Paging, locale: LocaleDep
+) -> Response:
+    return await _listing(
+        container, listing, paging, locale, sort="-created_at", scope="new-arrivals"
+    )
 
 
 @products.get(
