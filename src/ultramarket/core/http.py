@@ -26,6 +26,7 @@ from ultramarket.core.container import Container
 from ultramarket.core.errors import PayloadTooLarge, RateLimited, error_body, install_error_handlers
 from ultramarket.core.logging import configure_logging, request_id_var
 from ultramarket.core.ports import ALL_SCHEMAS
+from ultramarket.core.ratelimit import client_key
 from ultramarket.core.responses import JSONResponse
 from ultramarket.core.service import ServiceSpec
 
@@ -151,7 +152,7 @@ class PlatformMiddleware:
             if client == IN_PROCESS_CLIENT:
                 return None  # another service of this process, already limited at its edge
             try:
-                await self.container().limiter.hit(limits.default_per_ip, "ip", ip)
+                await self.container().limiter.hit(limits.default_per_ip, "ip", client_key(ip))
             except RateLimited as exc:
                 return _envelope_app(
                     429,

@@ -6,6 +6,7 @@ every request while its limiter is away is down for everyone."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import time
@@ -31,6 +32,22 @@ def _storage_uri(url: str) -> str:
     if url.startswith(("redis://", "rediss://")):
         return "async+" + url
     return url
+
+
+def client_key(ip: str) -> str:
+    """What per-address limits count against: an IPv4 address as it is, an IPv6 one by
+    its /64 network - one subscriber's prefix, from which a client can pick a new address
+    for every request - and an IPv4-mapped IPv6 address as its IPv4 address. Anything
+    else (``unknown``, a test client's name) as it is."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return ip
 
 
 class RateLimiter:

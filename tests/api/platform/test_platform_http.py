@@ -415,6 +415,27 @@ async def test_default_per_ip_rate_limit(settings: Settings) -> None:
             assert (await http2.get("/openapi.json")).status_code == 200
 
 
+async def test_ipv6_clients_are_limited_by_their_64_network(settings: Settings) -> None:
+    """An IPv6 subscriber holds a whole /64 and can use a new address for each request:
+    the per-address limit counts the network, not the address."""
+    limited = settings.model_copy(update={"rate_limits": RateLimits(default_per_ip="3/hour")})
+    app = create_app(registry.load_all(), limited, run_relay=False)
+    network = f"2001:db8:{uuid.uuid4().int % 0xFFFF:x}:1"
+    async with app.router.lifespan_context(app):
+
+        def client_at(address: str) -> httpx.AsyncClient:
+            transport = httpx.ASGITransport(app=app, client=(address, 5000))
+            return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+        for host in range(1, 4):
+            async with client_at(f"{network}::{host:x}") as http:
+                assert (await http.get("/openapi.json")).status_code == 200
+        async with client_at(f"{network}::ffff:1234") as http:
+            assert_envelope(await http.get("/openapi.json"), 429, "RATE_LIMITED")
+        async with client_at(f"{network[:-1]}2::1") as http:  # the next /64
+            assert (await http.get("/openapi.json")).status_code == 200
+
+
 async def test_the_shop_serves_while_its_redis_is_down(settings: Settings) -> None:
     """Cache and rate limits on a Redis that does not answer: reads go to the database,
     limits let requests through, and /ready says what is down - not a 500 everywhere."""

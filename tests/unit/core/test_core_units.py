@@ -24,7 +24,7 @@ from ultramarket.core.errors import (
     ValidationFailed,
 )
 from ultramarket.core.logging import request_id_var
-from ultramarket.core.ratelimit import RateLimiter
+from ultramarket.core.ratelimit import RateLimiter, client_key
 from ultramarket.core.security import grants
 
 BACKENDS = [
@@ -123,6 +123,21 @@ async def test_rate_limiter_hit_raises_once_over(limiter: RateLimiter) -> None:
     # Another identifier has its own budget.
     await limiter.hit("3/hour", "ip", uuid.uuid4().hex)
     await limiter.ping()
+
+
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        ("198.51.100.7", "198.51.100.7"),
+        ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+        ("::ffff:198.51.100.7", "198.51.100.7"),
+        ("unknown", "unknown"),
+        ("testclient", "testclient"),
+    ],
+)
+def test_rate_limit_key_of_an_address(address: str, key: str) -> None:
+    assert client_key(address) == key
 
 
 async def test_rate_limiter_check_does_not_count(limiter: RateLimiter) -> None:

@@ -9,6 +9,7 @@ from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ultramarket.core.deps import ContainerDep, unit_of_work
+from ultramarket.core.ratelimit import client_key
 from ultramarket.core.responses import JSONResponse
 from ultramarket.core.schemas import Envelope, Page, PageParams, page_params
 from ultramarket.core.security import CurrentPrincipal, Principal, Role, permissions_for, require
@@ -52,7 +53,7 @@ Info = Annotated[RequestInfo, Depends(request_info)]
 
 
 async def rate_limit(container: ContainerDep, info: Info, rule: str, name: str) -> None:
-    await container.limiter.hit(rule, name, info.ip or "unknown")
+    await container.limiter.hit(rule, name, client_key(info.ip or "unknown"))
 
 
 def limited(attribute: str) -> object:
