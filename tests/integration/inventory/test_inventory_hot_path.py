@@ -7,6 +7,7 @@ reused key are all checked on both."""
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any, cast
 
 import pytest
@@ -15,7 +16,7 @@ from test_inventory_race import hot_item
 from tests.support import assert_error, ok
 
 from ultramarket.core.container import Container
-from ultramarket.core.db import Database
+from ultramarket.core.db import Database, utcnow
 from ultramarket.services.inventory import service as inventory_service
 from ultramarket.services.inventory.models import (
     Reservation,
@@ -331,3 +332,41 @@ async def test_a_crossing_reservation_writes_its_alert_and_events_with_itself(
         assert {at for t, p, at in mine if t == "inventory.low_stock.v1"} == {by_reservation[3]}
         assert {at for t, p, at in mine if t == "inventory.out_of_stock.v1"} == {by_reservation[5]}
     assert variant_id is not None
+
+
+async def test_a_reservation_that_waited_for_the_lock_has_the_newer_stock_event(
+    container: Container,
+) -> None:
+    """Two reservations of one item: the one that read the clock first but took the row
+    lock second (it waited behind the other) changed the stock last, so its event must be
+    the newer one - the product's stock mirror keeps the newest event's figure, and with
+    the times read before the wait it kept the other's, one unit too many, for good."""
+    db = container.db("inventory")  # (on SQLite the general path, stamped at its write)
+    item_id, _ = await stocked_item(container, on_hand=10, threshold=0)
+    read_before_waiting = utcnow()
+    later = read_before_waiting + timedelta(milliseconds=200)
+    for key, clock_reading in (("first-locked", later), ("waited", read_before_waiting)):
+        async with db.session() as session:
+            service = InventoryService(
+                session, container.publisher("inventory"), actor="test",
+                database=db, clock=lambda reading=clock_reading: reading,
+            )  # fmt: skip
+            _, created = await service.reserve_item(item_id, 1, key, 60)
+            assert created
+
+    table = container.publisher("inventory").tables.outbox
+    async with db.read_session() as session:
+        rows = (
+            await session.execute(
+                select(table.c.payload, table.c.occurred_at).where(
+                    table.c.event_type == "inventory.stock_changed.v1"
+                )
+            )
+        ).all()
+    by_reserved = {
+        p["reserved"]: at for p, at in rows
+        if p["item_id"] == str(item_id) and p.get("reason") == "reservation"
+    }  # fmt: skip
+    # Reserved 1 (the first to lock), then 2 (the one that waited): the second is newer.
+    assert set(by_reserved) == {1, 2}
+    assert by_reserved[2] > by_reserved[1]

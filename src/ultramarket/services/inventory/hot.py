@@ -109,7 +109,11 @@ WITH pick AS ({_PICK[by]}{"" if single else _VERDICT}
       FROM pick p{"" if single else ", verdict v"}
      WHERE {"" if single else "v.ok AND "}i.id = p.id AND i.on_hand - i.reserved >= p.quantity
  RETURNING i.id, i.variant_id, i.sku, i.warehouse_id, i.on_hand, i.reserved,
-           i.low_stock_threshold, p.n, p.quantity
+           i.low_stock_threshold, p.n, p.quantity,
+           -- The events' time, read with the row locked ($3 was read before any wait for
+           -- the lock): the stock mirror keeps the newest event's figure, and a
+           -- reservation that waited behind another must come out the newer.
+           clock_timestamp() AS at
 ), others AS (
     SELECT u.id, coalesce(sum(o.on_hand - o.reserved), 0)::bigint AS available
       FROM upd u LEFT JOIN {ITEM} o ON o.variant_id = u.variant_id AND o.id <> u.id
@@ -134,7 +138,7 @@ WITH pick AS ({_PICK[by]}{"" if single else _VERDICT}
                'reserved', u.reserved, 'available', u.on_hand - u.reserved,
                'variant_available', o.available + u.on_hand - u.reserved,
                'reason', 'reservation'),
-           $11, $3, $3, 0
+           $11, u.at, $3, 0
       FROM upd u JOIN others o ON o.id = u.id
 ), new_alerts AS (
     -- The item left low (at or under its threshold) or out (at 0): its open alert of the
@@ -162,7 +166,7 @@ WITH pick AS ({_PICK[by]}{"" if single else _VERDICT}
            || CASE a.kind WHEN 'low_stock'
                 THEN jsonb_build_object('threshold', u.low_stock_threshold)
                 ELSE '{{}}'::jsonb END,
-           $11, $3, $3, 0
+           $11, u.at, $3, 0
       FROM new_alerts a JOIN upd u ON u.id = a.item_id JOIN others o ON o.id = u.id
 )
 SELECT u.id, u.variant_id, u.quantity FROM upd u ORDER BY u.id
