@@ -488,3 +488,44 @@ async def test_cancelling_after_a_restocking_refund_returns_each_unit_once(
     await sweep(container, clock=lambda: utcnow() + timedelta(minutes=5))
     level = await stock(container, v["variant_id"])
     assert (level["on_hand"], level["reserved"], level["log_on_hand"]) == (10, 0, 10)
+
+
+async def test_a_refund_made_through_the_payments_route_shows_on_the_order(
+    client, container, drain, make_user
+):
+    """A manager refunds part of the payment through ``POST /payments/{id}/refund``: the
+    order shows it, and a later cancellation refunds only what is left."""
+    manager, user, _v, order = await _placed(client, container, drain, make_user)
+    assert order["total"] == "48.89"
+    ok(
+        await client.post(
+            f"{PAYMENTS}/{order['payment_id']}/refund",
+            json={"amount": "10.00", "reason": "goodwill"},
+            headers=manager.headers,
+        ),
+        201,
+    )
+    await drain()
+
+    shown = ok(await client.get(f"{API}/{order['id']}", headers=user.headers))
+    assert shown["status"] == shown["payment_status"] == "partially_refunded"
+    assert shown["refunded"] == "10.00"
+    assert [(r["amount"], r["reason"], r["status"]) for r in shown["refunds"]] == [
+        ("10.00", "goodwill", "succeeded")
+    ]
+    await drain()  # the order's own refund.v1 events are not counted back again
+    assert ok(await client.get(f"{API}/{order['id']}", headers=user.headers))["refunded"] == "10.00"
+
+    cancelled = ok(await client.post(f"{API}/{order['id']}/cancel", headers=user.headers))
+    assert (cancelled["status"], cancelled["payment_status"]) == ("cancelled", "refunded")
+    assert cancelled["refunded"] == "48.89"
+    assert [(r["amount"], r["status"]) for r in cancelled["refunds"]] == [
+        ("10.00", "succeeded"),
+        ("38.89", "succeeded"),
+    ]
+    await drain()
+    [payment] = await payments_of(client, manager, order["id"])
+    assert (payment["status"], payment["refunded_amount"]) == ("refunded", "48.89")
+    after = ok(await client.get(f"{API}/{order['id']}", headers=user.headers))
+    assert after["refunded"] == "48.89"
+    assert len(after["refunds"]) == 2

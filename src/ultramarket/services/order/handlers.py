@@ -1,10 +1,11 @@
 """The order service's reactions to other services' events.
 
-A refund made at the payment provider (its dashboard, a dispute) reaches us as
-``payment.refunded`` with ``external: true``: it is recorded on the order as a
-succeeded refund, with the same bounds as ours (never past what was paid), so the
-order's refunded total and status match the money. Refunds the order service made
-itself are already on the order and are not ``external``.
+A refund the order service did not make itself reaches us as ``payment.refunded``
+with ``external: true``: one made at the payment provider (its dashboard, a
+dispute), or by staff through ``POST /api/v1/payments/{id}/refund``. It is recorded
+on the order as a succeeded refund, with the same bounds as ours (never past what
+was paid), so the order's refunded total and status match the money. Refunds the
+order service made itself are already on the order and are not ``external``.
 """
 
 from __future__ import annotations
@@ -56,14 +57,14 @@ async def on_payment_refunded(ctx: HandlerContext) -> None:
         id=uuid.uuid4(),
         order_id=order.id,
         amount=amount,
-        reason="refunded at the payment provider",
+        reason=event.reason[:500],
         lines=[],
         status="succeeded",
         payment_refund_id=event.refund_id,
-        actor="payment-provider",
+        actor="service:payment",
     )
     ctx.session.add(refund)
-    await orders.refunded(order, refund, note_prefix="Refunded at the provider:")
+    await orders.refunded(order, refund, note_prefix="Refunded through the payment service:")
     currency = order.currency
 
     async def count() -> None:  # once committed: a batch that rolls back runs this again
