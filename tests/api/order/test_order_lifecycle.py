@@ -18,13 +18,14 @@ from order_helpers import (
     payments_of,
     stock,
 )
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from ultramarket.core.db import utcnow
 from ultramarket.core.errors import Unavailable
 from ultramarket.services.inventory.client import InventoryClient
 from ultramarket.services.order.models import OrderRefund
 from ultramarket.services.order.sweeper import sweep
+from ultramarket.services.payment.client import PaymentClient
 from ultramarket.services.payment.events import PaymentRefunded
 from ultramarket.services.product.models import Product
 
@@ -529,3 +530,46 @@ async def test_a_refund_made_through_the_payments_route_shows_on_the_order(
     after = ok(await client.get(f"{API}/{order['id']}", headers=user.headers))
     assert after["refunded"] == "48.89"
     assert len(after["refunds"]) == 2
+
+
+async def test_a_refund_made_elsewhere_while_a_claim_is_pending_is_recorded_once_it_ends(
+    client, container, drain, make_user, monkeypatch
+):
+    """A manager refunds the whole order; before the payment service answers it, the
+    whole payment is refunded through the payments route. That refund's event finds the
+    order's claim pending (the order's refunded total already holds it): it is retried,
+    not marked handled. The claim is then refused and given back, and the retry records
+    the refund: the order ends refunded, as the money did."""
+    manager, user, _v, order = await _placed(client, container, drain, make_user)
+    real = PaymentClient.refund
+    payment_url = f"{PAYMENTS}/{order['payment_id']}/refund"
+
+    async def raced(self, *args, **kwargs):
+        ok(await client.post(payment_url, json={}, headers=manager.headers), 201)
+        await drain()  # the event meets the pending claim
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(PaymentClient, "refund", raced)
+    refused = await client.post(f"{API}/{order['id']}/refund", json={}, headers=manager.headers)
+    assert_error(refused, 409, "ILLEGAL_PAYMENT_STATE")  # nothing left to refund
+    monkeypatch.setattr(PaymentClient, "refund", real)
+    shown = ok(await client.get(f"{API}/{order['id']}", headers=user.headers))
+    assert (shown["refunded"], shown["status"]) == ("0.00", "confirmed")  # not yet
+
+    outbox = container.publisher("payment").tables.outbox
+    async with container.db("payment").session() as session:  # the retry's backoff is over
+        waiting = await session.execute(
+            update(outbox)
+            .where(outbox.c.event_type == PaymentRefunded.type, outbox.c.published_at.is_(None))
+            .values(available_at=utcnow() - timedelta(seconds=1))
+        )
+        assert waiting.rowcount == 1
+    await drain()
+
+    shown = ok(await client.get(f"{API}/{order['id']}", headers=user.headers))
+    assert (shown["status"], shown["payment_status"]) == ("refunded", "refunded")
+    assert shown["refunded"] == shown["total"]
+    assert sorted((r["amount"], r["status"]) for r in shown["refunds"]) == [
+        (order["total"], "failed"),
+        (order["total"], "succeeded"),
+    ]

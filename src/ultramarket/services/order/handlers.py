@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from ultramarket.core.db import after_commit
 from ultramarket.core.events import HandlerContext, Subscription, subscription
+from ultramarket.services.order.errors import RefundClaimPending
 from ultramarket.services.order.metrics import REFUNDED
 from ultramarket.services.order.models import Order, OrderRefund
 from ultramarket.services.order.service import ORDER, OrderService
@@ -41,9 +42,27 @@ async def on_payment_refunded(ctx: HandlerContext) -> None:
     )
     if seen is not None:
         return
-    amount = min(event.refund_amount, order.paid_amount - order.refunded_amount)
+    room = order.paid_amount - order.refunded_amount
+    # ``refunded_amount`` holds our pending claims too. The payment service never refunds
+    # past what was paid, so a claim this refund leaves no room for is going to be refused
+    # and given back: what the money allows is measured without them...
+    pending = int(
+        await ctx.session.scalar(
+            select(func.coalesce(func.sum(OrderRefund.amount), 0)).where(
+                OrderRefund.order_id == order.id, OrderRefund.status == "pending"
+            )
+        )
+        or 0
+    )
+    amount = min(event.refund_amount, room + pending)
     if amount <= 0:
         return
+    if amount > room:
+        # ...but recorded only once the claim has ended: the event is retried (with
+        # backoff, dead-lettered at the last attempt), never marked handled and dropped.
+        raise RefundClaimPending(
+            details=[{"order_id": str(order.id), "refund_id": str(event.refund_id)}]
+        )
     claimed = await ctx.session.scalar(
         update(ORDER)
         .where(ORDER.c.id == order.id, ORDER.c.refunded_amount + amount <= ORDER.c.paid_amount)
