@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from order_helpers import (
@@ -573,3 +573,62 @@ async def test_a_refund_made_elsewhere_while_a_claim_is_pending_is_recorded_once
         (order["total"], "failed"),
         (order["total"], "succeeded"),
     ]
+
+
+async def test_moments_without_an_offset_are_utc_and_a_date_alone_is_accepted(
+    client, container, drain, make_user
+):
+    manager, user, _v, order = await _placed(client, container, drain, make_user)
+    url = f"{API}/{order['id']}"
+
+    def moment(text: str) -> datetime:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+    tracked = ok(
+        await client.put(
+            f"{url}/tracking", json={"estimated_delivery": "2026-12-01"}, headers=manager.headers
+        )
+    )
+    assert moment(tracked["estimated_delivery"]) == datetime(2026, 12, 1, tzinfo=UTC)
+    shipped = ok(
+        await client.put(
+            f"{url}/status",
+            json={"status": "shipped", "estimated_delivery": "2026-12-03T10:00:00"},
+            headers=manager.headers,
+        )
+    )
+    assert moment(shipped["estimated_delivery"]) == datetime(2026, 12, 3, 10, tzinfo=UTC)
+    offset = {"estimated_delivery": "2026-12-03T10:00:00+02:00"}
+    tracked = ok(await client.put(f"{url}/tracking", json=offset, headers=manager.headers))
+    assert moment(tracked["estimated_delivery"]) == datetime(2026, 12, 3, 8, tzinfo=UTC)
+    assert_error(
+        await client.put(
+            f"{url}/tracking", json={"estimated_delivery": "soon"}, headers=manager.headers
+        ),
+        422,
+        "VALIDATION_ERROR",
+    )
+
+    created = moment(order["created_at"])
+    before = (created - timedelta(hours=1)).replace(tzinfo=None).isoformat()
+    after = (created + timedelta(hours=1)).replace(tzinfo=None).isoformat()
+    for who in (user, manager):
+        found = ok(await client.get(API, params={"from": before, "to": after}, headers=who.headers))
+        assert [o["id"] for o in found] == [order["id"]]
+        assert ok(await client.get(API, params={"from": after}, headers=who.headers)) == []
+        assert ok(await client.get(API, params={"to": "2000-01-01"}, headers=who.headers)) == []
+    stats = ok(
+        await client.get(
+            f"{API}/stats", params={"from": before, "to": after}, headers=manager.headers
+        )
+    )
+    assert stats["total_orders"] == 1
+    none = ok(
+        await client.get(f"{API}/stats", params={"to": "2000-01-01"}, headers=manager.headers)
+    )
+    assert none["total_orders"] == 0
+    assert_error(
+        await client.get(API, params={"from": "yesterday"}, headers=manager.headers),
+        422,
+        "VALIDATION_ERROR",
+    )

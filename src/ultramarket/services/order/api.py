@@ -8,7 +8,6 @@ all. ``POST /`` is the checkout saga (``checkout.py``); cancel and refund are in
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Query, Request, Response
@@ -51,6 +50,14 @@ Buyer = Annotated[Principal, require("order:create")]
 Staff = Annotated[Principal, require("order:write:any")]
 Refunder = Annotated[Principal, require("order:refund")]
 Analyst = Annotated[Principal, require("order:read:any")]
+Since = Annotated[
+    s.Moment | None,
+    Query(alias="from", description="Created at or after (ISO 8601; without an offset, UTC)"),
+]
+Until = Annotated[
+    s.Moment | None,
+    Query(alias="to", description="Created before (ISO 8601; without an offset, UTC)"),
+]
 
 
 def parts(container: Any) -> Parts:
@@ -140,8 +147,8 @@ async def list_orders(
     paging: Paging,
     status: Annotated[list[Status] | None, Query(description="One or more statuses")] = None,
     user_id: uuid.UUID | None = None,
-    since: Annotated[datetime | None, Query(alias="from")] = None,
-    until: Annotated[datetime | None, Query(alias="to")] = None,
+    since: Since = None,
+    until: Until = None,
     number: Annotated[str | None, Query(max_length=32)] = None,
 ) -> Page[s.OrderSummary]:
     """Own orders, newest first; MANAGER+ see all, filtered by status, user and a
@@ -169,8 +176,8 @@ async def list_orders(
 async def order_stats(
     orders: Orders,
     _staff: Analyst,
-    since: Annotated[datetime | None, Query(alias="from")] = None,
-    until: Annotated[datetime | None, Query(alias="to")] = None,
+    since: Since = None,
+    until: Until = None,
 ) -> Envelope[s.OrderStats]:
     """Counts by status, and per currency the revenue, refunds and average order value."""
     return Envelope(data=await orders.stats(since=since, until=until))

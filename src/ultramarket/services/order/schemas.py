@@ -1,16 +1,19 @@
 """Request and response models of the order service: its public HTTP contract.
 
 Money leaves as decimal strings in major units beside ``currency`` (``"99.99"``);
-the ``*_amount`` twins are the same figures in minor units.
+the ``*_amount`` twins are the same figures in minor units. Moments taken in
+(``estimated_delivery``, the ``from``/``to`` filters) are ISO 8601; one without an
+offset is UTC, and a date alone is its midnight UTC (as the user service's
+filters read them).
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints, model_validator
 
 from ultramarket.core.money import DecimalAmount
 from ultramarket.core.schemas import ReadSchema, Schema
@@ -20,6 +23,14 @@ Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
 Required = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Quantity = Annotated[int, Field(gt=0, le=10_000, description="Units; must be positive")]
 PaymentToken = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def as_utc(value: datetime) -> datetime:
+    """A moment in UTC; one given without an offset (or a date alone) is taken as UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Moment = Annotated[datetime, AfterValidator(as_utc)]
 
 
 # -- checkout -----------------------------------------------------------------------------------
@@ -223,7 +234,9 @@ class StatusUpdate(Schema):
     carrier: Text | None = None
     tracking_number: Text | None = None
     tracking_url: Annotated[str, Field(max_length=500, pattern=r"^https?://")] | None = None
-    estimated_delivery: datetime | None = None
+    estimated_delivery: Moment | None = Field(
+        None, description="ISO 8601 date or datetime; without an offset, UTC"
+    )
 
 
 class TrackingUpdate(Schema):
@@ -232,7 +245,9 @@ class TrackingUpdate(Schema):
     carrier: Text | None = None
     tracking_number: Text | None = None
     tracking_url: Annotated[str, Field(max_length=500, pattern=r"^https?://")] | None = None
-    estimated_delivery: datetime | None = None
+    estimated_delivery: Moment | None = Field(
+        None, description="ISO 8601 date or datetime; without an offset, UTC"
+    )
 
 
 class CancelRequest(Schema):
