@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -18,7 +19,7 @@ from order_helpers import (
     payments_of,
     stock,
 )
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from ultramarket.core.db import utcnow
 from ultramarket.core.errors import Unavailable
@@ -632,3 +633,28 @@ async def test_moments_without_an_offset_are_utc_and_a_date_alone_is_accepted(
         422,
         "VALIDATION_ERROR",
     )
+
+
+async def test_the_order_list_counts_units_of_its_page_only(client, container, drain, make_user):
+    """The item counts of a page come from that page's lines: no statement aggregates
+    the whole order_item table (once a LEFT JOIN of a GROUP BY over every line)."""
+    manager, user, v, first = await _placed(client, container, drain, make_user, quantity=2)
+    second = ok(await checkout(client, user, checkout_body([(v["variant_id"], 3)])), 201)
+    seen: list[str] = []
+
+    def on_execute(conn, cursor, statement, *args) -> None:
+        seen.append(" ".join(statement.split()))
+
+    engine = container.db("order").engine.sync_engine
+    event.listen(engine, "before_cursor_execute", on_execute)
+    try:
+        page = ok(await client.get(API, params={"limit": 1}, headers=manager.headers))
+        mine = ok(await client.get(API, headers=user.headers))
+    finally:
+        event.remove(engine, "before_cursor_execute", on_execute)
+
+    assert [(o["id"], o["item_count"]) for o in page] == [(second["id"], 3)]
+    assert [(o["id"], o["item_count"]) for o in mine] == [(second["id"], 3), (first["id"], 2)]
+    sums = [s for s in seen if "order_item" in s and "sum(" in s.lower()]
+    assert len(sums) == 2, seen
+    assert all(re.search(r"order_item\.order_id IN \(", s) for s in sums), sums

@@ -280,20 +280,25 @@ class OrderService:
         field = (sort or "-created_at").lstrip("-")
         column = SORTS.get(field, Order.created_at)
         ordering = column.desc() if (sort or "-").startswith("-") else column.asc()
-        counts = (
-            select(ITEM.c.order_id, func.sum(ITEM.c.quantity).label("units"))
-            .group_by(ITEM.c.order_id)
-            .subquery()
-        )
         query: Select[Any] = (
-            select(Order, func.coalesce(counts.c.units, 0))
-            .outerjoin(counts, counts.c.order_id == Order.id)
+            select(Order)
             .where(*conditions)
             .order_by(ordering, Order.id)
             .offset(offset)
             .limit(limit)
         )
-        rows = (await self.session.execute(query)).all()
+        page = list((await self.session.scalars(query)).all())
+        # The unit counts of this page's orders only (never an aggregate over every line).
+        units: dict[uuid.UUID, int] = {}
+        if page:
+            units = {
+                row.order_id: int(row.units)
+                for row in await self.session.execute(
+                    select(ITEM.c.order_id, func.sum(ITEM.c.quantity).label("units"))
+                    .where(ITEM.c.order_id.in_([o.id for o in page]))
+                    .group_by(ITEM.c.order_id)
+                )
+            }
         return [
             s.OrderSummary(
                 id=o.id,
@@ -301,14 +306,14 @@ class OrderService:
                 user_id=o.user_id,
                 status=o.status,
                 payment_status=o.payment_status,
-                item_count=int(units),
+                item_count=units.get(o.id, 0),
                 total=money(o.total_amount, o.currency),
                 total_amount=o.total_amount,
                 refunded=money(o.refunded_amount, o.currency),
                 currency=o.currency,
                 created_at=o.created_at,
             )
-            for o, units in rows
+            for o in page
         ], int(total or 0)
 
     # -- changing -------------------------------------------------------------------------------
