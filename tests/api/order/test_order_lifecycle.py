@@ -262,28 +262,45 @@ async def test_notes_customer_and_internal(client, container, drain, make_user):
     assert [n["body"] for n in shown["notes"]] == ["Please knock twice"]
 
 
-async def test_stats_and_manager_filters(client, container, drain, make_user):
+async def test_stats_and_manager_filters(client, container, drain, make_user, monkeypatch):
     manager, user, v, order = await _placed(client, container, drain, make_user)
     second = ok(await checkout(client, user, checkout_body([(v["variant_id"], 1)])), 201)
     ok(await client.post(f"{API}/{second['id']}/cancel", headers=user.headers))
+    third = ok(await checkout(client, user, checkout_body([(v["variant_id"], 1)])), 201)
+    refund = f"{API}/{third['id']}/refund"
+    ok(await client.post(refund, json={"amount": "10.00"}, headers=manager.headers), 201)
+
+    async def unknown(self, *args, **kwargs):
+        raise Unavailable("payment service unreachable", code="UPSTREAM_UNAVAILABLE")
+
+    monkeypatch.setattr(PaymentClient, "refund", unknown)  # a claim left pending
+    assert_error(
+        await client.post(refund, json={"amount": "5.00"}, headers=manager.headers),
+        503,
+        "UPSTREAM_UNAVAILABLE",
+    )
 
     assert_error(await client.get(f"{API}/stats", headers=user.headers), 403, "FORBIDDEN")
     stats = ok(await client.get(f"{API}/stats", headers=manager.headers))
-    assert stats["total_orders"] == 2
+    assert stats["total_orders"] == 3
     assert stats["by_status"]["confirmed"] == 1
     assert stats["by_status"]["cancelled"] == 1
+    assert stats["by_status"]["partially_refunded"] == 1
     [usd] = stats["revenue"]
+    # Kept orders only (the cancelled one is no sale), net of refunds that went through
+    # (the pending 5.00 is not one yet): 40.00 + 5.99 shipping + 2.90 tax = 48.89, and
+    # 20.00 + 5.99 + 1.45 = 27.44 less 10.00 refunded.
     assert usd["orders"] == 2
-    # 40.00 + 5.99 shipping + 2.90 tax = 48.89; 20.00 + 5.99 + 1.45 = 27.44 (refunded)
     assert usd["revenue"] == "76.33"
-    assert usd["refunded"] == "27.44"
-    assert usd["net_revenue"] == "48.89"
-    assert usd["average_order_value"] == "38.16"
+    assert usd["refunded"] == "10.00"
+    assert usd["net_revenue"] == "66.33"
+    assert usd["average_order_value"] == "33.16"
 
     confirmed = ok(await client.get(API, headers=manager.headers, params={"status": "confirmed"}))
     assert [o["id"] for o in confirmed] == [order["id"]]
     mine = ok(await client.get(API, headers=user.headers, params={"user_id": str(manager.id)}))
-    assert {o["id"] for o in mine} == {order["id"], second["id"]}  # user_id ignored for customers
+    # user_id ignored for customers
+    assert {o["id"] for o in mine} == {order["id"], second["id"], third["id"]}
 
 
 async def test_fraud_review_holds_the_order_until_a_manager_decides(

@@ -179,7 +179,9 @@ async def order_stats(
     since: Since = None,
     until: Until = None,
 ) -> Envelope[s.OrderStats]:
-    """Counts by status, and per currency the revenue, refunds and average order value."""
+    """Counts by status, and per currency the sales of kept orders (paid, not cancelled
+    or failed): revenue, the refunds that went through, net revenue and average order
+    value (net revenue per kept order)."""
     return Envelope(data=await orders.stats(since=since, until=until))
 
 

@@ -293,12 +293,15 @@ class NoteCreate(Schema):
 
 
 class CurrencyStats(BaseModel):
+    """Sales in one currency: orders paid and kept (confirmed, processing, shipped,
+    delivered, partially or fully refunded); cancelled and failed orders are not sales."""
+
     currency: str
-    orders: int
-    revenue: str
-    refunded: str
-    net_revenue: str
-    average_order_value: str
+    orders: int = Field(description="Kept orders")
+    revenue: str = Field(description="What the kept orders paid, before refunds")
+    refunded: str = Field(description="Refunds of kept orders that went through (not pending)")
+    net_revenue: str = Field(description="revenue - refunded: the money kept")
+    average_order_value: str = Field(description="net_revenue / orders")
     revenue_amount: int
     refunded_amount: int
 
@@ -309,5 +312,6 @@ class OrderStats(BaseModel):
     total_orders: int
     by_status: dict[str, int]
     revenue: list[CurrencyStats] = Field(
-        description="Per currency, over orders that were paid (confirmed or later)"
+        description="Per currency, over kept orders (paid, not cancelled or failed), net of "
+        "the refunds that went through"
     )

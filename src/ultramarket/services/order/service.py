@@ -532,30 +532,41 @@ class OrderService:
                 .group_by(ORDER.c.status)
             )
         }
+        # Kept orders: paid and not given up (cancelled or failed orders are not sales);
+        # a returned (refunded) order stays, its refunds taking its money back out.
+        kept = [ORDER.c.status.in_(status.SOLD), ORDER.c.paid_amount > 0, *conditions]
+        refunded = {
+            row.currency: int(row.refunded or 0)
+            for row in await self.session.execute(
+                select(ORDER.c.currency, func.sum(REFUND.c.amount).label("refunded"))
+                .join(REFUND, REFUND.c.order_id == ORDER.c.id)
+                .where(REFUND.c.status == "succeeded", *kept)  # not claims still pending
+                .group_by(ORDER.c.currency)
+            )
+        }
         revenue = []
         for row in await self.session.execute(
             select(
                 ORDER.c.currency,
                 func.count().label("n"),
                 func.sum(ORDER.c.paid_amount).label("paid"),
-                func.sum(ORDER.c.refunded_amount).label("refunded"),
             )
-            .where(ORDER.c.paid_amount > 0, *conditions)
+            .where(*kept)
             .group_by(ORDER.c.currency)
             .order_by(ORDER.c.currency)
         ):
-            paid, refunded, n = int(row.paid or 0), int(row.refunded or 0), int(row.n)
-            c = row.currency
+            paid, n, c = int(row.paid or 0), int(row.n), row.currency
+            back = refunded.get(c, 0)
             revenue.append(
                 s.CurrencyStats(
                     currency=c,
                     orders=n,
                     revenue=money(paid, c),
-                    refunded=money(refunded, c),
-                    net_revenue=money(paid - refunded, c),
-                    average_order_value=money(paid // n if n else 0, c),
+                    refunded=money(back, c),
+                    net_revenue=money(paid - back, c),
+                    average_order_value=money((paid - back) // n if n else 0, c),
                     revenue_amount=paid,
-                    refunded_amount=refunded,
+                    refunded_amount=back,
                 )
             )
         return s.OrderStats(
