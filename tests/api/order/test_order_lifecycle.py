@@ -675,3 +675,47 @@ async def test_the_order_list_counts_units_of_its_page_only(client, container, d
     sums = [s for s in seen if "order_item" in s and "sum(" in s.lower()]
     assert len(sums) == 2, seen
     assert all(re.search(r"order_item\.order_id IN \(", s) for s in sums), sums
+
+
+async def test_tracking_is_set_only_while_fulfilling_and_is_noted_in_the_history(
+    client, container, drain, make_user
+):
+    manager, user, v, order = await _placed(client, container, drain, make_user)
+    body = {"carrier": "UPS", "tracking_number": "1Z999", "tracking_url": "https://ups.example/1"}
+
+    tracking = ok(
+        await client.put(f"{API}/{order['id']}/tracking", json=body, headers=manager.headers)
+    )
+    assert (tracking["status"], tracking["carrier"], tracking["tracking_number"]) == (
+        "confirmed",
+        "UPS",
+        "1Z999",
+    )
+    last = tracking["history"][-1]
+    assert (last["from_status"], last["status"]) == ("confirmed", "confirmed")
+    assert last["note"] == "Tracking: carrier UPS, tracking number 1Z999, tracking link updated"
+    assert_error(
+        await client.put(f"{API}/{order['id']}/tracking", json=body, headers=user.headers),
+        403,
+        "FORBIDDEN",
+    )
+
+    cancelled = ok(await checkout(client, user, checkout_body([(v["variant_id"], 1)])), 201)
+    ok(await client.post(f"{API}/{cancelled['id']}/cancel", headers=user.headers))
+    refunded = ok(await checkout(client, user, checkout_body([(v["variant_id"], 1)])), 201)
+    ok(await client.post(f"{API}/{refunded['id']}/refund", json={}, headers=manager.headers), 201)
+    for ended in (cancelled, refunded):
+        url = f"{API}/{ended['id']}"
+        error = assert_error(
+            await client.put(f"{url}/tracking", json=body, headers=manager.headers),
+            409,
+            "NOT_TRACKABLE",
+        )
+        assert error["details"] == [
+            {"status": "cancelled" if ended is cancelled else "refunded"}
+        ]
+        shown = ok(await client.get(url, headers=manager.headers))
+        assert (shown["carrier"], shown["tracking_number"]) == (None, None)
+        assert all(
+            h["note"] is None or "Tracking" not in h["note"] for h in shown["status_history"]
+        )

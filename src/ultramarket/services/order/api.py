@@ -233,12 +233,21 @@ async def update_status(
         return Envelope(data=await orders.read(await orders.get(order_id), staff=True))
 
 
-@router.put("/{order_id}/tracking", response_model=Envelope[s.TrackingRead], responses=ORDER_ERRORS)
+@router.put(
+    "/{order_id}/tracking",
+    response_model=Envelope[s.TrackingRead],
+    responses={
+        **ORDER_ERRORS,
+        409: {"description": "NOT_TRACKABLE (not paid, or cancelled, failed or refunded)"},
+    },
+)
 async def update_tracking(
-    order_id: uuid.UUID, body: s.TrackingUpdate, orders: OrdersWriter, _staff: Staff
+    order_id: uuid.UUID, body: s.TrackingUpdate, orders: OrdersWriter, principal: Staff
 ) -> Envelope[s.TrackingRead]:
-    """MANAGER+ and the shipping service: carrier, tracking number and URL, estimate."""
-    order = await orders.set_tracking(await orders.get(order_id), body)
+    """MANAGER+ and the shipping service: carrier, tracking number and URL, estimate,
+    while the order is paid and being fulfilled (confirmed to delivered); each update is
+    noted in the status history."""
+    order = await orders.set_tracking(await orders.get(order_id), body, actor_of(principal))
     return Envelope(data=await orders.tracking(order))
 
 

@@ -78,3 +78,8 @@ class RefundFailedBefore(Conflict):
 class RefundClaimPending(Conflict):
     code = "REFUND_CLAIM_PENDING"
     message = "A refund claim of this order is still pending; retry once it has ended"
+
+
+class NotTrackable(Conflict):
+    code = "NOT_TRACKABLE"
+    message = "Tracking is kept only for a paid order being fulfilled"

@@ -23,7 +23,7 @@ from ultramarket.core.money import Money
 from ultramarket.core.security import Principal
 from ultramarket.services.order import events, status
 from ultramarket.services.order import schemas as s
-from ultramarket.services.order.errors import IllegalTransition, OrderNotFound
+from ultramarket.services.order.errors import IllegalTransition, NotTrackable, OrderNotFound
 from ultramarket.services.order.models import (
     Order,
     OrderItem,
@@ -49,6 +49,13 @@ SORTS: dict[str, Any] = {
     "status": Order.status,
 }
 
+TRACKING_FIELDS = {
+    "carrier": "carrier",
+    "tracking_number": "tracking number",
+    "tracking_url": "tracking link",
+    "estimated_delivery": "estimated delivery",
+}
+
 
 def money(amount: int, currency: str) -> str:
     return str(Money(amount, currency))
@@ -60,6 +67,24 @@ def actor_of(principal: Principal | None) -> str:
     if principal.is_service:
         return f"service:{principal.service or principal.subject}"
     return f"user:{principal.subject}"
+
+
+def tracked(values: dict[str, Any]) -> str:
+    """The history note of a tracking update (the URL is named, not repeated)."""
+    said = []
+    for field, label in TRACKING_FIELDS.items():
+        if field not in values:
+            continue
+        value = values[field]
+        if value is None:
+            said.append(f"{label} removed")
+        elif field == "tracking_url":
+            said.append(f"{label} updated")
+        elif isinstance(value, datetime):
+            said.append(f"{label} {value.isoformat(timespec='minutes')}")
+        else:
+            said.append(f"{label} {value}")
+    return "Tracking: " + ", ".join(said)
 
 
 def allocate(total: int, weights: Sequence[int]) -> list[int]:
@@ -471,13 +496,24 @@ class OrderService:
         )
         return order
 
-    async def set_tracking(self, order: Order, body: s.TrackingUpdate) -> Order:
+    async def set_tracking(self, order: Order, body: s.TrackingUpdate, actor: str) -> Order:
+        """Carrier, tracking number and URL, estimate: only while the order is paid and
+        being fulfilled (409 NOT_TRACKABLE otherwise); each change is in its history."""
         values = body.model_dump(exclude_unset=True)
-        if values:
-            values["updated_at"] = self.clock()
-            await self.session.execute(update(ORDER).where(ORDER.c.id == order.id).values(values))
-            await self.session.refresh(order)
-        return order
+        for _ in range(3):  # a status move meanwhile: try again from the status it left
+            if order.status not in status.PAID:
+                raise NotTrackable(
+                    f"An order that is {order.status} takes no tracking details",
+                    details=[{"status": order.status}],
+                )
+            if not values:
+                return order
+            current = order.status
+            if await self.move(
+                order, [current], current, actor=actor, note=tracked(values), **values
+            ):
+                return order
+        raise NotTrackable("The order changed meanwhile; reload it")
 
     async def tracking(self, order: Order) -> s.TrackingRead:
         return s.TrackingRead(
