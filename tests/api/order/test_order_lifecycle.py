@@ -339,6 +339,29 @@ async def test_fraud_review_holds_the_order_until_a_manager_decides(
     # Approving a confirmed order by hand is not a thing.
     assert_error(await set_status(client, manager, held, "confirmed"), 409, "ILLEGAL_TRANSITION")
 
+    # The customer is not told about the fraud review nor who on the staff decided;
+    # staff see both.
+    hold = ("pending", "pending", "system", "Awaiting payment confirmation")
+    assert [
+        (h["from_status"], h["status"], h["actor"], h["note"]) for h in held["status_history"]
+    ] == [(None, "pending", "customer", None), hold]
+    for order, decided in ((held, "confirmed"), (rejected, "cancelled")):
+        url = f"{API}/{order['id']}"
+        shown = ok(await client.get(url, headers=user.headers))["status_history"]
+        tracked = ok(await client.get(f"{url}/tracking", headers=user.headers))["history"]
+        assert shown == tracked
+        assert [(h["from_status"], h["status"], h["actor"], h["note"]) for h in shown] == [
+            (None, "pending", "customer", None),
+            hold,
+            ("pending", decided, "staff", None),
+        ]
+        staff = ok(await client.get(url, headers=manager.headers))["status_history"]
+        assert [(h["actor"], h["note"]) for h in staff] == [
+            (f"user:{user.id}", None),
+            ("system:fraud", "Held for review: payment authorised, not captured"),
+            (f"user:{manager.id}", None),
+        ]
+
 
 async def test_a_refund_made_at_the_provider_shows_on_the_order(
     client, container, drain, make_user
@@ -711,9 +734,7 @@ async def test_tracking_is_set_only_while_fulfilling_and_is_noted_in_the_history
             409,
             "NOT_TRACKABLE",
         )
-        assert error["details"] == [
-            {"status": "cancelled" if ended is cancelled else "refunded"}
-        ]
+        assert error["details"] == [{"status": "cancelled" if ended is cancelled else "refunded"}]
         shown = ok(await client.get(url, headers=manager.headers))
         assert (shown["carrier"], shown["tracking_number"]) == (None, None)
         assert all(

@@ -129,7 +129,10 @@ class StatusChangeRead(ReadSchema):
     from_status: str | None
     status: str
     note: str | None
-    actor: str | None
+    actor: str | None = Field(
+        description="Staff see who (user:<id>, service:<name>, system:<step>); the order's "
+        "customer sees customer, staff or system"
+    )
     at: datetime
 
 

@@ -69,6 +69,25 @@ def actor_of(principal: Principal | None) -> str:
     return f"user:{principal.subject}"
 
 
+# Notes written for staff, by who wrote them: the customer reads these instead.
+CUSTOMER_NOTES = {"system:fraud": "Awaiting payment confirmation"}
+
+
+def for_customer(change: s.StatusChangeRead, owner: uuid.UUID) -> s.StatusChangeRead:
+    """A history entry as the order's customer sees it: who made it is "customer", "staff"
+    or "system" (no staff member's or service's name), and staff-only notes are replaced."""
+    actor = change.actor
+    if actor is not None:
+        if actor == f"user:{owner}":
+            actor = "customer"
+        elif actor.startswith("user:"):
+            actor = "staff"
+        else:
+            actor = "system"
+    note = CUSTOMER_NOTES.get(change.actor or "", change.note)
+    return change.model_copy(update={"actor": actor, "note": note})
+
+
 def tracked(values: dict[str, Any]) -> str:
     """The history note of a tracking update (the URL is named, not repeated)."""
     said = []
@@ -234,11 +253,12 @@ class OrderService:
         )
         return list(result.all())
 
-    async def history(self, order_id: uuid.UUID) -> list[s.StatusChangeRead]:
+    async def history(self, order: Order, *, staff: bool) -> list[s.StatusChangeRead]:
+        """The status history; as its customer sees it unless for ``staff``."""
         rows = await self.session.execute(
-            select(HISTORY).where(HISTORY.c.order_id == order_id).order_by(HISTORY.c.created_at)
+            select(HISTORY).where(HISTORY.c.order_id == order.id).order_by(HISTORY.c.created_at)
         )
-        return [
+        changes = [
             s.StatusChangeRead(
                 from_status=r.from_status,
                 status=r.to_status,
@@ -248,6 +268,7 @@ class OrderService:
             )
             for r in rows
         ]
+        return changes if staff else [for_customer(c, order.user_id) for c in changes]
 
     async def notes(self, order_id: uuid.UUID, *, internal: bool) -> list[OrderNote]:
         query = select(OrderNote).where(OrderNote.order_id == order_id)
@@ -267,11 +288,11 @@ class OrderService:
     # -- showing --------------------------------------------------------------------------------
 
     async def read(self, order: Order, *, staff: bool) -> s.OrderRead:
-        """The whole order; internal notes only for ``staff``."""
+        """The whole order; internal notes, and who made each change, only for ``staff``."""
         return present(
             order,
             await self.items(order.id),
-            await self.history(order.id),
+            await self.history(order, staff=staff),
             await self.notes(order.id, internal=staff),
             await self.refunds(order.id),
         )
@@ -515,7 +536,7 @@ class OrderService:
                 return order
         raise NotTrackable("The order changed meanwhile; reload it")
 
-    async def tracking(self, order: Order) -> s.TrackingRead:
+    async def tracking(self, order: Order, *, staff: bool) -> s.TrackingRead:
         return s.TrackingRead(
             order_id=order.id,
             number=order.number,
@@ -526,7 +547,7 @@ class OrderService:
             estimated_delivery=order.estimated_delivery,
             shipped_at=order.shipped_at,
             delivered_at=order.delivered_at,
-            history=await self.history(order.id),
+            history=await self.history(order, staff=staff),
         )
 
     async def add_note(
