@@ -49,7 +49,10 @@ async def test_cart_checkout_confirms_pays_takes_stock_and_empties_cart(
     assert order["currency"] == "USD"
     assert [i["quantity"] for i in order["items"]] == [2, 1]
     assert sum(i["line_total_amount"] for i in order["items"]) + 599 == order["total_amount"]
-    assert [h["status"] for h in order["status_history"]] == ["pending", "confirmed"]
+    assert [(h["status"], h["actor"]) for h in order["status_history"]] == [
+        ("pending", "customer"),
+        ("confirmed", "system"),
+    ]
 
     assert await stock(container, shoe["variant_id"]) == {
         "on_hand": 8,
@@ -68,6 +71,7 @@ async def test_cart_checkout_confirms_pays_takes_stock_and_empties_cart(
     assert [o["id"] for o in mine] == [order["id"]]
     fetched = ok(await client.get(f"{API}/{order['id']}", headers=user.headers))
     assert fetched["total"] == "54.95"
+    assert fetched["status_history"] == order["status_history"]  # the same customer view
     metrics = (await client.get("/metrics")).text
     assert 'orders_total{outcome="confirmed"}' in metrics
     assert 'order_revenue_minor_total{currency="USD"}' in metrics

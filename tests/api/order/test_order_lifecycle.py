@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from order_helpers import (
@@ -18,13 +19,14 @@ from order_helpers import (
     payments_of,
     stock,
 )
-from sqlalchemy import select
+from sqlalchemy import event, select, update
 
 from ultramarket.core.db import utcnow
 from ultramarket.core.errors import Unavailable
 from ultramarket.services.inventory.client import InventoryClient
 from ultramarket.services.order.models import OrderRefund
 from ultramarket.services.order.sweeper import sweep
+from ultramarket.services.payment.client import PaymentClient
 from ultramarket.services.payment.events import PaymentRefunded
 from ultramarket.services.product.models import Product
 
@@ -260,28 +262,45 @@ async def test_notes_customer_and_internal(client, container, drain, make_user):
     assert [n["body"] for n in shown["notes"]] == ["Please knock twice"]
 
 
-async def test_stats_and_manager_filters(client, container, drain, make_user):
+async def test_stats_and_manager_filters(client, container, drain, make_user, monkeypatch):
     manager, user, v, order = await _placed(client, container, drain, make_user)
     second = ok(await checkout(client, user, checkout_body([(v["variant_id"], 1)])), 201)
     ok(await client.post(f"{API}/{second['id']}/cancel", headers=user.headers))
+    third = ok(await checkout(client, user, checkout_body([(v["variant_id"], 1)])), 201)
+    refund = f"{API}/{third['id']}/refund"
+    ok(await client.post(refund, json={"amount": "10.00"}, headers=manager.headers), 201)
+
+    async def unknown(self, *args, **kwargs):
+        raise Unavailable("payment service unreachable", code="UPSTREAM_UNAVAILABLE")
+
+    monkeypatch.setattr(PaymentClient, "refund", unknown)  # a claim left pending
+    assert_error(
+        await client.post(refund, json={"amount": "5.00"}, headers=manager.headers),
+        503,
+        "UPSTREAM_UNAVAILABLE",
+    )
 
     assert_error(await client.get(f"{API}/stats", headers=user.headers), 403, "FORBIDDEN")
     stats = ok(await client.get(f"{API}/stats", headers=manager.headers))
-    assert stats["total_orders"] == 2
+    assert stats["total_orders"] == 3
     assert stats["by_status"]["confirmed"] == 1
     assert stats["by_status"]["cancelled"] == 1
+    assert stats["by_status"]["partially_refunded"] == 1
     [usd] = stats["revenue"]
+    # Kept orders only (the cancelled one is no sale), net of refunds that went through
+    # (the pending 5.00 is not one yet): 40.00 + 5.99 shipping + 2.90 tax = 48.89, and
+    # 20.00 + 5.99 + 1.45 = 27.44 less 10.00 refunded.
     assert usd["orders"] == 2
-    # 40.00 + 5.99 shipping + 2.90 tax = 48.89; 20.00 + 5.99 + 1.45 = 27.44 (refunded)
     assert usd["revenue"] == "76.33"
-    assert usd["refunded"] == "27.44"
-    assert usd["net_revenue"] == "48.89"
-    assert usd["average_order_value"] == "38.16"
+    assert usd["refunded"] == "10.00"
+    assert usd["net_revenue"] == "66.33"
+    assert usd["average_order_value"] == "33.16"
 
     confirmed = ok(await client.get(API, headers=manager.headers, params={"status": "confirmed"}))
     assert [o["id"] for o in confirmed] == [order["id"]]
     mine = ok(await client.get(API, headers=user.headers, params={"user_id": str(manager.id)}))
-    assert {o["id"] for o in mine} == {order["id"], second["id"]}  # user_id ignored for customers
+    # user_id ignored for customers
+    assert {o["id"] for o in mine} == {order["id"], second["id"], third["id"]}
 
 
 async def test_fraud_review_holds_the_order_until_a_manager_decides(
@@ -319,6 +338,29 @@ async def test_fraud_review_holds_the_order_until_a_manager_decides(
     assert (await stock(container, v["variant_id"]))["on_hand"] == 8
     # Approving a confirmed order by hand is not a thing.
     assert_error(await set_status(client, manager, held, "confirmed"), 409, "ILLEGAL_TRANSITION")
+
+    # The customer is not told about the fraud review nor who on the staff decided;
+    # staff see both.
+    hold = ("pending", "pending", "system", "Awaiting payment confirmation")
+    assert [
+        (h["from_status"], h["status"], h["actor"], h["note"]) for h in held["status_history"]
+    ] == [(None, "pending", "customer", None), hold]
+    for order, decided in ((held, "confirmed"), (rejected, "cancelled")):
+        url = f"{API}/{order['id']}"
+        shown = ok(await client.get(url, headers=user.headers))["status_history"]
+        tracked = ok(await client.get(f"{url}/tracking", headers=user.headers))["history"]
+        assert shown == tracked
+        assert [(h["from_status"], h["status"], h["actor"], h["note"]) for h in shown] == [
+            (None, "pending", "customer", None),
+            hold,
+            ("pending", decided, "staff", None),
+        ]
+        staff = ok(await client.get(url, headers=manager.headers))["status_history"]
+        assert [(h["actor"], h["note"]) for h in staff] == [
+            (f"user:{user.id}", None),
+            ("system:fraud", "Held for review: payment authorised, not captured"),
+            (f"user:{manager.id}", None),
+        ]
 
 
 async def test_a_refund_made_at_the_provider_shows_on_the_order(
@@ -488,3 +530,213 @@ async def test_cancelling_after_a_restocking_refund_returns_each_unit_once(
     await sweep(container, clock=lambda: utcnow() + timedelta(minutes=5))
     level = await stock(container, v["variant_id"])
     assert (level["on_hand"], level["reserved"], level["log_on_hand"]) == (10, 0, 10)
+
+
+async def test_a_refund_made_through_the_payments_route_shows_on_the_order(
+    client, container, drain, make_user
+):
+    """A manager refunds part of the payment through ``POST /payments/{id}/refund``: the
+    order shows it, and a later cancellation refunds only what is left."""
+    manager, user, _v, order = await _placed(client, container, drain, make_user)
+    assert order["total"] == "48.89"
+    ok(
+        await client.post(
+            f"{PAYMENTS}/{order['payment_id']}/refund",
+            json={"amount": "10.00", "reason": "goodwill"},
+            headers=manager.headers,
+        ),
+        201,
+    )
+    await drain()
+
+    shown = ok(await client.get(f"{API}/{order['id']}", headers=user.headers))
+    assert shown["status"] == shown["payment_status"] == "partially_refunded"
+    assert shown["refunded"] == "10.00"
+    assert [(r["amount"], r["reason"], r["status"]) for r in shown["refunds"]] == [
+        ("10.00", "goodwill", "succeeded")
+    ]
+    await drain()  # the order's own refund.v1 events are not counted back again
+    assert ok(await client.get(f"{API}/{order['id']}", headers=user.headers))["refunded"] == "10.00"
+
+    cancelled = ok(await client.post(f"{API}/{order['id']}/cancel", headers=user.headers))
+    assert (cancelled["status"], cancelled["payment_status"]) == ("cancelled", "refunded")
+    assert cancelled["refunded"] == "48.89"
+    assert [(r["amount"], r["status"]) for r in cancelled["refunds"]] == [
+        ("10.00", "succeeded"),
+        ("38.89", "succeeded"),
+    ]
+    await drain()
+    [payment] = await payments_of(client, manager, order["id"])
+    assert (payment["status"], payment["refunded_amount"]) == ("refunded", "48.89")
+    after = ok(await client.get(f"{API}/{order['id']}", headers=user.headers))
+    assert after["refunded"] == "48.89"
+    assert len(after["refunds"]) == 2
+
+
+async def test_a_refund_made_elsewhere_while_a_claim_is_pending_is_recorded_once_it_ends(
+    client, container, drain, make_user, monkeypatch
+):
+    """A manager refunds the whole order; before the payment service answers it, the
+    whole payment is refunded through the payments route. That refund's event finds the
+    order's claim pending (the order's refunded total already holds it): it is retried,
+    not marked handled. The claim is then refused and given back, and the retry records
+    the refund: the order ends refunded, as the money did."""
+    manager, user, _v, order = await _placed(client, container, drain, make_user)
+    real = PaymentClient.refund
+    payment_url = f"{PAYMENTS}/{order['payment_id']}/refund"
+
+    async def raced(self, *args, **kwargs):
+        ok(await client.post(payment_url, json={}, headers=manager.headers), 201)
+        await drain()  # the event meets the pending claim
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(PaymentClient, "refund", raced)
+    refused = await client.post(f"{API}/{order['id']}/refund", json={}, headers=manager.headers)
+    assert_error(refused, 409, "ILLEGAL_PAYMENT_STATE")  # nothing left to refund
+    monkeypatch.setattr(PaymentClient, "refund", real)
+    shown = ok(await client.get(f"{API}/{order['id']}", headers=user.headers))
+    assert (shown["refunded"], shown["status"]) == ("0.00", "confirmed")  # not yet
+
+    outbox = container.publisher("payment").tables.outbox
+    async with container.db("payment").session() as session:  # the retry's backoff is over
+        waiting = await session.execute(
+            update(outbox)
+            .where(outbox.c.event_type == PaymentRefunded.type, outbox.c.published_at.is_(None))
+            .values(available_at=utcnow() - timedelta(seconds=1))
+        )
+        assert waiting.rowcount == 1
+    await drain()
+
+    shown = ok(await client.get(f"{API}/{order['id']}", headers=user.headers))
+    assert (shown["status"], shown["payment_status"]) == ("refunded", "refunded")
+    assert shown["refunded"] == shown["total"]
+    assert sorted((r["amount"], r["status"]) for r in shown["refunds"]) == [
+        (order["total"], "failed"),
+        (order["total"], "succeeded"),
+    ]
+
+
+async def test_moments_without_an_offset_are_utc_and_a_date_alone_is_accepted(
+    client, container, drain, make_user
+):
+    manager, user, _v, order = await _placed(client, container, drain, make_user)
+    url = f"{API}/{order['id']}"
+
+    def moment(text: str) -> datetime:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+    tracked = ok(
+        await client.put(
+            f"{url}/tracking", json={"estimated_delivery": "2026-12-01"}, headers=manager.headers
+        )
+    )
+    assert moment(tracked["estimated_delivery"]) == datetime(2026, 12, 1, tzinfo=UTC)
+    shipped = ok(
+        await client.put(
+            f"{url}/status",
+            json={"status": "shipped", "estimated_delivery": "2026-12-03T10:00:00"},
+            headers=manager.headers,
+        )
+    )
+    assert moment(shipped["estimated_delivery"]) == datetime(2026, 12, 3, 10, tzinfo=UTC)
+    offset = {"estimated_delivery": "2026-12-03T10:00:00+02:00"}
+    tracked = ok(await client.put(f"{url}/tracking", json=offset, headers=manager.headers))
+    assert moment(tracked["estimated_delivery"]) == datetime(2026, 12, 3, 8, tzinfo=UTC)
+    assert_error(
+        await client.put(
+            f"{url}/tracking", json={"estimated_delivery": "soon"}, headers=manager.headers
+        ),
+        422,
+        "VALIDATION_ERROR",
+    )
+
+    created = moment(order["created_at"])
+    before = (created - timedelta(hours=1)).replace(tzinfo=None).isoformat()
+    after = (created + timedelta(hours=1)).replace(tzinfo=None).isoformat()
+    for who in (user, manager):
+        found = ok(await client.get(API, params={"from": before, "to": after}, headers=who.headers))
+        assert [o["id"] for o in found] == [order["id"]]
+        assert ok(await client.get(API, params={"from": after}, headers=who.headers)) == []
+        assert ok(await client.get(API, params={"to": "2000-01-01"}, headers=who.headers)) == []
+    stats = ok(
+        await client.get(
+            f"{API}/stats", params={"from": before, "to": after}, headers=manager.headers
+        )
+    )
+    assert stats["total_orders"] == 1
+    none = ok(
+        await client.get(f"{API}/stats", params={"to": "2000-01-01"}, headers=manager.headers)
+    )
+    assert none["total_orders"] == 0
+    assert_error(
+        await client.get(API, params={"from": "yesterday"}, headers=manager.headers),
+        422,
+        "VALIDATION_ERROR",
+    )
+
+
+async def test_the_order_list_counts_units_of_its_page_only(client, container, drain, make_user):
+    """The item counts of a page come from that page's lines: no statement aggregates
+    the whole order_item table (once a LEFT JOIN of a GROUP BY over every line)."""
+    manager, user, v, first = await _placed(client, container, drain, make_user, quantity=2)
+    second = ok(await checkout(client, user, checkout_body([(v["variant_id"], 3)])), 201)
+    seen: list[str] = []
+
+    def on_execute(conn, cursor, statement, *args) -> None:
+        seen.append(" ".join(statement.split()))
+
+    engine = container.db("order").engine.sync_engine
+    event.listen(engine, "before_cursor_execute", on_execute)
+    try:
+        page = ok(await client.get(API, params={"limit": 1}, headers=manager.headers))
+        mine = ok(await client.get(API, headers=user.headers))
+    finally:
+        event.remove(engine, "before_cursor_execute", on_execute)
+
+    assert [(o["id"], o["item_count"]) for o in page] == [(second["id"], 3)]
+    assert [(o["id"], o["item_count"]) for o in mine] == [(second["id"], 3), (first["id"], 2)]
+    sums = [s for s in seen if "order_item" in s and "sum(" in s.lower()]
+    assert len(sums) == 2, seen
+    assert all(re.search(r"order_item\.order_id IN \(", s) for s in sums), sums
+
+
+async def test_tracking_is_set_only_while_fulfilling_and_is_noted_in_the_history(
+    client, container, drain, make_user
+):
+    manager, user, v, order = await _placed(client, container, drain, make_user)
+    body = {"carrier": "UPS", "tracking_number": "1Z999", "tracking_url": "https://ups.example/1"}
+
+    tracking = ok(
+        await client.put(f"{API}/{order['id']}/tracking", json=body, headers=manager.headers)
+    )
+    assert (tracking["status"], tracking["carrier"], tracking["tracking_number"]) == (
+        "confirmed",
+        "UPS",
+        "1Z999",
+    )
+    last = tracking["history"][-1]
+    assert (last["from_status"], last["status"]) == ("confirmed", "confirmed")
+    assert last["note"] == "Tracking: carrier UPS, tracking number 1Z999, tracking link updated"
+    assert_error(
+        await client.put(f"{API}/{order['id']}/tracking", json=body, headers=user.headers),
+        403,
+        "FORBIDDEN",
+    )
+
+    cancelled = ok(await checkout(client, user, checkout_body([(v["variant_id"], 1)])), 201)
+    ok(await client.post(f"{API}/{cancelled['id']}/cancel", headers=user.headers))
+    refunded = ok(await checkout(client, user, checkout_body([(v["variant_id"], 1)])), 201)
+    ok(await client.post(f"{API}/{refunded['id']}/refund", json={}, headers=manager.headers), 201)
+    for ended in (cancelled, refunded):
+        url = f"{API}/{ended['id']}"
+        error = assert_error(
+            await client.put(f"{url}/tracking", json=body, headers=manager.headers),
+            409,
+            "NOT_TRACKABLE",
+        )
+        assert error["details"] == [{"status": "cancelled" if ended is cancelled else "refunded"}]
+        shown = ok(await client.get(url, headers=manager.headers))
+        assert (shown["carrier"], shown["tracking_number"]) == (None, None)
+        assert all(
+            h["note"] is None or "Tracking" not in h["note"] for h in shown["status_history"]
+        )

@@ -8,7 +8,6 @@ all. ``POST /`` is the checkout saga (``checkout.py``); cancel and refund are in
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Query, Request, Response
@@ -51,6 +50,14 @@ Buyer = Annotated[Principal, require("order:create")]
 Staff = Annotated[Principal, require("order:write:any")]
 Refunder = Annotated[Principal, require("order:refund")]
 Analyst = Annotated[Principal, require("order:read:any")]
+Since = Annotated[
+    s.Moment | None,
+    Query(alias="from", description="Created at or after (ISO 8601; without an offset, UTC)"),
+]
+Until = Annotated[
+    s.Moment | None,
+    Query(alias="to", description="Created before (ISO 8601; without an offset, UTC)"),
+]
 
 
 def parts(container: Any) -> Parts:
@@ -140,8 +147,8 @@ async def list_orders(
     paging: Paging,
     status: Annotated[list[Status] | None, Query(description="One or more statuses")] = None,
     user_id: uuid.UUID | None = None,
-    since: Annotated[datetime | None, Query(alias="from")] = None,
-    until: Annotated[datetime | None, Query(alias="to")] = None,
+    since: Since = None,
+    until: Until = None,
     number: Annotated[str | None, Query(max_length=32)] = None,
 ) -> Page[s.OrderSummary]:
     """Own orders, newest first; MANAGER+ see all, filtered by status, user and a
@@ -169,10 +176,12 @@ async def list_orders(
 async def order_stats(
     orders: Orders,
     _staff: Analyst,
-    since: Annotated[datetime | None, Query(alias="from")] = None,
-    until: Annotated[datetime | None, Query(alias="to")] = None,
+    since: Since = None,
+    until: Until = None,
 ) -> Envelope[s.OrderStats]:
-    """Counts by status, and per currency the revenue, refunds and average order value."""
+    """Counts by status, and per currency the sales of kept orders (paid, not cancelled
+    or failed): revenue, the refunds that went through, net revenue and average order
+    value (net revenue per kept order)."""
     return Envelope(data=await orders.stats(since=since, until=until))
 
 
@@ -190,7 +199,7 @@ async def get_tracking(
     order_id: uuid.UUID, orders: Orders, principal: CurrentPrincipal
 ) -> Envelope[s.TrackingRead]:
     order = await orders.get_for(principal, order_id)
-    return Envelope(data=await orders.tracking(order))
+    return Envelope(data=await orders.tracking(order, staff=principal.can("order:read:any")))
 
 
 # -- changing -----------------------------------------------------------------------------------
@@ -224,13 +233,22 @@ async def update_status(
         return Envelope(data=await orders.read(await orders.get(order_id), staff=True))
 
 
-@router.put("/{order_id}/tracking", response_model=Envelope[s.TrackingRead], responses=ORDER_ERRORS)
+@router.put(
+    "/{order_id}/tracking",
+    response_model=Envelope[s.TrackingRead],
+    responses={
+        **ORDER_ERRORS,
+        409: {"description": "NOT_TRACKABLE (not paid, or cancelled, failed or refunded)"},
+    },
+)
 async def update_tracking(
-    order_id: uuid.UUID, body: s.TrackingUpdate, orders: OrdersWriter, _staff: Staff
+    order_id: uuid.UUID, body: s.TrackingUpdate, orders: OrdersWriter, principal: Staff
 ) -> Envelope[s.TrackingRead]:
-    """MANAGER+ and the shipping service: carrier, tracking number and URL, estimate."""
-    order = await orders.set_tracking(await orders.get(order_id), body)
-    return Envelope(data=await orders.tracking(order))
+    """MANAGER+ and the shipping service: carrier, tracking number and URL, estimate,
+    while the order is paid and being fulfilled (confirmed to delivered); each update is
+    noted in the status history."""
+    order = await orders.set_tracking(await orders.get(order_id), body, actor_of(principal))
+    return Envelope(data=await orders.tracking(order, staff=True))
 
 
 @router.post(

@@ -68,6 +68,7 @@ from ultramarket.services.order.service import (
     OrderService,
     actor_of,
     allocate,
+    for_customer,
     line_events,
     present,
 )
@@ -195,17 +196,20 @@ class Checkout(Flow):
         """The order just confirmed, from what this checkout wrote (no reads)."""
         assert self.confirmed is not None
         actor = actor_of(principal)
-        history = [
-            s.StatusChangeRead(
-                from_status=None, status="pending", note=None, actor=actor, at=self.opened_at
-            ),
-            s.StatusChangeRead(
-                from_status="pending",
-                status="confirmed",
-                note=None,
-                actor="system:checkout",
-                at=self.confirmed.confirmed_at or self.opened_at,
-            ),
+        history = [  # as its customer sees it, as every checkout answer is
+            for_customer(change, self.confirmed.user_id)
+            for change in (
+                s.StatusChangeRead(
+                    from_status=None, status="pending", note=None, actor=actor, at=self.opened_at
+                ),
+                s.StatusChangeRead(
+                    from_status="pending",
+                    status="confirmed",
+                    note=None,
+                    actor="system:checkout",
+                    at=self.confirmed.confirmed_at or self.opened_at,
+                ),
+            )
         ]
         notes = (
             [

@@ -73,3 +73,13 @@ class RefundInProgress(Conflict):
 class RefundFailedBefore(Conflict):
     code = "REFUND_FAILED"
     message = "The refund with this Idempotency-Key was refused"
+
+
+class RefundClaimPending(Conflict):
+    code = "REFUND_CLAIM_PENDING"
+    message = "A refund claim of this order is still pending; retry once it has ended"
+
+
+class NotTrackable(Conflict):
+    code = "NOT_TRACKABLE"
+    message = "Tracking is kept only for a paid order being fulfilled"

@@ -1,20 +1,22 @@
 """The order service's reactions to other services' events.
 
-A refund made at the payment provider (its dashboard, a dispute) reaches us as
-``payment.refunded`` with ``external: true``: it is recorded on the order as a
-succeeded refund, with the same bounds as ours (never past what was paid), so the
-order's refunded total and status match the money. Refunds the order service made
-itself are already on the order and are not ``external``.
+A refund the order service did not make itself reaches us as ``payment.refunded``
+with ``external: true``: one made at the payment provider (its dashboard, a
+dispute), or by staff through ``POST /api/v1/payments/{id}/refund``. It is recorded
+on the order as a succeeded refund, with the same bounds as ours (never past what
+was paid), so the order's refunded total and status match the money. Refunds the
+order service made itself are already on the order and are not ``external``.
 """
 
 from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from ultramarket.core.db import after_commit
 from ultramarket.core.events import HandlerContext, Subscription, subscription
+from ultramarket.services.order.errors import RefundClaimPending
 from ultramarket.services.order.metrics import REFUNDED
 from ultramarket.services.order.models import Order, OrderRefund
 from ultramarket.services.order.service import ORDER, OrderService
@@ -40,9 +42,27 @@ async def on_payment_refunded(ctx: HandlerContext) -> None:
     )
     if seen is not None:
         return
-    amount = min(event.refund_amount, order.paid_amount - order.refunded_amount)
+    room = order.paid_amount - order.refunded_amount
+    # ``refunded_amount`` holds our pending claims too. The payment service never refunds
+    # past what was paid, so a claim this refund leaves no room for is going to be refused
+    # and given back: what the money allows is measured without them...
+    pending = int(
+        await ctx.session.scalar(
+            select(func.coalesce(func.sum(OrderRefund.amount), 0)).where(
+                OrderRefund.order_id == order.id, OrderRefund.status == "pending"
+            )
+        )
+        or 0
+    )
+    amount = min(event.refund_amount, room + pending)
     if amount <= 0:
         return
+    if amount > room:
+        # ...but recorded only once the claim has ended: the event is retried (with
+        # backoff, dead-lettered at the last attempt), never marked handled and dropped.
+        raise RefundClaimPending(
+            details=[{"order_id": str(order.id), "refund_id": str(event.refund_id)}]
+        )
     claimed = await ctx.session.scalar(
         update(ORDER)
         .where(ORDER.c.id == order.id, ORDER.c.refunded_amount + amount <= ORDER.c.paid_amount)
@@ -56,14 +76,14 @@ async def on_payment_refunded(ctx: HandlerContext) -> None:
         id=uuid.uuid4(),
         order_id=order.id,
         amount=amount,
-        reason="refunded at the payment provider",
+        reason=event.reason[:500],
         lines=[],
         status="succeeded",
         payment_refund_id=event.refund_id,
-        actor="payment-provider",
+        actor="service:payment",
     )
     ctx.session.add(refund)
-    await orders.refunded(order, refund, note_prefix="Refunded at the provider:")
+    await orders.refunded(order, refund, note_prefix="Refunded through the payment service:")
     currency = order.currency
 
     async def count() -> None:  # once committed: a batch that rolls back runs this again

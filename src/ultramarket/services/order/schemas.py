@@ -1,16 +1,19 @@
 """Request and response models of the order service: its public HTTP contract.
 
 Money leaves as decimal strings in major units beside ``currency`` (``"99.99"``);
-the ``*_amount`` twins are the same figures in minor units.
+the ``*_amount`` twins are the same figures in minor units. Moments taken in
+(``estimated_delivery``, the ``from``/``to`` filters) are ISO 8601; one without an
+offset is UTC, and a date alone is its midnight UTC (as the user service's
+filters read them).
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints, model_validator
 
 from ultramarket.core.money import DecimalAmount
 from ultramarket.core.schemas import ReadSchema, Schema
@@ -20,6 +23,14 @@ Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
 Required = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Quantity = Annotated[int, Field(gt=0, le=10_000, description="Units; must be positive")]
 PaymentToken = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def as_utc(value: datetime) -> datetime:
+    """A moment in UTC; one given without an offset (or a date alone) is taken as UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Moment = Annotated[datetime, AfterValidator(as_utc)]
 
 
 # -- checkout -----------------------------------------------------------------------------------
@@ -118,7 +129,10 @@ class StatusChangeRead(ReadSchema):
     from_status: str | None
     status: str
     note: str | None
-    actor: str | None
+    actor: str | None = Field(
+        description="Staff see who (user:<id>, service:<name>, system:<step>); the order's "
+        "customer sees customer, staff or system"
+    )
     at: datetime
 
 
@@ -223,7 +237,9 @@ class StatusUpdate(Schema):
     carrier: Text | None = None
     tracking_number: Text | None = None
     tracking_url: Annotated[str, Field(max_length=500, pattern=r"^https?://")] | None = None
-    estimated_delivery: datetime | None = None
+    estimated_delivery: Moment | None = Field(
+        None, description="ISO 8601 date or datetime; without an offset, UTC"
+    )
 
 
 class TrackingUpdate(Schema):
@@ -232,7 +248,9 @@ class TrackingUpdate(Schema):
     carrier: Text | None = None
     tracking_number: Text | None = None
     tracking_url: Annotated[str, Field(max_length=500, pattern=r"^https?://")] | None = None
-    estimated_delivery: datetime | None = None
+    estimated_delivery: Moment | None = Field(
+        None, description="ISO 8601 date or datetime; without an offset, UTC"
+    )
 
 
 class CancelRequest(Schema):
@@ -278,12 +296,15 @@ class NoteCreate(Schema):
 
 
 class CurrencyStats(BaseModel):
+    """Sales in one currency: orders paid and kept (confirmed, processing, shipped,
+    delivered, partially or fully refunded); cancelled and failed orders are not sales."""
+
     currency: str
-    orders: int
-    revenue: str
-    refunded: str
-    net_revenue: str
-    average_order_value: str
+    orders: int = Field(description="Kept orders")
+    revenue: str = Field(description="What the kept orders paid, before refunds")
+    refunded: str = Field(description="Refunds of kept orders that went through (not pending)")
+    net_revenue: str = Field(description="revenue - refunded: the money kept")
+    average_order_value: str = Field(description="net_revenue / orders")
     revenue_amount: int
     refunded_amount: int
 
@@ -294,5 +315,6 @@ class OrderStats(BaseModel):
     total_orders: int
     by_status: dict[str, int]
     revenue: list[CurrencyStats] = Field(
-        description="Per currency, over orders that were paid (confirmed or later)"
+        description="Per currency, over kept orders (paid, not cancelled or failed), net of "
+        "the refunds that went through"
     )

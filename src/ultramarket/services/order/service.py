@@ -23,7 +23,7 @@ from ultramarket.core.money import Money
 from ultramarket.core.security import Principal
 from ultramarket.services.order import events, status
 from ultramarket.services.order import schemas as s
-from ultramarket.services.order.errors import IllegalTransition, OrderNotFound
+from ultramarket.services.order.errors import IllegalTransition, NotTrackable, OrderNotFound
 from ultramarket.services.order.models import (
     Order,
     OrderItem,
@@ -49,6 +49,13 @@ SORTS: dict[str, Any] = {
     "status": Order.status,
 }
 
+TRACKING_FIELDS = {
+    "carrier": "carrier",
+    "tracking_number": "tracking number",
+    "tracking_url": "tracking link",
+    "estimated_delivery": "estimated delivery",
+}
+
 
 def money(amount: int, currency: str) -> str:
     return str(Money(amount, currency))
@@ -60,6 +67,43 @@ def actor_of(principal: Principal | None) -> str:
     if principal.is_service:
         return f"service:{principal.service or principal.subject}"
     return f"user:{principal.subject}"
+
+
+# Notes written for staff, by who wrote them: the customer reads these instead.
+CUSTOMER_NOTES = {"system:fraud": "Awaiting payment confirmation"}
+
+
+def for_customer(change: s.StatusChangeRead, owner: uuid.UUID) -> s.StatusChangeRead:
+    """A history entry as the order's customer sees it: who made it is "customer", "staff"
+    or "system" (no staff member's or service's name), and staff-only notes are replaced."""
+    actor = change.actor
+    if actor is not None:
+        if actor == f"user:{owner}":
+            actor = "customer"
+        elif actor.startswith("user:"):
+            actor = "staff"
+        else:
+            actor = "system"
+    note = CUSTOMER_NOTES.get(change.actor or "", change.note)
+    return change.model_copy(update={"actor": actor, "note": note})
+
+
+def tracked(values: dict[str, Any]) -> str:
+    """The history note of a tracking update (the URL is named, not repeated)."""
+    said = []
+    for field, label in TRACKING_FIELDS.items():
+        if field not in values:
+            continue
+        value = values[field]
+        if value is None:
+            said.append(f"{label} removed")
+        elif field == "tracking_url":
+            said.append(f"{label} updated")
+        elif isinstance(value, datetime):
+            said.append(f"{label} {value.isoformat(timespec='minutes')}")
+        else:
+            said.append(f"{label} {value}")
+    return "Tracking: " + ", ".join(said)
 
 
 def allocate(total: int, weights: Sequence[int]) -> list[int]:
@@ -209,11 +253,12 @@ class OrderService:
         )
         return list(result.all())
 
-    async def history(self, order_id: uuid.UUID) -> list[s.StatusChangeRead]:
+    async def history(self, order: Order, *, staff: bool) -> list[s.StatusChangeRead]:
+        """The status history; as its customer sees it unless for ``staff``."""
         rows = await self.session.execute(
-            select(HISTORY).where(HISTORY.c.order_id == order_id).order_by(HISTORY.c.created_at)
+            select(HISTORY).where(HISTORY.c.order_id == order.id).order_by(HISTORY.c.created_at)
         )
-        return [
+        changes = [
             s.StatusChangeRead(
                 from_status=r.from_status,
                 status=r.to_status,
@@ -223,6 +268,7 @@ class OrderService:
             )
             for r in rows
         ]
+        return changes if staff else [for_customer(c, order.user_id) for c in changes]
 
     async def notes(self, order_id: uuid.UUID, *, internal: bool) -> list[OrderNote]:
         query = select(OrderNote).where(OrderNote.order_id == order_id)
@@ -242,11 +288,11 @@ class OrderService:
     # -- showing --------------------------------------------------------------------------------
 
     async def read(self, order: Order, *, staff: bool) -> s.OrderRead:
-        """The whole order; internal notes only for ``staff``."""
+        """The whole order; internal notes, and who made each change, only for ``staff``."""
         return present(
             order,
             await self.items(order.id),
-            await self.history(order.id),
+            await self.history(order, staff=staff),
             await self.notes(order.id, internal=staff),
             await self.refunds(order.id),
         )
@@ -280,20 +326,25 @@ class OrderService:
         field = (sort or "-created_at").lstrip("-")
         column = SORTS.get(field, Order.created_at)
         ordering = column.desc() if (sort or "-").startswith("-") else column.asc()
-        counts = (
-            select(ITEM.c.order_id, func.sum(ITEM.c.quantity).label("units"))
-            .group_by(ITEM.c.order_id)
-            .subquery()
-        )
         query: Select[Any] = (
-            select(Order, func.coalesce(counts.c.units, 0))
-            .outerjoin(counts, counts.c.order_id == Order.id)
+            select(Order)
             .where(*conditions)
             .order_by(ordering, Order.id)
             .offset(offset)
             .limit(limit)
         )
-        rows = (await self.session.execute(query)).all()
+        page = list((await self.session.scalars(query)).all())
+        # The unit counts of this page's orders only (never an aggregate over every line).
+        units: dict[uuid.UUID, int] = {}
+        if page:
+            units = {
+                row.order_id: int(row.units)
+                for row in await self.session.execute(
+                    select(ITEM.c.order_id, func.sum(ITEM.c.quantity).label("units"))
+                    .where(ITEM.c.order_id.in_([o.id for o in page]))
+                    .group_by(ITEM.c.order_id)
+                )
+            }
         return [
             s.OrderSummary(
                 id=o.id,
@@ -301,14 +352,14 @@ class OrderService:
                 user_id=o.user_id,
                 status=o.status,
                 payment_status=o.payment_status,
-                item_count=int(units),
+                item_count=units.get(o.id, 0),
                 total=money(o.total_amount, o.currency),
                 total_amount=o.total_amount,
                 refunded=money(o.refunded_amount, o.currency),
                 currency=o.currency,
                 created_at=o.created_at,
             )
-            for o, units in rows
+            for o in page
         ], int(total or 0)
 
     # -- changing -------------------------------------------------------------------------------
@@ -466,15 +517,26 @@ class OrderService:
         )
         return order
 
-    async def set_tracking(self, order: Order, body: s.TrackingUpdate) -> Order:
+    async def set_tracking(self, order: Order, body: s.TrackingUpdate, actor: str) -> Order:
+        """Carrier, tracking number and URL, estimate: only while the order is paid and
+        being fulfilled (409 NOT_TRACKABLE otherwise); each change is in its history."""
         values = body.model_dump(exclude_unset=True)
-        if values:
-            values["updated_at"] = self.clock()
-            await self.session.execute(update(ORDER).where(ORDER.c.id == order.id).values(values))
-            await self.session.refresh(order)
-        return order
+        for _ in range(3):  # a status move meanwhile: try again from the status it left
+            if order.status not in status.PAID:
+                raise NotTrackable(
+                    f"An order that is {order.status} takes no tracking details",
+                    details=[{"status": order.status}],
+                )
+            if not values:
+                return order
+            current = order.status
+            if await self.move(
+                order, [current], current, actor=actor, note=tracked(values), **values
+            ):
+                return order
+        raise NotTrackable("The order changed meanwhile; reload it")
 
-    async def tracking(self, order: Order) -> s.TrackingRead:
+    async def tracking(self, order: Order, *, staff: bool) -> s.TrackingRead:
         return s.TrackingRead(
             order_id=order.id,
             number=order.number,
@@ -485,7 +547,7 @@ class OrderService:
             estimated_delivery=order.estimated_delivery,
             shipped_at=order.shipped_at,
             delivered_at=order.delivered_at,
-            history=await self.history(order.id),
+            history=await self.history(order, staff=staff),
         )
 
     async def add_note(
@@ -527,30 +589,41 @@ class OrderService:
                 .group_by(ORDER.c.status)
             )
         }
+        # Kept orders: paid and not given up (cancelled or failed orders are not sales);
+        # a returned (refunded) order stays, its refunds taking its money back out.
+        kept = [ORDER.c.status.in_(status.SOLD), ORDER.c.paid_amount > 0, *conditions]
+        refunded = {
+            row.currency: int(row.refunded or 0)
+            for row in await self.session.execute(
+                select(ORDER.c.currency, func.sum(REFUND.c.amount).label("refunded"))
+                .join(REFUND, REFUND.c.order_id == ORDER.c.id)
+                .where(REFUND.c.status == "succeeded", *kept)  # not claims still pending
+                .group_by(ORDER.c.currency)
+            )
+        }
         revenue = []
         for row in await self.session.execute(
             select(
                 ORDER.c.currency,
                 func.count().label("n"),
                 func.sum(ORDER.c.paid_amount).label("paid"),
-                func.sum(ORDER.c.refunded_amount).label("refunded"),
             )
-            .where(ORDER.c.paid_amount > 0, *conditions)
+            .where(*kept)
             .group_by(ORDER.c.currency)
             .order_by(ORDER.c.currency)
         ):
-            paid, refunded, n = int(row.paid or 0), int(row.refunded or 0), int(row.n)
-            c = row.currency
+            paid, n, c = int(row.paid or 0), int(row.n), row.currency
+            back = refunded.get(c, 0)
             revenue.append(
                 s.CurrencyStats(
                     currency=c,
                     orders=n,
                     revenue=money(paid, c),
-                    refunded=money(refunded, c),
-                    net_revenue=money(paid - refunded, c),
-                    average_order_value=money(paid // n if n else 0, c),
+                    refunded=money(back, c),
+                    net_revenue=money(paid - back, c),
+                    average_order_value=money((paid - back) // n if n else 0, c),
                     revenue_amount=paid,
-                    refunded_amount=refunded,
+                    refunded_amount=back,
                 )
             )
         return s.OrderStats(

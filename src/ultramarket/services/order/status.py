@@ -56,6 +56,8 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 PAID: frozenset[str] = frozenset(
     {"confirmed", "processing", "shipped", "delivered", "partially_refunded"}
 )
+# Sold: paid and kept, or given back only by refunds (what sales statistics count).
+SOLD: frozenset[str] = PAID | {"refunded"}
 # What an owner may cancel (nothing shipped yet); staff may also cancel a shipped order.
 OWNER_CANCELLABLE: frozenset[str] = frozenset(
     {"pending", "confirmed", "processing", "partially_refunded"}

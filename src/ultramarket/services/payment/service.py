@@ -64,6 +64,10 @@ log = logging.getLogger("ultramarket.payment")
 PAY = Payment.__table__
 REFUND = PaymentRefund.__table__
 REFUNDABLE = ("succeeded", "partially_refunded")
+# The caller whose refunds are already on the order they belong to: the order service
+# claims each refund on the order before it asks for it. Every other refund (a manager
+# through POST /payments/{id}/refund, the provider) is ``external`` for the order.
+ORDER_SERVICE = "order"
 # The decline code of a payment given up after its provider never answered.
 PROVIDER_UNREACHABLE = "provider_unreachable"
 
@@ -561,7 +565,13 @@ class PaymentService:
         if answer.status != "succeeded":
             raise RefundFailed(answer.message or None)
         refund = await self._record_refund(
-            payment, refund_id, amount, body.reason, answer.provider_ref, actor=self.actor
+            payment,
+            refund_id,
+            amount,
+            body.reason,
+            answer.provider_ref,
+            actor=self.actor,
+            external=self.actor != ORDER_SERVICE,
         )
         return s.RefundResult(refund=refund_read(refund), payment=s.PaymentRead.of(payment))
 
