@@ -33,6 +33,6 @@ class PaymentRefunded(PaymentEventBase):
     refunded_amount: int  # all refunds so far
     reason: str
     fully_refunded: bool
-    # Made at the provider (its dashboard, a dispute), not through our API: the order
-    # service records it on the order.
+    # Not made by the order service (at the provider - its dashboard, a dispute - or by
+    # staff through POST /payments/{id}/refund): the order service records it on the order.
     external: bool = False
