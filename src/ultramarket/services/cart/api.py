@@ -47,7 +47,11 @@ CountryQuery = Annotated[
     str | None, Query(pattern=r"^[A-Za-z]{2}$", description="ISO country for tax")
 ]
 RegionQuery = Annotated[
-    str | None, Query(max_length=10, pattern=r"^[A-Za-z0-9]+$", description="Region for tax")
+    str | None,
+    Query(
+        max_length=100,
+        description='Region for tax: an ISO 3166-2 code ("CA", "US-CA") or its name ("California")',
+    ),
 ]
 
 
