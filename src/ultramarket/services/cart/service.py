@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, delete, func, select, update
+from sqlalchemy import BigInteger, ColumnElement, Select, cast, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -1111,7 +1111,11 @@ async def mark_abandoned(
             await session.execute(
                 select(
                     func.coalesce(func.sum(ITEM.c.quantity), 0),
-                    func.coalesce(func.sum(ITEM.c.quantity * ITEM.c.price_amount), 0),
+                    # 64-bit product: quantity x price can pass 32 bits even when
+                    # neither does.
+                    func.coalesce(
+                        func.sum(cast(ITEM.c.quantity, BigInteger) * ITEM.c.price_amount), 0
+                    ),
                 ).where(ITEM.c.cart_id == cart.id)
             )
         ).one()
