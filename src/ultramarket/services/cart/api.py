@@ -293,13 +293,33 @@ async def internal_checkout_quote(
     "/internal/users/{user_id}",
     response_model=Envelope[s.ClearResult],
     responses=INTERNAL_ERRORS,
-    summary="Empty a user's cart after checkout (services only)",
+    summary="Empty a user's cart, lines and coupon (services only)",
 )
 async def internal_clear(
     user_id: uuid.UUID, _caller: ServiceCaller, container: ContainerDep, session: Session
 ) -> Envelope[s.ClearResult]:
     # No pricing here: nothing but this write may happen while it holds the lock.
     cart = await build_service(container, session).clear(Owner(user_id=user_id))
+    return Envelope(data=s.ClearResult(user_id=user_id, cleared=cart is not None))
+
+
+@router.post(
+    "/internal/users/{user_id}/ordered",
+    response_model=Envelope[s.ClearResult],
+    responses={**INTERNAL_ERRORS, 422: {"description": "Invalid input (VALIDATION_ERROR)"}},
+    summary="Take a confirmed order's lines out of the user's cart (services only)",
+)
+async def internal_remove_ordered(
+    user_id: uuid.UUID,
+    body: s.RemoveOrdered,
+    _caller: ServiceCaller,
+    container: ContainerDep,
+    session: Session,
+) -> Envelope[s.ClearResult]:
+    """What the customer added or raised while the order was paid stays in the cart."""
+    cart = await build_service(container, session).remove_ordered(
+        user_id, [(line.variant_id, line.quantity) for line in body.items], body.coupon
+    )
     return Envelope(data=s.ClearResult(user_id=user_id, cleared=cart is not None))
 
 

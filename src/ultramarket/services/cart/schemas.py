@@ -209,6 +209,15 @@ class RedemptionRead(BaseModel):
     status: Literal["redeemed", "released"]
 
 
+class RemoveOrdered(Schema):
+    """A confirmed order's lines, to take out of the cart it was placed from: each
+    line's units are subtracted (lines added or raised meanwhile keep the rest), and the
+    cart's coupon goes when it is the one the order used."""
+
+    items: Annotated[list[ItemAdd], Field(min_length=1, max_length=100)]
+    coupon: Annotated[str, Field(max_length=40)] | None = None
+
+
 class ClearResult(BaseModel):
     user_id: uuid.UUID
     cleared: bool = Field(description="False when the user had no open cart")

@@ -464,6 +464,37 @@ class CartService:
         await self.session.flush()
         return cart
 
+    async def remove_ordered(
+        self, user_id: uuid.UUID, lines: Sequence[tuple[uuid.UUID, int]], coupon: str | None
+    ) -> Cart | None:
+        """Take a confirmed order's ``lines`` (variant, quantity) out of the user's cart:
+        each line loses the units bought and goes when none are left, so what the
+        customer added (or raised) while the order was paid stays. The cart's coupon goes
+        only when it is the one the order used (``coupon``); one applied meanwhile, or
+        one the order did not use, stays. Not idempotent: a repeat takes the units again.
+        None when the user has no open cart."""
+        cart = await self._user_cart(user_id, lock=True)
+        if cart is None:
+            return None
+        bought: dict[uuid.UUID, int] = {}
+        for variant_id, quantity in lines:
+            bought[variant_id] = bought.get(variant_id, 0) + quantity
+        left = 0
+        for item in await self._items(cart.id):
+            taken = bought.get(item.variant_id, 0)
+            if taken >= item.quantity:
+                await self.session.delete(item)
+            else:
+                item.quantity -= taken
+                left += 1
+        if not left:
+            cart.currency = None
+        if coupon and cart.coupon_code and cart.coupon_code.lower() == coupon.strip().lower():
+            cart.coupon_code = None
+        self._touch(cart)
+        await self.session.flush()
+        return cart
+
     # -- coupons on the cart ------------------------------------------------------------------
 
     async def apply_coupon(self, owner: Owner, code: str) -> Cart:
