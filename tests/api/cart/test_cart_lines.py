@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from cart_helpers import API, TOKEN, add, assert_error, configure, make_variant, ok, set_status
 from sqlalchemy import func, select
@@ -123,9 +124,13 @@ async def test_merge_on_login_adds_quantities_capped_and_only_once(
     quantities = {i["variant_id"]: i["quantity"] for i in merged["items"]}
     assert quantities == {
         plenty["variant_id"]: 10,  # capped by the per-line limit
-        scarce["variant_id"]: 6,  # capped by stock
+        scarce["variant_id"]: 7,  # not capped by stock: the warning says so
         guest_only["variant_id"]: 3,
     }
+    [short] = next(i for i in merged["items"] if i["variant_id"] == scarce["variant_id"])[
+        "warnings"
+    ]
+    assert (short["code"], short["available"]) == ("SHORT_STOCK", 6)
 
     # Idempotent: the same request again (and a write with both) adds nothing.
     again = ok(await client.get(API, headers=both))
@@ -135,6 +140,118 @@ async def test_merge_on_login_adds_quantities_capped_and_only_once(
     async with container.db("cart").read_session() as session:
         status = await session.scalar(select(Cart.status).where(Cart.id == uuid.UUID(guest["id"])))
     assert status == "merged"
+
+
+async def test_merge_keeps_an_out_of_stock_guest_line_with_its_warning(
+    client, container, drain, make_user
+):
+    configure(container)
+    manager = await make_user(role="MANAGER")
+    sold_out = await make_variant(client, container, drain, manager, price="5.00", stock=0)
+    user = await make_user()
+    guest = await add(client, sold_out["variant_id"], 2)
+    [line] = guest["items"]
+    assert [w["code"] for w in line["warnings"]] == ["SHORT_STOCK"]
+
+    merged = ok(await client.get(API, headers={**user.headers, TOKEN: guest["token"]}))
+
+    [line] = merged["items"]  # the same line as before the login, not dropped
+    assert (line["variant_id"], line["quantity"]) == (sold_out["variant_id"], 2)
+    [warning] = line["warnings"]
+    assert (warning["code"], warning["available"]) == ("SHORT_STOCK", 0)
+
+
+async def carts_to_merge(
+    client: Any, user: Any, own: str, guest_lines: list[tuple[str, int]]
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """The user's cart with one unit of ``own``, a guest cart of ``guest_lines``, and
+    the headers of a request carrying both (the user's cart, the guest cart, headers)."""
+    mine = await add(client, own, 1, headers=user.headers)
+    (first, quantity), *rest = guest_lines
+    guest = await add(client, first, quantity)
+    for variant_id, quantity in rest:
+        await add(client, variant_id, quantity, headers={TOKEN: guest["token"]})
+    return mine, guest, {**user.headers, TOKEN: guest["token"]}
+
+
+async def test_guest_lines_the_user_cart_cannot_take_stay_in_the_guest_cart(
+    client, container, drain, make_user
+):
+    configure(container)
+    manager = await make_user(role="MANAGER")
+    usd = await make_variant(client, container, drain, manager, price="5.00")
+    eur = await make_variant(client, container, drain, manager, price="3.00", currency="EUR")
+    eur2 = await make_variant(client, container, drain, manager, price="4.00", currency="EUR")
+    user = await make_user()
+    mine, guest, both = await carts_to_merge(
+        client, user, usd["variant_id"], [(eur["variant_id"], 2), (eur2["variant_id"], 1)]
+    )
+    token = guest["token"]
+
+    # The user's cart is in USD: the EUR lines cannot join it, and are not lost.
+    response = await client.get(API, headers=both)
+    cart = ok(response)
+    assert [(i["variant_id"], i["quantity"]) for i in cart["items"]] == [(usd["variant_id"], 1)]
+    assert response.headers[TOKEN] == token  # keep it: the guest cart still holds lines
+    kept = ok(await client.get(API, headers={TOKEN: token}))
+    assert kept["id"] == guest["id"]
+    assert {i["variant_id"]: i["quantity"] for i in kept["items"]} == {
+        eur["variant_id"]: 2,
+        eur2["variant_id"]: 1,
+    }
+    # A write with both leaves them too (and says so).
+    response = await client.post(
+        f"{API}/items", json={"variant_id": usd["variant_id"], "quantity": 1}, headers=both
+    )
+    assert ok(response, 201)["items"][0]["quantity"] == 2
+    assert response.headers[TOKEN] == token
+
+    # Once the user's cart is empty they come over, and the guest cart is closed.
+    ok(await client.delete(f"{API}/items/{mine['items'][0]['id']}", headers=user.headers))
+    response = await client.get(API, headers=both)
+    merged = ok(response)
+    assert TOKEN.lower() not in response.headers
+    assert merged["currency"] == "EUR"
+    assert {i["variant_id"]: i["quantity"] for i in merged["items"]} == {
+        eur["variant_id"]: 2,
+        eur2["variant_id"]: 1,
+    }
+    assert ok(await client.get(API, headers={TOKEN: token}))["id"] is None
+    async with container.db("cart").read_session() as session:
+        status = await session.scalar(select(Cart.status).where(Cart.id == uuid.UUID(guest["id"])))
+    assert status == "merged"
+
+
+async def test_guest_lines_past_the_line_limit_stay_in_the_guest_cart(
+    client, container, drain, make_user
+):
+    configure(container, max_lines=2)
+    manager = await make_user(role="MANAGER")
+    a, b, c = [await make_variant(client, container, drain, manager) for _ in range(3)]
+    user = await make_user()
+    mine, guest, both = await carts_to_merge(
+        client, user, a["variant_id"], [(b["variant_id"], 1), (c["variant_id"], 1)]
+    )
+    token = guest["token"]
+
+    response = await client.get(API, headers=both)
+    cart = ok(response)
+    assert {i["variant_id"] for i in cart["items"]} == {a["variant_id"], b["variant_id"]}
+    assert response.headers[TOKEN] == token
+    kept = ok(await client.get(API, headers={TOKEN: token}))
+    assert [i["variant_id"] for i in kept["items"]] == [c["variant_id"]]
+    # Repeating adds nothing twice.
+    again = ok(await client.get(API, headers=both))
+    assert {i["variant_id"]: i["quantity"] for i in again["items"]} == {
+        a["variant_id"]: 1,
+        b["variant_id"]: 1,
+    }
+
+    ok(await client.delete(f"{API}/items/{mine['items'][0]['id']}", headers=user.headers))
+    response = await client.get(API, headers=both)
+    assert {i["variant_id"] for i in ok(response)["items"]} == {b["variant_id"], c["variant_id"]}
+    assert TOKEN.lower() not in response.headers
+    assert ok(await client.get(API, headers={TOKEN: token}))["id"] is None
 
 
 async def test_refusals_carry_their_codes(client, container, drain, make_user):

@@ -2,8 +2,11 @@
 
 A caller's cart is the user's (with ``Authorization``) or the guest cart named by the
 ``X-Cart-Token`` header. A request carrying both first merges the guest cart into the
-user's (once). Guests get their token in ``X-Cart-Token`` on every reply and in the
-body's ``token`` when the cart is created. Coupons are managed by MANAGER+ under
+user's (once). Lines the user's cart cannot take (another currency, past the line
+limit) stay in the guest cart, which stays open: such a reply carries the token in
+``X-Cart-Token`` again, so the client keeps it (a later request with both retries).
+Guests get their token in ``X-Cart-Token`` on every reply and in the body's ``token``
+when the cart is created. Coupons are managed by MANAGER+ under
 ``/api/v1/coupons``; ``/api/v1/cart/internal/...`` serves the order service only.
 """
 
@@ -81,21 +84,33 @@ def build_service(container: ContainerDep, session: AsyncSession) -> CartService
     )
 
 
-async def cart_service(container: ContainerDep, session: Session, owner: OwnerDep) -> CartService:
+async def merge_guest(service: CartService, owner: Owner, response: Response) -> None:
+    """With a user and a guest token, merge the guest cart into the user's; while it
+    keeps lines the user's cart could not take, the reply hands its token back."""
+    if owner.user_id is None or not owner.token:
+        return
+    if await service.merge(owner.user_id, owner.token):
+        response.headers[TOKEN_HEADER] = owner.token
+
+
+async def cart_service(
+    container: ContainerDep, session: Session, owner: OwnerDep, response: Response
+) -> CartService:
     """The service on a write session, after merging a guest cart into the user's."""
     service = build_service(container, session)
-    if owner.user_id is not None and owner.token:
-        await service.merge(owner.user_id, owner.token)
+    await merge_guest(service, owner, response)
     return service
 
 
-async def cart_reader(container: ContainerDep, owner: OwnerDep) -> AsyncIterator[CartService]:
+async def cart_reader(
+    container: ContainerDep, owner: OwnerDep, response: Response
+) -> AsyncIterator[CartService]:
     """Reads take no write lock, unless the request merges a guest cart first."""
     db = container.db("cart")
     if owner.user_id is not None and owner.token:
         async with db.session() as session:
             service = build_service(container, session)
-            await service.merge(owner.user_id, owner.token)
+            await merge_guest(service, owner, response)
             yield service
     else:
         async with db.read_session() as session:

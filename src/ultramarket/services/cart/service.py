@@ -300,56 +300,69 @@ class CartService:
 
     # -- merging a guest cart into the user's ----------------------------------------------------
 
-    async def merge(self, user_id: uuid.UUID, token: str) -> bool:
-        """Fold the open guest cart of ``token`` into the user's open cart. Quantities
-        add, capped by stock and the per-line limit (never below what the user already
-        had); lines in another currency are left out. Runs once: the guest cart is
-        closed by a conditional UPDATE, so a repeat (or a concurrent twin) adds nothing."""
-        guest = await self._guest_cart(token)
-        if guest is None:
-            return False
+    async def merge(self, user_id: uuid.UUID, token: str) -> int:
+        """Fold the open guest cart of ``token`` into the user's open cart; returns how
+        many guest lines were left behind (0: all merged, or no guest cart).
+
+        Quantities add, capped by the per-line limit (never below what the user already
+        had) but not by stock: a line short of stock comes over whole and shows its
+        SHORT_STOCK warning, as it did in the guest cart. A line the user's cart cannot
+        take - priced in another currency, or a new line past ``max_lines`` - is never
+        dropped: it stays in the guest cart, which then stays open under its token (a
+        later request with both tries again, e.g. once the user's cart is emptied). The
+        guest cart is closed as merged once nothing is left in it. Lines are moved
+        (deleted from the guest cart) under both carts' row locks, the user's first, so
+        a repeat or a concurrent twin adds nothing twice."""
+        if await self._guest_cart(token) is None:
+            return 0
         target = await self._user_cart(user_id, lock=True) or await self._create_user_cart(user_id)
-        closed = await self.session.execute(
-            update(CART)
-            .where(CART.c.id == guest.id, CART.c.status == "open", CART.c.user_id.is_(None))
-            .values(status="merged", merged_into_id=target.id, updated_at=self.clock())
-        )
-        if closed.rowcount != 1:  # type: ignore[attr-defined]
-            return False
+        guest = await self._guest_cart(token, lock=True)
+        if guest is None:  # merged by a concurrent twin meanwhile
+            return 0
         guest_items = await self._items(guest.id)
-        if guest_items:
-            mine = {i.variant_id: i for i in await self._items(target.id)}
-            stock = await self._availability([i.variant_id for i in guest_items])
-            if target.currency is None and not mine:
-                target.currency = guest_items[0].currency
-            limit = self.settings.max_quantity_per_line
-            for line in guest_items:
-                if line.currency != target.currency:
-                    continue
-                have = mine.get(line.variant_id)
-                existing = have.quantity if have else 0
-                available = stock.get(line.variant_id)
-                cap = limit if available is None else min(limit, available)
-                quantity = max(existing, min(existing + line.quantity, cap))
-                if have is not None:
-                    have.quantity = quantity
-                elif quantity > 0 and len(mine) < self.settings.max_lines:
-                    mine[line.variant_id] = CartItem(
-                        cart_id=target.id,
-                        variant_id=line.variant_id,
-                        product_id=line.product_id,
-                        sku=line.sku,
-                        name=line.name,
-                        quantity=quantity,
-                        price_amount=line.price_amount,
-                        currency=line.currency,
-                    )
-                    self.session.add(mine[line.variant_id])
-        if target.coupon_code is None and guest.coupon_code is not None:
-            target.coupon_code = guest.coupon_code
-        self._touch(target)
+        mine = {i.variant_id: i for i in await self._items(target.id)}
+        if not mine:
+            target.currency = guest_items[0].currency if guest_items else None
+        limit = self.settings.max_quantity_per_line
+        left = 0
+        changed = False
+        for line in guest_items:
+            have = mine.get(line.variant_id)
+            if line.currency != target.currency or (
+                have is None and len(mine) >= self.settings.max_lines
+            ):
+                left += 1
+                continue
+            changed = True
+            if have is not None:
+                have.quantity = max(have.quantity, min(have.quantity + line.quantity, limit))
+            else:
+                mine[line.variant_id] = CartItem(
+                    cart_id=target.id,
+                    variant_id=line.variant_id,
+                    product_id=line.product_id,
+                    sku=line.sku,
+                    name=line.name,
+                    quantity=min(line.quantity, limit),
+                    price_amount=line.price_amount,
+                    currency=line.currency,
+                )
+                self.session.add(mine[line.variant_id])
+            await self.session.delete(line)
+        # The guest's coupon comes over with the first merge (when the user has none).
+        if guest.coupon_code is not None:
+            if target.coupon_code is None:
+                target.coupon_code, changed = guest.coupon_code, True
+            guest.coupon_code = None
+        if not left:
+            guest.status, guest.merged_into_id = "merged", target.id
+            guest.updated_at = self.clock()
+        elif changed:
+            self._touch(guest)
+        if changed:
+            self._touch(target)
         await self.session.flush()
-        return True
+        return left
 
     # -- lines ------------------------------------------------------------------------------
 
