@@ -1144,9 +1144,15 @@ async def mark_abandoned(
     ).all()
     count = 0
     for cart in carts:
+        # Checked again: a cart used (or merged, or closed) since the SELECT is not idle.
         marked = await session.execute(
             update(CART)
-            .where(CART.c.id == cart.id, CART.c.abandoned_at.is_(None))
+            .where(
+                CART.c.id == cart.id,
+                CART.c.status == "open",
+                CART.c.abandoned_at.is_(None),
+                CART.c.updated_at < cutoff,
+            )
             .values(abandoned_at=now)
         )
         if marked.rowcount != 1:  # type: ignore[attr-defined]
