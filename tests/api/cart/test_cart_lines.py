@@ -7,9 +7,12 @@ from typing import Any
 
 from cart_helpers import API, TOKEN, add, assert_error, configure, make_variant, ok, set_status
 from sqlalchemy import func, select
+from tests.shop import ADDRESS
 
 from ultramarket.services.cart.models import Cart
 from ultramarket.services.product.client import ProductClient
+
+ADDRESSES = "/api/v1/users/me/addresses"
 
 
 async def test_guest_cart_gets_a_token_once_and_is_found_by_it(client, container, drain, make_user):
@@ -418,3 +421,32 @@ async def test_a_cart_view_is_cached_until_the_cart_changes(
     assert len(asked) == priced
     assert [i["quantity"] for i in changed["items"]] == [3]
     assert changed["subtotal"] == "60.00"
+
+
+async def test_a_cached_cart_view_follows_a_change_of_the_default_address(
+    client, container, drain, make_user
+):
+    configure(container, cache_seconds=60)
+    manager = await make_user(role="MANAGER")
+    v = await make_variant(client, container, drain, manager, price="40.00")
+    user = await make_user()
+    california = {**ADDRESS, "region": "CA"}
+    ok(await client.post(ADDRESSES, json=california, headers=user.headers), 201)
+    await add(client, v["variant_id"], 1, headers=user.headers)
+    cart = ok(await client.get(API, headers=user.headers))
+    assert (cart["country"], cart["tax"]) == ("US", "2.90")  # 7.25% of 40.00
+
+    # A new default address (the cart itself does not change): its tax, not the cached one.
+    berlin = {**ADDRESS, "city": "Berlin", "region": None, "postal_code": "10115", "country": "DE"}
+    ok(
+        await client.post(
+            ADDRESSES, json={**berlin, "is_default_shipping": True}, headers=user.headers
+        ),
+        201,
+    )
+    cart = ok(await client.get(API, headers=user.headers))
+    assert (cart["country"], cart["region"], cart["tax"]) == ("DE", None, "7.60")  # 19%
+    # And back: each location has its own cached view.
+    ok(await client.get(API, params={"country": "US", "region": "CA"}, headers=user.headers))
+    cart = ok(await client.get(API, headers=user.headers))
+    assert cart["tax"] == "7.60"

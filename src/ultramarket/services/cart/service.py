@@ -627,10 +627,13 @@ class CartService:
         ``stock=False`` skips the stock lookup (and its warnings).
 
         A stored cart's full view is cached for ``settings.cache_seconds`` under its
-        ``updated_at``: every change of the cart makes a new key, and prices and stock
-        changed elsewhere show within those seconds (checkout always re-prices)."""
+        ``updated_at`` and the location it is taxed for (resolved first: the user's
+        default address when the request names no country): every change of the cart
+        or of that address makes a new key, and prices and stock changed elsewhere show
+        within those seconds (checkout always re-prices)."""
         if cart is None:
             return self._empty(country, region)
+        country, region = await self._location(cart, country, region)
         slot: Slot | None = None
         if (
             self.cache is not None
@@ -656,7 +659,7 @@ class CartService:
         self,
         cart: Cart,
         token: str | None,
-        country: str | None,
+        country: str | None,  # resolved: see _location
         region: str | None,
         items: list[CartItem] | None,
         stock: bool,
@@ -712,7 +715,6 @@ class CartService:
             )
         subtotal = self._subtotal(priced)
         coupon_view, terms = await self._coupon_state(cart, subtotal, currency)
-        country, region = await self._location(cart, country, region)
         totals = compute_totals(
             subtotal, currency, self.settings, coupon=terms, country=country, region=region
         )
