@@ -392,6 +392,37 @@ async def test_idle_carts_are_reported_abandoned_once(client, container, drain, 
     ]
 
 
+async def test_the_abandoned_sweep_runs_at_the_configured_interval(
+    client, container, drain, make_user
+):
+    from ultramarket.services.cart import SERVICE
+
+    [(tick, job)] = SERVICE.periodic
+    assert tick <= 60  # it wakes often; the setting decides when it sweeps
+    configure(container, abandoned_after_hours=0, abandoned_sweep_seconds=3600)
+    manager = await make_user(role="MANAGER")
+    v = await make_variant(client, container, drain, manager, price="3.00")
+    outbox = container.events("cart").outbox
+
+    async def reported() -> list[str]:
+        async with container.db("cart").read_session() as session:
+            payloads = await session.scalars(
+                select(outbox.c.payload).where(outbox.c.event_type == "cart.abandoned.v1")
+            )
+            return sorted(p["cart_id"] for p in payloads)
+
+    first = await add(client, v["variant_id"], 1)
+    await job(container)  # the first wake-up sweeps
+    assert await reported() == [first["id"]]
+    second = await add(client, v["variant_id"], 1)
+    await job(container)  # within the hour: no sweep
+    assert await reported() == [first["id"]]
+
+    configure(container, abandoned_after_hours=0, abandoned_sweep_seconds=0)
+    await job(container)
+    assert await reported() == sorted([first["id"], second["id"]])
+
+
 async def test_a_cart_view_is_cached_until_the_cart_changes(
     client, container, drain, make_user, monkeypatch
 ):

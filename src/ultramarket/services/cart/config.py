@@ -72,11 +72,12 @@ class CartSettings(BaseSettings):
     region_names: dict[str, str] = Field(default_factory=lambda: dict(US_STATE_NAMES))
     # Used when neither the request nor the user's default address names a country.
     default_country: str | None = None
-    # An open cart with lines untouched this long is reported once as abandoned.
     # How long a cart's priced view is served from the cache (any change of the cart
     # shows at once; a price or stock change elsewhere within this many seconds).
     cache_seconds: int = 15
+    # An open cart with lines untouched this long is reported once as abandoned.
     abandoned_after_hours: float = 24.0
+    # How often idle carts are looked for (checked every ABANDONED_TICK_SECONDS).
     abandoned_sweep_seconds: float = 600.0
 
     @field_validator("tax_rates_bp", "region_names")
