@@ -5,10 +5,17 @@ concurrent requests after a login merge the guest cart once."""
 from __future__ import annotations
 
 import asyncio
+import uuid
+from typing import Any
 
 import pytest
+from sqlalchemy import update
 from tests.shop import configure, make_variant
 from tests.support import ok
+
+from ultramarket.core.db import utcnow
+from ultramarket.services.cart.models import Cart
+from ultramarket.services.product.client import ProductClient
 
 API = "/api/v1/cart"
 
@@ -85,3 +92,57 @@ async def test_concurrent_requests_after_login_merge_the_guest_cart_once(
         **({c["variant_id"]: 1} if has_cart else {}),
     }
     assert ok(await client.get(API, headers={"X-Cart-Token": token}))["id"] is None
+
+
+async def test_a_cart_reply_is_priced_after_the_write_committed(
+    client, container, drain, make_user, monkeypatch
+):
+    """Pricing a reply calls the product, inventory and user services; the write it
+    answers has committed by then, so another request can write to the same cart
+    meanwhile (it used to wait for the row lock - on SQLite, the database's write lock
+    - until the reply was priced)."""
+    configure(container)
+    manager = await make_user(role="MANAGER")
+    a = await make_variant(client, container, drain, manager, stock=500)
+    b = await make_variant(client, container, drain, manager, stock=500)
+    user = await make_user()
+    cart = ok(
+        await client.post(
+            f"{API}/items",
+            json={"variant_id": a["variant_id"], "quantity": 1},
+            headers=user.headers,
+        ),
+        201,
+    )
+    guest = ok(
+        await client.post(f"{API}/items", json={"variant_id": b["variant_id"], "quantity": 1}),
+        201,
+    )
+    blocked: list[str] = []
+    real = ProductClient.get_variants
+
+    async def priced_while_another_request_writes(self: ProductClient, ids: Any) -> Any:
+        try:
+            async with asyncio.timeout(5), container.db("cart").session() as session:
+                await session.execute(
+                    update(Cart).where(Cart.id == uuid.UUID(cart["id"])).values(updated_at=utcnow())
+                )
+        except TimeoutError:
+            blocked.append("the cart was locked while the reply was priced")
+        return await real(self, ids)
+
+    monkeypatch.setattr(ProductClient, "get_variants", priced_while_another_request_writes)
+
+    body = {"variant_id": a["variant_id"], "quantity": 1}
+    added = ok(await client.post(f"{API}/items", json=body, headers=user.headers), 201)
+    assert [i["quantity"] for i in added["items"]] == [2]
+    assert blocked == []
+    removed = ok(
+        await client.delete(f"{API}/items/{added['items'][0]['id']}", headers=user.headers)
+    )
+    assert removed["items"] == []
+    assert blocked == []
+    # A read that merges a guest cart first (a write) prices after it too.
+    merged = ok(await client.get(API, headers={**user.headers, "X-Cart-Token": guest["token"]}))
+    assert [i["variant_id"] for i in merged["items"]] == [b["variant_id"]]
+    assert blocked == []

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Query, Request, Response
@@ -31,6 +32,7 @@ from ultramarket.core.security import (
 from ultramarket.core.service import ServiceRouter
 from ultramarket.services.cart import schemas as s
 from ultramarket.services.cart.config import cart_settings
+from ultramarket.services.cart.models import Cart
 from ultramarket.services.cart.service import CartService, CouponService, Owner, coupon_read
 from ultramarket.services.inventory.client import InventoryClient
 from ultramarket.services.product.client import ProductClient
@@ -93,31 +95,55 @@ async def merge_guest(service: CartService, owner: Owner, response: Response) ->
         response.headers[TOKEN_HEADER] = owner.token
 
 
-async def cart_service(
-    container: ContainerDep, session: Session, owner: OwnerDep, response: Response
-) -> CartService:
-    """The service on a write session, after merging a guest cart into the user's."""
-    service = build_service(container, session)
-    await merge_guest(service, owner, response)
-    return service
+class CartWrites:
+    """A write to the caller's cart in a unit of work of its own (after merging a guest
+    cart into the user's), and its reply priced once that has committed: pricing calls
+    the product, inventory and user services, and no transaction - no row lock, on
+    SQLite no write lock - is held across those calls."""
+
+    def __init__(self, container: ContainerDep, owner: OwnerDep, response: Response) -> None:
+        self.container = container
+        self.owner = owner
+        self.response = response
+
+    @asynccontextmanager
+    async def change(self) -> AsyncIterator[CartService]:
+        """The service on a write session, committed when the block ends."""
+        async with self.container.db("cart").session() as session:
+            service = build_service(self.container, session)
+            await merge_guest(service, self.owner, self.response)
+            yield service
+
+    async def view(
+        self,
+        cart: Cart | None,
+        *,
+        token: str | None = None,
+        country: str | None = None,
+        region: str | None = None,
+    ) -> s.CartRead:
+        """The reply: ``cart`` as it stands now, priced on a read session."""
+        async with self.container.db("cart").read_session() as session:
+            service = build_service(self.container, session)
+            return await service.view(
+                await service.fresh(cart), token=token, country=country, region=region
+            )
 
 
 async def cart_reader(
     container: ContainerDep, owner: OwnerDep, response: Response
 ) -> AsyncIterator[CartService]:
-    """Reads take no write lock, unless the request merges a guest cart first."""
+    """Reads take no write lock; a request that merges a guest cart first commits the
+    merge before it reads."""
     db = container.db("cart")
     if owner.user_id is not None and owner.token:
         async with db.session() as session:
-            service = build_service(container, session)
-            await merge_guest(service, owner, response)
-            yield service
-    else:
-        async with db.read_session() as session:
-            yield build_service(container, session)
+            await merge_guest(build_service(container, session), owner, response)
+    async with db.read_session() as session:
+        yield build_service(container, session)
 
 
-Carts = Annotated[CartService, Depends(cart_service)]
+Writes = Annotated[CartWrites, Depends()]
 CartsReader = Annotated[CartService, Depends(cart_reader, scope="function")]
 
 
@@ -166,89 +192,95 @@ async def get_cart(
 @router.post("/items", status_code=201, response_model=Envelope[s.CartRead], responses=ITEM_ERRORS)
 async def add_item(
     body: s.ItemAdd,
-    carts: Carts,
+    writes: Writes,
     owner: OwnerDep,
     response: Response,
     country: CountryQuery = None,
     region: RegionQuery = None,
 ) -> Envelope[s.CartRead]:
     """Add units of a variant (to its line when present). Creates the cart on first use."""
-    cart, token = await carts.add_item(owner, body.variant_id, body.quantity)
+    async with writes.change() as carts:
+        cart, token = await carts.add_item(owner, body.variant_id, body.quantity)
     guest_header(response, owner, token)
-    return Envelope(data=await carts.view(cart, token=token, country=country, region=region))
+    return Envelope(data=await writes.view(cart, token=token, country=country, region=region))
 
 
 @router.put("/items/{item_id}", response_model=Envelope[s.CartRead], responses=ITEM_ERRORS)
 async def update_item(
     item_id: uuid.UUID,
     body: s.ItemUpdate,
-    carts: Carts,
+    writes: Writes,
     owner: OwnerDep,
     response: Response,
     country: CountryQuery = None,
     region: RegionQuery = None,
 ) -> Envelope[s.CartRead]:
     """Set a line's quantity (this also accepts its current price)."""
-    cart = await carts.update_item(owner, item_id, body.quantity)
+    async with writes.change() as carts:
+        cart = await carts.update_item(owner, item_id, body.quantity)
     guest_header(response, owner, None)
-    return Envelope(data=await carts.view(cart, country=country, region=region))
+    return Envelope(data=await writes.view(cart, country=country, region=region))
 
 
 @router.delete("/items/{item_id}", response_model=Envelope[s.CartRead], responses=ITEM_ERRORS)
 async def remove_item(
     item_id: uuid.UUID,
-    carts: Carts,
+    writes: Writes,
     owner: OwnerDep,
     response: Response,
     country: CountryQuery = None,
     region: RegionQuery = None,
 ) -> Envelope[s.CartRead]:
-    cart = await carts.remove_item(owner, item_id)
+    async with writes.change() as carts:
+        cart = await carts.remove_item(owner, item_id)
     guest_header(response, owner, None)
-    return Envelope(data=await carts.view(cart, country=country, region=region))
+    return Envelope(data=await writes.view(cart, country=country, region=region))
 
 
 @router.delete("", response_model=Envelope[s.CartRead], responses=ERRORS)
 @router.delete("/", response_model=Envelope[s.CartRead], include_in_schema=False)
 async def clear_cart(
-    carts: Carts,
+    writes: Writes,
     owner: OwnerDep,
     response: Response,
     country: CountryQuery = None,
     region: RegionQuery = None,
 ) -> Envelope[s.CartRead]:
     """Empty the cart (lines and coupon)."""
-    cart = await carts.clear(owner)
+    async with writes.change() as carts:
+        cart = await carts.clear(owner)
     guest_header(response, owner, None)
-    return Envelope(data=await carts.view(cart, country=country, region=region))
+    return Envelope(data=await writes.view(cart, country=country, region=region))
 
 
 @router.post("/coupon", response_model=Envelope[s.CartRead], responses=COUPON_APPLY_ERRORS)
 async def apply_coupon(
     body: s.CouponApply,
-    carts: Carts,
+    writes: Writes,
     owner: OwnerDep,
     response: Response,
     country: CountryQuery = None,
     region: RegionQuery = None,
 ) -> Envelope[s.CartRead]:
     """Apply a coupon (checked now; used only at checkout). Replaces any other coupon."""
-    cart = await carts.apply_coupon(owner, body.code)
+    async with writes.change() as carts:
+        cart = await carts.apply_coupon(owner, body.code)
     guest_header(response, owner, None)
-    return Envelope(data=await carts.view(cart, country=country, region=region))
+    return Envelope(data=await writes.view(cart, country=country, region=region))
 
 
 @router.delete("/coupon", response_model=Envelope[s.CartRead], responses=ERRORS)
 async def remove_coupon(
-    carts: Carts,
+    writes: Writes,
     owner: OwnerDep,
     response: Response,
     country: CountryQuery = None,
     region: RegionQuery = None,
 ) -> Envelope[s.CartRead]:
-    cart = await carts.remove_coupon(owner)
+    async with writes.change() as carts:
+        cart = await carts.remove_coupon(owner)
     guest_header(response, owner, None)
-    return Envelope(data=await carts.view(cart, country=country, region=region))
+    return Envelope(data=await writes.view(cart, country=country, region=region))
 
 
 # -- service-to-service (the order service's checkout) --------------------------------------------

@@ -288,6 +288,12 @@ class CartService:
         await self.session.flush()
         return cart, token
 
+    async def fresh(self, cart: Cart | None) -> Cart | None:
+        """``cart`` read again (as a write committed since left it); itself if gone."""
+        if cart is None:
+            return None
+        return await self.session.get(Cart, cart.id) or cart
+
     async def _items(self, cart_id: uuid.UUID) -> list[CartItem]:
         result = await self.session.scalars(
             select(CartItem).where(CartItem.cart_id == cart_id).order_by(CartItem.created_at)
