@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from cart_helpers import API, TOKEN, add, assert_error, configure, make_variant, ok, set_status
 from sqlalchemy import func, select
+from tests.shop import ADDRESS
 
 from ultramarket.services.cart.models import Cart
 from ultramarket.services.product.client import ProductClient
+
+ADDRESSES = "/api/v1/users/me/addresses"
 
 
 async def test_guest_cart_gets_a_token_once_and_is_found_by_it(client, container, drain, make_user):
@@ -123,9 +127,13 @@ async def test_merge_on_login_adds_quantities_capped_and_only_once(
     quantities = {i["variant_id"]: i["quantity"] for i in merged["items"]}
     assert quantities == {
         plenty["variant_id"]: 10,  # capped by the per-line limit
-        scarce["variant_id"]: 6,  # capped by stock
+        scarce["variant_id"]: 7,  # not capped by stock: the warning says so
         guest_only["variant_id"]: 3,
     }
+    [short] = next(i for i in merged["items"] if i["variant_id"] == scarce["variant_id"])[
+        "warnings"
+    ]
+    assert (short["code"], short["available"]) == ("SHORT_STOCK", 6)
 
     # Idempotent: the same request again (and a write with both) adds nothing.
     again = ok(await client.get(API, headers=both))
@@ -135,6 +143,118 @@ async def test_merge_on_login_adds_quantities_capped_and_only_once(
     async with container.db("cart").read_session() as session:
         status = await session.scalar(select(Cart.status).where(Cart.id == uuid.UUID(guest["id"])))
     assert status == "merged"
+
+
+async def test_merge_keeps_an_out_of_stock_guest_line_with_its_warning(
+    client, container, drain, make_user
+):
+    configure(container)
+    manager = await make_user(role="MANAGER")
+    sold_out = await make_variant(client, container, drain, manager, price="5.00", stock=0)
+    user = await make_user()
+    guest = await add(client, sold_out["variant_id"], 2)
+    [line] = guest["items"]
+    assert [w["code"] for w in line["warnings"]] == ["SHORT_STOCK"]
+
+    merged = ok(await client.get(API, headers={**user.headers, TOKEN: guest["token"]}))
+
+    [line] = merged["items"]  # the same line as before the login, not dropped
+    assert (line["variant_id"], line["quantity"]) == (sold_out["variant_id"], 2)
+    [warning] = line["warnings"]
+    assert (warning["code"], warning["available"]) == ("SHORT_STOCK", 0)
+
+
+async def carts_to_merge(
+    client: Any, user: Any, own: str, guest_lines: list[tuple[str, int]]
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """The user's cart with one unit of ``own``, a guest cart of ``guest_lines``, and
+    the headers of a request carrying both (the user's cart, the guest cart, headers)."""
+    mine = await add(client, own, 1, headers=user.headers)
+    (first, quantity), *rest = guest_lines
+    guest = await add(client, first, quantity)
+    for variant_id, quantity in rest:
+        await add(client, variant_id, quantity, headers={TOKEN: guest["token"]})
+    return mine, guest, {**user.headers, TOKEN: guest["token"]}
+
+
+async def test_guest_lines_the_user_cart_cannot_take_stay_in_the_guest_cart(
+    client, container, drain, make_user
+):
+    configure(container)
+    manager = await make_user(role="MANAGER")
+    usd = await make_variant(client, container, drain, manager, price="5.00")
+    eur = await make_variant(client, container, drain, manager, price="3.00", currency="EUR")
+    eur2 = await make_variant(client, container, drain, manager, price="4.00", currency="EUR")
+    user = await make_user()
+    mine, guest, both = await carts_to_merge(
+        client, user, usd["variant_id"], [(eur["variant_id"], 2), (eur2["variant_id"], 1)]
+    )
+    token = guest["token"]
+
+    # The user's cart is in USD: the EUR lines cannot join it, and are not lost.
+    response = await client.get(API, headers=both)
+    cart = ok(response)
+    assert [(i["variant_id"], i["quantity"]) for i in cart["items"]] == [(usd["variant_id"], 1)]
+    assert response.headers[TOKEN] == token  # keep it: the guest cart still holds lines
+    kept = ok(await client.get(API, headers={TOKEN: token}))
+    assert kept["id"] == guest["id"]
+    assert {i["variant_id"]: i["quantity"] for i in kept["items"]} == {
+        eur["variant_id"]: 2,
+        eur2["variant_id"]: 1,
+    }
+    # A write with both leaves them too (and says so).
+    response = await client.post(
+        f"{API}/items", json={"variant_id": usd["variant_id"], "quantity": 1}, headers=both
+    )
+    assert ok(response, 201)["items"][0]["quantity"] == 2
+    assert response.headers[TOKEN] == token
+
+    # Once the user's cart is empty they come over, and the guest cart is closed.
+    ok(await client.delete(f"{API}/items/{mine['items'][0]['id']}", headers=user.headers))
+    response = await client.get(API, headers=both)
+    merged = ok(response)
+    assert TOKEN.lower() not in response.headers
+    assert merged["currency"] == "EUR"
+    assert {i["variant_id"]: i["quantity"] for i in merged["items"]} == {
+        eur["variant_id"]: 2,
+        eur2["variant_id"]: 1,
+    }
+    assert ok(await client.get(API, headers={TOKEN: token}))["id"] is None
+    async with container.db("cart").read_session() as session:
+        status = await session.scalar(select(Cart.status).where(Cart.id == uuid.UUID(guest["id"])))
+    assert status == "merged"
+
+
+async def test_guest_lines_past_the_line_limit_stay_in_the_guest_cart(
+    client, container, drain, make_user
+):
+    configure(container, max_lines=2)
+    manager = await make_user(role="MANAGER")
+    a, b, c = [await make_variant(client, container, drain, manager) for _ in range(3)]
+    user = await make_user()
+    mine, guest, both = await carts_to_merge(
+        client, user, a["variant_id"], [(b["variant_id"], 1), (c["variant_id"], 1)]
+    )
+    token = guest["token"]
+
+    response = await client.get(API, headers=both)
+    cart = ok(response)
+    assert {i["variant_id"] for i in cart["items"]} == {a["variant_id"], b["variant_id"]}
+    assert response.headers[TOKEN] == token
+    kept = ok(await client.get(API, headers={TOKEN: token}))
+    assert [i["variant_id"] for i in kept["items"]] == [c["variant_id"]]
+    # Repeating adds nothing twice.
+    again = ok(await client.get(API, headers=both))
+    assert {i["variant_id"]: i["quantity"] for i in again["items"]} == {
+        a["variant_id"]: 1,
+        b["variant_id"]: 1,
+    }
+
+    ok(await client.delete(f"{API}/items/{mine['items'][0]['id']}", headers=user.headers))
+    response = await client.get(API, headers=both)
+    assert {i["variant_id"] for i in ok(response)["items"]} == {b["variant_id"], c["variant_id"]}
+    assert TOKEN.lower() not in response.headers
+    assert ok(await client.get(API, headers={TOKEN: token}))["id"] is None
 
 
 async def test_refusals_carry_their_codes(client, container, drain, make_user):
@@ -272,6 +392,37 @@ async def test_idle_carts_are_reported_abandoned_once(client, container, drain, 
     ]
 
 
+async def test_the_abandoned_sweep_runs_at_the_configured_interval(
+    client, container, drain, make_user
+):
+    from ultramarket.services.cart import SERVICE
+
+    [(tick, job)] = SERVICE.periodic
+    assert tick <= 60  # it wakes often; the setting decides when it sweeps
+    configure(container, abandoned_after_hours=0, abandoned_sweep_seconds=3600)
+    manager = await make_user(role="MANAGER")
+    v = await make_variant(client, container, drain, manager, price="3.00")
+    outbox = container.events("cart").outbox
+
+    async def reported() -> list[str]:
+        async with container.db("cart").read_session() as session:
+            payloads = await session.scalars(
+                select(outbox.c.payload).where(outbox.c.event_type == "cart.abandoned.v1")
+            )
+            return sorted(p["cart_id"] for p in payloads)
+
+    first = await add(client, v["variant_id"], 1)
+    await job(container)  # the first wake-up sweeps
+    assert await reported() == [first["id"]]
+    second = await add(client, v["variant_id"], 1)
+    await job(container)  # within the hour: no sweep
+    assert await reported() == [first["id"]]
+
+    configure(container, abandoned_after_hours=0, abandoned_sweep_seconds=0)
+    await job(container)
+    assert await reported() == sorted([first["id"], second["id"]])
+
+
 async def test_a_cart_view_is_cached_until_the_cart_changes(
     client, container, drain, make_user, monkeypatch
 ):
@@ -301,3 +452,32 @@ async def test_a_cart_view_is_cached_until_the_cart_changes(
     assert len(asked) == priced
     assert [i["quantity"] for i in changed["items"]] == [3]
     assert changed["subtotal"] == "60.00"
+
+
+async def test_a_cached_cart_view_follows_a_change_of_the_default_address(
+    client, container, drain, make_user
+):
+    configure(container, cache_seconds=60)
+    manager = await make_user(role="MANAGER")
+    v = await make_variant(client, container, drain, manager, price="40.00")
+    user = await make_user()
+    california = {**ADDRESS, "region": "CA"}
+    ok(await client.post(ADDRESSES, json=california, headers=user.headers), 201)
+    await add(client, v["variant_id"], 1, headers=user.headers)
+    cart = ok(await client.get(API, headers=user.headers))
+    assert (cart["country"], cart["tax"]) == ("US", "2.90")  # 7.25% of 40.00
+
+    # A new default address (the cart itself does not change): its tax, not the cached one.
+    berlin = {**ADDRESS, "city": "Berlin", "region": None, "postal_code": "10115", "country": "DE"}
+    ok(
+        await client.post(
+            ADDRESSES, json={**berlin, "is_default_shipping": True}, headers=user.headers
+        ),
+        201,
+    )
+    cart = ok(await client.get(API, headers=user.headers))
+    assert (cart["country"], cart["region"], cart["tax"]) == ("DE", None, "7.60")  # 19%
+    # And back: each location has its own cached view.
+    ok(await client.get(API, params={"country": "US", "region": "CA"}, headers=user.headers))
+    cart = ok(await client.get(API, headers=user.headers))
+    assert cart["tax"] == "7.60"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,11 @@ from fastapi import APIRouter
 from ultramarket.core.service import ServiceSpec
 from ultramarket.services.cart.models import EVENTS, Base
 
-# How often idle carts are looked for (each is reported abandoned once).
-ABANDONED_SWEEP_SECONDS = 600.0
+# How often the abandoned-cart job wakes up. It looks for idle carts (each reported
+# abandoned once) every ``CartSettings.abandoned_sweep_seconds``, read on each wake-up
+# from the container's cart settings (ULTRAMARKET_CART__ABANDONED_SWEEP_SECONDS).
+ABANDONED_TICK_SECONDS = 10.0
+LAST_SWEEP_KEY = "cart.abandoned_swept_at"
 
 
 def _routers() -> list[APIRouter]:
@@ -24,8 +28,14 @@ async def _abandoned(container: Any) -> None:
     from ultramarket.services.cart.config import cart_settings
     from ultramarket.services.cart.service import mark_abandoned
 
+    settings = cart_settings(container)
+    now = time.monotonic()
+    last = container.extras.get(LAST_SWEEP_KEY)
+    if last is not None and now - last < settings.abandoned_sweep_seconds:
+        return
+    container.extras[LAST_SWEEP_KEY] = now
     async with container.db("cart").session() as session:
-        await mark_abandoned(session, container.publisher("cart"), cart_settings(container))
+        await mark_abandoned(session, container.publisher("cart"), settings)
 
 
 SERVICE = ServiceSpec(
@@ -35,6 +45,6 @@ SERVICE = ServiceSpec(
     metadata=Base.metadata,
     events=EVENTS,
     migrations=Path(__file__).parent / "migrations",
-    periodic=((ABANDONED_SWEEP_SECONDS, _abandoned),),
+    periodic=((ABANDONED_TICK_SECONDS, _abandoned),),
     prefixes=("/api/v1/cart", "/api/v1/coupons"),
 )

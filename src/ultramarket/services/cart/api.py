@@ -2,8 +2,11 @@
 
 A caller's cart is the user's (with ``Authorization``) or the guest cart named by the
 ``X-Cart-Token`` header. A request carrying both first merges the guest cart into the
-user's (once). Guests get their token in ``X-Cart-Token`` on every reply and in the
-body's ``token`` when the cart is created. Coupons are managed by MANAGER+ under
+user's (once). Lines the user's cart cannot take (another currency, past the line
+limit) stay in the guest cart, which stays open: such a reply carries the token in
+``X-Cart-Token`` again, so the client keeps it (a later request with both retries).
+Guests get their token in ``X-Cart-Token`` on every reply and in the body's ``token``
+when the cart is created. Coupons are managed by MANAGER+ under
 ``/api/v1/coupons``; ``/api/v1/cart/internal/...`` serves the order service only.
 """
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Query, Request, Response
@@ -28,6 +32,7 @@ from ultramarket.core.security import (
 from ultramarket.core.service import ServiceRouter
 from ultramarket.services.cart import schemas as s
 from ultramarket.services.cart.config import cart_settings
+from ultramarket.services.cart.models import Cart
 from ultramarket.services.cart.service import CartService, CouponService, Owner, coupon_read
 from ultramarket.services.inventory.client import InventoryClient
 from ultramarket.services.product.client import ProductClient
@@ -47,7 +52,11 @@ CountryQuery = Annotated[
     str | None, Query(pattern=r"^[A-Za-z]{2}$", description="ISO country for tax")
 ]
 RegionQuery = Annotated[
-    str | None, Query(max_length=10, pattern=r"^[A-Za-z0-9]+$", description="Region for tax")
+    str | None,
+    Query(
+        max_length=100,
+        description='Region for tax: an ISO 3166-2 code ("CA", "US-CA") or its name ("California")',
+    ),
 ]
 
 
@@ -77,28 +86,64 @@ def build_service(container: ContainerDep, session: AsyncSession) -> CartService
     )
 
 
-async def cart_service(container: ContainerDep, session: Session, owner: OwnerDep) -> CartService:
-    """The service on a write session, after merging a guest cart into the user's."""
-    service = build_service(container, session)
-    if owner.user_id is not None and owner.token:
-        await service.merge(owner.user_id, owner.token)
-    return service
+async def merge_guest(service: CartService, owner: Owner, response: Response) -> None:
+    """With a user and a guest token, merge the guest cart into the user's; while it
+    keeps lines the user's cart could not take, the reply hands its token back."""
+    if owner.user_id is None or not owner.token:
+        return
+    if await service.merge(owner.user_id, owner.token):
+        response.headers[TOKEN_HEADER] = owner.token
 
 
-async def cart_reader(container: ContainerDep, owner: OwnerDep) -> AsyncIterator[CartService]:
-    """Reads take no write lock, unless the request merges a guest cart first."""
+class CartWrites:
+    """A write to the caller's cart in a unit of work of its own (after merging a guest
+    cart into the user's), and its reply priced once that has committed: pricing calls
+    the product, inventory and user services, and no transaction - no row lock, on
+    SQLite no write lock - is held across those calls."""
+
+    def __init__(self, container: ContainerDep, owner: OwnerDep, response: Response) -> None:
+        self.container = container
+        self.owner = owner
+        self.response = response
+
+    @asynccontextmanager
+    async def change(self) -> AsyncIterator[CartService]:
+        """The service on a write session, committed when the block ends."""
+        async with self.container.db("cart").session() as session:
+            service = build_service(self.container, session)
+            await merge_guest(service, self.owner, self.response)
+            yield service
+
+    async def view(
+        self,
+        cart: Cart | None,
+        *,
+        token: str | None = None,
+        country: str | None = None,
+        region: str | None = None,
+    ) -> s.CartRead:
+        """The reply: ``cart`` as it stands now, priced on a read session."""
+        async with self.container.db("cart").read_session() as session:
+            service = build_service(self.container, session)
+            return await service.view(
+                await service.fresh(cart), token=token, country=country, region=region
+            )
+
+
+async def cart_reader(
+    container: ContainerDep, owner: OwnerDep, response: Response
+) -> AsyncIterator[CartService]:
+    """Reads take no write lock; a request that merges a guest cart first commits the
+    merge before it reads."""
     db = container.db("cart")
     if owner.user_id is not None and owner.token:
         async with db.session() as session:
-            service = build_service(container, session)
-            await service.merge(owner.user_id, owner.token)
-            yield service
-    else:
-        async with db.read_session() as session:
-            yield build_service(container, session)
+            await merge_guest(build_service(container, session), owner, response)
+    async with db.read_session() as session:
+        yield build_service(container, session)
 
 
-Carts = Annotated[CartService, Depends(cart_service)]
+Writes = Annotated[CartWrites, Depends()]
 CartsReader = Annotated[CartService, Depends(cart_reader, scope="function")]
 
 
@@ -147,89 +192,95 @@ async def get_cart(
 @router.post("/items", status_code=201, response_model=Envelope[s.CartRead], responses=ITEM_ERRORS)
 async def add_item(
     body: s.ItemAdd,
-    carts: Carts,
+    writes: Writes,
     owner: OwnerDep,
     response: Response,
     country: CountryQuery = None,
     region: RegionQuery = None,
 ) -> Envelope[s.CartRead]:
     """Add units of a variant (to its line when present). Creates the cart on first use."""
-    cart, token = await carts.add_item(owner, body.variant_id, body.quantity)
+    async with writes.change() as carts:
+        cart, token = await carts.add_item(owner, body.variant_id, body.quantity)
     guest_header(response, owner, token)
-    return Envelope(data=await carts.view(cart, token=token, country=country, region=region))
+    return Envelope(data=await writes.view(cart, token=token, country=country, region=region))
 
 
 @router.put("/items/{item_id}", response_model=Envelope[s.CartRead], responses=ITEM_ERRORS)
 async def update_item(
     item_id: uuid.UUID,
     body: s.ItemUpdate,
-    carts: Carts,
+    writes: Writes,
     owner: OwnerDep,
     response: Response,
     country: CountryQuery = None,
     region: RegionQuery = None,
 ) -> Envelope[s.CartRead]:
     """Set a line's quantity (this also accepts its current price)."""
-    cart = await carts.update_item(owner, item_id, body.quantity)
+    async with writes.change() as carts:
+        cart = await carts.update_item(owner, item_id, body.quantity)
     guest_header(response, owner, None)
-    return Envelope(data=await carts.view(cart, country=country, region=region))
+    return Envelope(data=await writes.view(cart, country=country, region=region))
 
 
 @router.delete("/items/{item_id}", response_model=Envelope[s.CartRead], responses=ITEM_ERRORS)
 async def remove_item(
     item_id: uuid.UUID,
-    carts: Carts,
+    writes: Writes,
     owner: OwnerDep,
     response: Response,
     country: CountryQuery = None,
     region: RegionQuery = None,
 ) -> Envelope[s.CartRead]:
-    cart = await carts.remove_item(owner, item_id)
+    async with writes.change() as carts:
+        cart = await carts.remove_item(owner, item_id)
     guest_header(response, owner, None)
-    return Envelope(data=await carts.view(cart, country=country, region=region))
+    return Envelope(data=await writes.view(cart, country=country, region=region))
 
 
 @router.delete("", response_model=Envelope[s.CartRead], responses=ERRORS)
 @router.delete("/", response_model=Envelope[s.CartRead], include_in_schema=False)
 async def clear_cart(
-    carts: Carts,
+    writes: Writes,
     owner: OwnerDep,
     response: Response,
     country: CountryQuery = None,
     region: RegionQuery = None,
 ) -> Envelope[s.CartRead]:
     """Empty the cart (lines and coupon)."""
-    cart = await carts.clear(owner)
+    async with writes.change() as carts:
+        cart = await carts.clear(owner)
     guest_header(response, owner, None)
-    return Envelope(data=await carts.view(cart, country=country, region=region))
+    return Envelope(data=await writes.view(cart, country=country, region=region))
 
 
 @router.post("/coupon", response_model=Envelope[s.CartRead], responses=COUPON_APPLY_ERRORS)
 async def apply_coupon(
     body: s.CouponApply,
-    carts: Carts,
+    writes: Writes,
     owner: OwnerDep,
     response: Response,
     country: CountryQuery = None,
     region: RegionQuery = None,
 ) -> Envelope[s.CartRead]:
     """Apply a coupon (checked now; used only at checkout). Replaces any other coupon."""
-    cart = await carts.apply_coupon(owner, body.code)
+    async with writes.change() as carts:
+        cart = await carts.apply_coupon(owner, body.code)
     guest_header(response, owner, None)
-    return Envelope(data=await carts.view(cart, country=country, region=region))
+    return Envelope(data=await writes.view(cart, country=country, region=region))
 
 
 @router.delete("/coupon", response_model=Envelope[s.CartRead], responses=ERRORS)
 async def remove_coupon(
-    carts: Carts,
+    writes: Writes,
     owner: OwnerDep,
     response: Response,
     country: CountryQuery = None,
     region: RegionQuery = None,
 ) -> Envelope[s.CartRead]:
-    cart = await carts.remove_coupon(owner)
+    async with writes.change() as carts:
+        cart = await carts.remove_coupon(owner)
     guest_header(response, owner, None)
-    return Envelope(data=await carts.view(cart, country=country, region=region))
+    return Envelope(data=await writes.view(cart, country=country, region=region))
 
 
 # -- service-to-service (the order service's checkout) --------------------------------------------
@@ -289,13 +340,33 @@ async def internal_checkout_quote(
     "/internal/users/{user_id}",
     response_model=Envelope[s.ClearResult],
     responses=INTERNAL_ERRORS,
-    summary="Empty a user's cart after checkout (services only)",
+    summary="Empty a user's cart, lines and coupon (services only)",
 )
 async def internal_clear(
     user_id: uuid.UUID, _caller: ServiceCaller, container: ContainerDep, session: Session
 ) -> Envelope[s.ClearResult]:
     # No pricing here: nothing but this write may happen while it holds the lock.
     cart = await build_service(container, session).clear(Owner(user_id=user_id))
+    return Envelope(data=s.ClearResult(user_id=user_id, cleared=cart is not None))
+
+
+@router.post(
+    "/internal/users/{user_id}/ordered",
+    response_model=Envelope[s.ClearResult],
+    responses={**INTERNAL_ERRORS, 422: {"description": "Invalid input (VALIDATION_ERROR)"}},
+    summary="Take a confirmed order's lines out of the user's cart (services only)",
+)
+async def internal_remove_ordered(
+    user_id: uuid.UUID,
+    body: s.RemoveOrdered,
+    _caller: ServiceCaller,
+    container: ContainerDep,
+    session: Session,
+) -> Envelope[s.ClearResult]:
+    """What the customer added or raised while the order was paid stays in the cart."""
+    cart = await build_service(container, session).remove_ordered(
+        user_id, [(line.variant_id, line.quantity) for line in body.items], body.coupon
+    )
     return Envelope(data=s.ClearResult(user_id=user_id, cleared=cart is not None))
 
 

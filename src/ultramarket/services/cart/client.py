@@ -54,8 +54,29 @@ class CartClient(ServiceClient):
         return CartRead.model_validate(data)
 
     async def clear(self, user_id: uuid.UUID) -> bool:
-        """Empty the user's cart (lines and coupon); safe to repeat. False: no cart."""
+        """Empty the user's cart (lines and coupon); safe to repeat. False: no cart.
+        After a checkout use ``remove_ordered``: this also drops what was added since."""
         data = await self.request("DELETE", f"{PREFIX}/users/{user_id}")
+        return bool(data["cleared"])
+
+    async def remove_ordered(
+        self,
+        user_id: uuid.UUID,
+        items: Iterable[tuple[uuid.UUID, int]],
+        *,
+        coupon: str | None = None,
+    ) -> bool:
+        """After a confirmed checkout: take the order's ``items`` (variant, quantity) out
+        of the user's cart, and its coupon when it is ``coupon`` (the one the order used).
+        Lines added or raised meanwhile keep the rest. Not retried (a repeat would take
+        the units twice): a lost call leaves the bought lines in the cart. False: no cart."""
+        body = {
+            "items": [{"variant_id": str(v), "quantity": q} for v, q in items],
+            "coupon": coupon,
+        }
+        data = await self.request(
+            "POST", f"{PREFIX}/users/{user_id}/ordered", json=body, idempotent=False
+        )
         return bool(data["cleared"])
 
     async def redeem_coupon(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ultramarket.core.db import IdMixin, TimestampMixin, service_base, utcnow
@@ -59,8 +59,9 @@ class CartItem(TimestampMixin, IdMixin, Base):
     sku: Mapped[str] = mapped_column(String(100))
     name: Mapped[str] = mapped_column(String(300))
     quantity: Mapped[int]
-    # The unit price seen when the line was added or last changed (minor units).
-    price_amount: Mapped[int]
+    # The unit price seen when the line was added or last changed (minor units; 64-bit,
+    # as the product's price is).
+    price_amount: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
 
 
@@ -76,9 +77,9 @@ class Coupon(TimestampMixin, IdMixin, Base):
     code_key: Mapped[str | None] = mapped_column(String(40))  # lower(code); NULL when deleted
     type: Mapped[str] = mapped_column(String(16))  # percentage | fixed | free_shipping
     # percentage: basis points (1250 = 12.5%); fixed: minor units of ``currency``.
-    value: Mapped[int] = mapped_column(default=0)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
     currency: Mapped[str | None] = mapped_column(String(3))
-    min_subtotal_amount: Mapped[int | None]
+    min_subtotal_amount: Mapped[int | None] = mapped_column(BigInteger)
     starts_at: Mapped[datetime | None]
     ends_at: Mapped[datetime | None]
     max_uses: Mapped[int | None]
@@ -101,7 +102,7 @@ class CouponRedemption(IdMixin, Base):
     user_id: Mapped[uuid.UUID]
     # The n-th use by this user (1..max_uses_per_user); NULL when unlimited or released.
     slot: Mapped[int | None]
-    discount_amount: Mapped[int]
+    discount_amount: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
     status: Mapped[str] = mapped_column(String(16), default="redeemed")  # redeemed | released
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -10,7 +10,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from ultramarket.core.money import CurrencyCode, DecimalAmount
 from ultramarket.core.schemas import ReadSchema, Schema
@@ -22,7 +22,9 @@ CouponCode = Annotated[
 # The per-line limit is configuration; this bound only keeps absurd numbers out.
 Quantity = Annotated[int, Field(gt=0, le=1_000_000, description="Units; must be positive")]
 Country = Annotated[str, Field(pattern=r"^[A-Za-z]{2}$")]
-Region = Annotated[str, Field(min_length=1, max_length=10, pattern=r"^[A-Za-z0-9]+$")]
+# Free text with an address's bounds ("CA", "US-CA", "New York"; "" for none): the tax
+# lookup finds the ISO 3166-2 code from it (CartSettings.region_code).
+Region = Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)]
 
 
 # -- cart ----------------------------------------------------------------------------------------
@@ -205,6 +207,15 @@ class RedemptionRead(BaseModel):
     currency: str
     free_shipping: bool
     status: Literal["redeemed", "released"]
+
+
+class RemoveOrdered(Schema):
+    """A confirmed order's lines, to take out of the cart it was placed from: each
+    line's units are subtracted (lines added or raised meanwhile keep the rest), and the
+    cart's coupon goes when it is the one the order used."""
+
+    items: Annotated[list[ItemAdd], Field(min_length=1, max_length=100)]
+    coupon: Annotated[str, Field(max_length=40)] | None = None
 
 
 class ClearResult(BaseModel):

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, delete, func, select, update
+from sqlalchemy import BigInteger, ColumnElement, Select, cast, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -288,6 +288,12 @@ class CartService:
         await self.session.flush()
         return cart, token
 
+    async def fresh(self, cart: Cart | None) -> Cart | None:
+        """``cart`` read again (as a write committed since left it); itself if gone."""
+        if cart is None:
+            return None
+        return await self.session.get(Cart, cart.id) or cart
+
     async def _items(self, cart_id: uuid.UUID) -> list[CartItem]:
         result = await self.session.scalars(
             select(CartItem).where(CartItem.cart_id == cart_id).order_by(CartItem.created_at)
@@ -300,56 +306,69 @@ class CartService:
 
     # -- merging a guest cart into the user's ----------------------------------------------------
 
-    async def merge(self, user_id: uuid.UUID, token: str) -> bool:
-        """Fold the open guest cart of ``token`` into the user's open cart. Quantities
-        add, capped by stock and the per-line limit (never below what the user already
-        had); lines in another currency are left out. Runs once: the guest cart is
-        closed by a conditional UPDATE, so a repeat (or a concurrent twin) adds nothing."""
-        guest = await self._guest_cart(token)
-        if guest is None:
-            return False
+    async def merge(self, user_id: uuid.UUID, token: str) -> int:
+        """Fold the open guest cart of ``token`` into the user's open cart; returns how
+        many guest lines were left behind (0: all merged, or no guest cart).
+
+        Quantities add, capped by the per-line limit (never below what the user already
+        had) but not by stock: a line short of stock comes over whole and shows its
+        SHORT_STOCK warning, as it did in the guest cart. A line the user's cart cannot
+        take - priced in another currency, or a new line past ``max_lines`` - is never
+        dropped: it stays in the guest cart, which then stays open under its token (a
+        later request with both tries again, e.g. once the user's cart is emptied). The
+        guest cart is closed as merged once nothing is left in it. Lines are moved
+        (deleted from the guest cart) under both carts' row locks, the user's first, so
+        a repeat or a concurrent twin adds nothing twice."""
+        if await self._guest_cart(token) is None:
+            return 0
         target = await self._user_cart(user_id, lock=True) or await self._create_user_cart(user_id)
-        closed = await self.session.execute(
-            update(CART)
-            .where(CART.c.id == guest.id, CART.c.status == "open", CART.c.user_id.is_(None))
-            .values(status="merged", merged_into_id=target.id, updated_at=self.clock())
-        )
-        if closed.rowcount != 1:  # type: ignore[attr-defined]
-            return False
+        guest = await self._guest_cart(token, lock=True)
+        if guest is None:  # merged by a concurrent twin meanwhile
+            return 0
         guest_items = await self._items(guest.id)
-        if guest_items:
-            mine = {i.variant_id: i for i in await self._items(target.id)}
-            stock = await self._availability([i.variant_id for i in guest_items])
-            if target.currency is None and not mine:
-                target.currency = guest_items[0].currency
-            limit = self.settings.max_quantity_per_line
-            for line in guest_items:
-                if line.currency != target.currency:
-                    continue
-                have = mine.get(line.variant_id)
-                existing = have.quantity if have else 0
-                available = stock.get(line.variant_id)
-                cap = limit if available is None else min(limit, available)
-                quantity = max(existing, min(existing + line.quantity, cap))
-                if have is not None:
-                    have.quantity = quantity
-                elif quantity > 0 and len(mine) < self.settings.max_lines:
-                    mine[line.variant_id] = CartItem(
-                        cart_id=target.id,
-                        variant_id=line.variant_id,
-                        product_id=line.product_id,
-                        sku=line.sku,
-                        name=line.name,
-                        quantity=quantity,
-                        price_amount=line.price_amount,
-                        currency=line.currency,
-                    )
-                    self.session.add(mine[line.variant_id])
-        if target.coupon_code is None and guest.coupon_code is not None:
-            target.coupon_code = guest.coupon_code
-        self._touch(target)
+        mine = {i.variant_id: i for i in await self._items(target.id)}
+        if not mine:
+            target.currency = guest_items[0].currency if guest_items else None
+        limit = self.settings.max_quantity_per_line
+        left = 0
+        changed = False
+        for line in guest_items:
+            have = mine.get(line.variant_id)
+            if line.currency != target.currency or (
+                have is None and len(mine) >= self.settings.max_lines
+            ):
+                left += 1
+                continue
+            changed = True
+            if have is not None:
+                have.quantity = max(have.quantity, min(have.quantity + line.quantity, limit))
+            else:
+                mine[line.variant_id] = CartItem(
+                    cart_id=target.id,
+                    variant_id=line.variant_id,
+                    product_id=line.product_id,
+                    sku=line.sku,
+                    name=line.name,
+                    quantity=min(line.quantity, limit),
+                    price_amount=line.price_amount,
+                    currency=line.currency,
+                )
+                self.session.add(mine[line.variant_id])
+            await self.session.delete(line)
+        # The guest's coupon comes over with the first merge (when the user has none).
+        if guest.coupon_code is not None:
+            if target.coupon_code is None:
+                target.coupon_code, changed = guest.coupon_code, True
+            guest.coupon_code = None
+        if not left:
+            guest.status, guest.merged_into_id = "merged", target.id
+            guest.updated_at = self.clock()
+        elif changed:
+            self._touch(guest)
+        if changed:
+            self._touch(target)
         await self.session.flush()
-        return True
+        return left
 
     # -- lines ------------------------------------------------------------------------------
 
@@ -460,6 +479,37 @@ class CartService:
         await self.session.execute(delete(ITEM).where(ITEM.c.cart_id == cart.id))
         cart.currency = None
         cart.coupon_code = None
+        self._touch(cart)
+        await self.session.flush()
+        return cart
+
+    async def remove_ordered(
+        self, user_id: uuid.UUID, lines: Sequence[tuple[uuid.UUID, int]], coupon: str | None
+    ) -> Cart | None:
+        """Take a confirmed order's ``lines`` (variant, quantity) out of the user's cart:
+        each line loses the units bought and goes when none are left, so what the
+        customer added (or raised) while the order was paid stays. The cart's coupon goes
+        only when it is the one the order used (``coupon``); one applied meanwhile, or
+        one the order did not use, stays. Not idempotent: a repeat takes the units again.
+        None when the user has no open cart."""
+        cart = await self._user_cart(user_id, lock=True)
+        if cart is None:
+            return None
+        bought: dict[uuid.UUID, int] = {}
+        for variant_id, quantity in lines:
+            bought[variant_id] = bought.get(variant_id, 0) + quantity
+        left = 0
+        for item in await self._items(cart.id):
+            taken = bought.get(item.variant_id, 0)
+            if taken >= item.quantity:
+                await self.session.delete(item)
+            else:
+                item.quantity -= taken
+                left += 1
+        if not left:
+            cart.currency = None
+        if coupon and cart.coupon_code and cart.coupon_code.lower() == coupon.strip().lower():
+            cart.coupon_code = None
         self._touch(cart)
         await self.session.flush()
         return cart
@@ -583,10 +633,13 @@ class CartService:
         ``stock=False`` skips the stock lookup (and its warnings).
 
         A stored cart's full view is cached for ``settings.cache_seconds`` under its
-        ``updated_at``: every change of the cart makes a new key, and prices and stock
-        changed elsewhere show within those seconds (checkout always re-prices)."""
+        ``updated_at`` and the location it is taxed for (resolved first: the user's
+        default address when the request names no country): every change of the cart
+        or of that address makes a new key, and prices and stock changed elsewhere show
+        within those seconds (checkout always re-prices)."""
         if cart is None:
             return self._empty(country, region)
+        country, region = await self._location(cart, country, region)
         slot: Slot | None = None
         if (
             self.cache is not None
@@ -612,7 +665,7 @@ class CartService:
         self,
         cart: Cart,
         token: str | None,
-        country: str | None,
+        country: str | None,  # resolved: see _location
         region: str | None,
         items: list[CartItem] | None,
         stock: bool,
@@ -668,7 +721,6 @@ class CartService:
             )
         subtotal = self._subtotal(priced)
         coupon_view, terms = await self._coupon_state(cart, subtotal, currency)
-        country, region = await self._location(cart, country, region)
         totals = compute_totals(
             subtotal, currency, self.settings, coupon=terms, country=country, region=region
         )
@@ -1100,9 +1152,15 @@ async def mark_abandoned(
     ).all()
     count = 0
     for cart in carts:
+        # Checked again: a cart used (or merged, or closed) since the SELECT is not idle.
         marked = await session.execute(
             update(CART)
-            .where(CART.c.id == cart.id, CART.c.abandoned_at.is_(None))
+            .where(
+                CART.c.id == cart.id,
+                CART.c.status == "open",
+                CART.c.abandoned_at.is_(None),
+                CART.c.updated_at < cutoff,
+            )
             .values(abandoned_at=now)
         )
         if marked.rowcount != 1:  # type: ignore[attr-defined]
@@ -1111,7 +1169,11 @@ async def mark_abandoned(
             await session.execute(
                 select(
                     func.coalesce(func.sum(ITEM.c.quantity), 0),
-                    func.coalesce(func.sum(ITEM.c.quantity * ITEM.c.price_amount), 0),
+                    # 64-bit product: quantity x price can pass 32 bits even when
+                    # neither does.
+                    func.coalesce(
+                        func.sum(cast(ITEM.c.quantity, BigInteger) * ITEM.c.price_amount), 0
+                    ),
                 ).where(ITEM.c.cart_id == cart.id)
             )
         ).one()

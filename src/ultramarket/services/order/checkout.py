@@ -487,7 +487,13 @@ class Checkout(Flow):
             raise ended
         if order.from_cart and clear_cart:
             try:
-                await self.parts.cart.clear(order.user_id)
+                # Only what was bought leaves the cart: lines added (or raised) while
+                # the order was paid stay.
+                await self.parts.cart.remove_ordered(
+                    order.user_id,
+                    [(line.variant_id, line.quantity) for line in self.lines],
+                    coupon=order.coupon_code,
+                )
             except DomainError as exc:  # the order stands; a stale cart is only cosmetic
                 log.warning("cart not emptied after checkout", extra={"error": exc.code})
 
