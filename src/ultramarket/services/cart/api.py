@@ -170,120 +170,7 @@ COUPON_APPLY_ERRORS: Responses = {
 }
 
 
-# -- the caller's cart ----------------------------------------------------------------------------
-
-
-@router.get("", response_model=Envelope[s.CartRead], responses=ERRORS)
-@router.get("/", response_model=Envelope[s.CartRead], include_in_schema=False)
-async def get_cart(
-    carts: CartsReader,
-    owner: OwnerDep,
-    response: Response,
-    country: CountryQuery = None,
-    region: RegionQuery = None,
-) -> Envelope[s.CartRead]:
-    """The cart at current prices, with warnings and totals (tax for ``country``/``region``,
-    else the user's default address). No cart yet: an empty one with ``id`` null."""
-    cart = await carts.find(owner)
-    guest_header(response, owner, None)
-    return Envelope(data=await carts.view(cart, country=country, region=region))
-
-
-@router.post("/items", status_code=201, response_model=Envelope[s.CartRead], responses=ITEM_ERRORS)
-async def add_item(
-    body: s.ItemAdd,
-    writes: Writes,
-    owner: OwnerDep,
-    response: Response,
-    country: CountryQuery = None,
-    region: RegionQuery = None,
-) -> Envelope[s.CartRead]:
-    """Add units of a variant (to its line when present). Creates the cart on first use."""
-    async with writes.change() as carts:
-        cart, token = await carts.add_item(owner, body.variant_id, body.quantity)
-    guest_header(response, owner, token)
-    return Envelope(data=await writes.view(cart, token=token, country=country, region=region))
-
-
-@router.put("/items/{item_id}", response_model=Envelope[s.CartRead], responses=ITEM_ERRORS)
-async def update_item(
-    item_id: uuid.UUID,
-    body: s.ItemUpdate,
-    writes: Writes,
-    owner: OwnerDep,
-    response: Response,
-    country: CountryQuery = None,
-    region: RegionQuery = None,
-) -> Envelope[s.CartRead]:
-    """Set a line's quantity (this also accepts its current price)."""
-    async with writes.change() as carts:
-        cart = await carts.update_item(owner, item_id, body.quantity)
-    guest_header(response, owner, None)
-    return Envelope(data=await writes.view(cart, country=country, region=region))
-
-
-@router.delete("/items/{item_id}", response_model=Envelope[s.CartRead], responses=ITEM_ERRORS)
-async def remove_item(
-    item_id: uuid.UUID,
-    writes: Writes,
-    owner: OwnerDep,
-    response: Response,
-    country: CountryQuery = None,
-    region: RegionQuery = None,
-) -> Envelope[s.CartRead]:
-    async with writes.change() as carts:
-        cart = await carts.remove_item(owner, item_id)
-    guest_header(response, owner, None)
-    return Envelope(data=await writes.view(cart, country=country, region=region))
-
-
-@router.delete("", response_model=Envelope[s.CartRead], responses=ERRORS)
-@router.delete("/", response_model=Envelope[s.CartRead], include_in_schema=False)
-async def clear_cart(
-    writes: Writes,
-    owner: OwnerDep,
-    response: Response,
-    country: CountryQuery = None,
-    region: RegionQuery = None,
-) -> Envelope[s.CartRead]:
-    """Empty the cart (lines and coupon)."""
-    async with writes.change() as carts:
-        cart = await carts.clear(owner)
-    guest_header(response, owner, None)
-    return Envelope(data=await writes.view(cart, country=country, region=region))
-
-
-@router.post("/coupon", response_model=Envelope[s.CartRead], responses=COUPON_APPLY_ERRORS)
-async def apply_coupon(
-    body: s.CouponApply,
-    writes: Writes,
-    owner: OwnerDep,
-    response: Response,
-    country: CountryQuery = None,
-    region: RegionQuery = None,
-) -> Envelope[s.CartRead]:
-    """Apply a coupon (checked now; used only at checkout). Replaces any other coupon."""
-    async with writes.change() as carts:
-        cart = await carts.apply_coupon(owner, body.code)
-    guest_header(response, owner, None)
-    return Envelope(data=await writes.view(cart, country=country, region=region))
-
-
-@router.delete("/coupon", response_model=Envelope[s.CartRead], responses=ERRORS)
-async def remove_coupon(
-    writes: Writes,
-    owner: OwnerDep,
-    response: Response,
-    country: CountryQuery = None,
-    region: RegionQuery = None,
-) -> Envelope[s.CartRead]:
-    async with writes.change() as carts:
-        cart = await carts.remove_coupon(owner)
-    guest_header(response, owner, None)
-    return Envelope(data=await writes.view(cart, country=country, region=region))
-
-
-# -- service-to-service (the order service's checkout) --------------------------------------------
+# -- service-to-service (the order service's checkout), first: routes match in order --------------
 
 INTERNAL_ERRORS: Responses = {
     401: {"description": "Not authenticated"},
@@ -397,6 +284,119 @@ async def internal_release(
 ) -> Envelope[s.ReleaseResult]:
     released = await CouponService(session).release(body.order_id)
     return Envelope(data=s.ReleaseResult(order_id=body.order_id, released=released))
+
+
+# -- the caller's cart ----------------------------------------------------------------------------
+
+
+@router.get("", response_model=Envelope[s.CartRead], responses=ERRORS)
+@router.get("/", response_model=Envelope[s.CartRead], include_in_schema=False)
+async def get_cart(
+    carts: CartsReader,
+    owner: OwnerDep,
+    response: Response,
+    country: CountryQuery = None,
+    region: RegionQuery = None,
+) -> Envelope[s.CartRead]:
+    """The cart at current prices, with warnings and totals (tax for ``country``/``region``,
+    else the user's default address). No cart yet: an empty one with ``id`` null."""
+    cart = await carts.find(owner)
+    guest_header(response, owner, None)
+    return Envelope(data=await carts.view(cart, country=country, region=region))
+
+
+@router.post("/items", status_code=201, response_model=Envelope[s.CartRead], responses=ITEM_ERRORS)
+async def add_item(
+    body: s.ItemAdd,
+    writes: Writes,
+    owner: OwnerDep,
+    response: Response,
+    country: CountryQuery = None,
+    region: RegionQuery = None,
+) -> Envelope[s.CartRead]:
+    """Add units of a variant (to its line when present). Creates the cart on first use."""
+    async with writes.change() as carts:
+        cart, token = await carts.add_item(owner, body.variant_id, body.quantity)
+    guest_header(response, owner, token)
+    return Envelope(data=await writes.view(cart, token=token, country=country, region=region))
+
+
+@router.put("/items/{item_id}", response_model=Envelope[s.CartRead], responses=ITEM_ERRORS)
+async def update_item(
+    item_id: uuid.UUID,
+    body: s.ItemUpdate,
+    writes: Writes,
+    owner: OwnerDep,
+    response: Response,
+    country: CountryQuery = None,
+    region: RegionQuery = None,
+) -> Envelope[s.CartRead]:
+    """Set a line's quantity (this also accepts its current price)."""
+    async with writes.change() as carts:
+        cart = await carts.update_item(owner, item_id, body.quantity)
+    guest_header(response, owner, None)
+    return Envelope(data=await writes.view(cart, country=country, region=region))
+
+
+@router.delete("/items/{item_id}", response_model=Envelope[s.CartRead], responses=ITEM_ERRORS)
+async def remove_item(
+    item_id: uuid.UUID,
+    writes: Writes,
+    owner: OwnerDep,
+    response: Response,
+    country: CountryQuery = None,
+    region: RegionQuery = None,
+) -> Envelope[s.CartRead]:
+    async with writes.change() as carts:
+        cart = await carts.remove_item(owner, item_id)
+    guest_header(response, owner, None)
+    return Envelope(data=await writes.view(cart, country=country, region=region))
+
+
+@router.delete("", response_model=Envelope[s.CartRead], responses=ERRORS)
+@router.delete("/", response_model=Envelope[s.CartRead], include_in_schema=False)
+async def clear_cart(
+    writes: Writes,
+    owner: OwnerDep,
+    response: Response,
+    country: CountryQuery = None,
+    region: RegionQuery = None,
+) -> Envelope[s.CartRead]:
+    """Empty the cart (lines and coupon)."""
+    async with writes.change() as carts:
+        cart = await carts.clear(owner)
+    guest_header(response, owner, None)
+    return Envelope(data=await writes.view(cart, country=country, region=region))
+
+
+@router.post("/coupon", response_model=Envelope[s.CartRead], responses=COUPON_APPLY_ERRORS)
+async def apply_coupon(
+    body: s.CouponApply,
+    writes: Writes,
+    owner: OwnerDep,
+    response: Response,
+    country: CountryQuery = None,
+    region: RegionQuery = None,
+) -> Envelope[s.CartRead]:
+    """Apply a coupon (checked now; used only at checkout). Replaces any other coupon."""
+    async with writes.change() as carts:
+        cart = await carts.apply_coupon(owner, body.code)
+    guest_header(response, owner, None)
+    return Envelope(data=await writes.view(cart, country=country, region=region))
+
+
+@router.delete("/coupon", response_model=Envelope[s.CartRead], responses=ERRORS)
+async def remove_coupon(
+    writes: Writes,
+    owner: OwnerDep,
+    response: Response,
+    country: CountryQuery = None,
+    region: RegionQuery = None,
+) -> Envelope[s.CartRead]:
+    async with writes.change() as carts:
+        cart = await carts.remove_coupon(owner)
+    guest_header(response, owner, None)
+    return Envelope(data=await writes.view(cart, country=country, region=region))
 
 
 # -- coupons (MANAGER+) ---------------------------------------------------------------------------
