@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import uuid
 
 import pytest
 from file_helpers import (  # noqa: F401 - fixtures
@@ -24,7 +25,7 @@ from file_helpers import (  # noqa: F401 - fixtures
 )
 from PIL import Image
 
-KEY = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{32}(_[0-9]+)?$")
+KEY = re.compile(r"^(public|private)/[0-9a-f]{2}/[0-9a-f]{32}(_[0-9]+)?$")
 
 
 async def test_file_upload_png_makes_thumbnails(client, make_user, app) -> None:
@@ -56,10 +57,13 @@ async def test_file_upload_png_makes_thumbnails(client, make_user, app) -> None:
         assert max(image.size) == thumb["size"]
         assert image.size == (thumb["size"], thumb["size"] // 2)
         assert (thumb["width"], thumb["height"]) == image.size
-    # The original and three thumbnails, under generated keys only.
+    # The original and three thumbnails, under generated keys only: a private file's
+    # under private/, random rather than derived from its id.
     objects = stored_objects(app)
     assert len(objects) == 4
     assert all(KEY.match(key) for key in objects), objects
+    assert all(key.startswith("private/") for key in objects), objects
+    assert not any(uuid.UUID(data["id"]).hex in key for key in objects), objects
     assert await row_counts(app) == (1, 3)
 
 

@@ -38,7 +38,7 @@ from ultramarket.services.file.errors import FileNotFound, FileTooLarge
 from ultramarket.services.file.events import FileDeleted, FileUploaded
 from ultramarket.services.file.models import FileVariant, StoredFile
 from ultramarket.services.file.schemas import FileRead, ThumbnailRead
-from ultramarket.services.file.storage import CHUNK, Storage, new_key
+from ultramarket.services.file.storage import CHUNK, Storage, is_public_key, new_key, variant_key
 
 log = logging.getLogger("ultramarket.file")
 
@@ -101,7 +101,7 @@ class FileService:
     ) -> tuple[StoredFile, list[FileVariant]]:
         owner_id = principal.user_id if principal.kind == "user" else None
         file_id = uuid.uuid4()
-        key = new_key(file_id.hex)
+        key = new_key(visibility)
         name = safe_name(upload.filename)
 
         head = await _read_head(upload)
@@ -165,9 +165,9 @@ class FileService:
             )
             variants = []
             for thumb in info.thumbnails if info else []:
-                variant_key = new_key(file_id.hex, thumb.size)
-                await self.storage.put(variant_key, _once(thumb.data), thumb.content_type)
-                written.append(variant_key)
+                thumb_key = variant_key(key, thumb.size)
+                await self.storage.put(thumb_key, _once(thumb.data), thumb.content_type)
+                written.append(thumb_key)
                 variants.append(
                     FileVariant(
                         file_id=file_id,
@@ -175,7 +175,7 @@ class FileService:
                         content_type=thumb.content_type,
                         byte_size=len(thumb.data),
                         sha256=thumb.sha256,
-                        storage_key=variant_key,
+                        storage_key=thumb_key,
                         width=thumb.width,
                         height=thumb.height,
                     )
@@ -282,8 +282,12 @@ class FileService:
     # -- shaping ------------------------------------------------------------------------
 
     def download_url(self, file: StoredFile, key: str, size: int | None = None) -> str:
+        """The CDN URL of a public object when a CDN is configured, else the API's
+        download route. Only keys under ``public/`` go to the CDN: it may serve no
+        other prefix (rows stored before the split keep their old keys and go
+        through the API)."""
         base = self.config.public_base_url
-        if file.visibility == "public" and base:
+        if base and file.visibility == "public" and is_public_key(key):
             return f"{base.rstrip('/')}/{self.storage.object_key(key)}"
         url = f"{self.public_url}/api/v1/files/download/{file.id}"
         return url if size is None else f"{url}?size={size}"
