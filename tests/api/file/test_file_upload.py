@@ -4,6 +4,7 @@ thumbnails; a refused upload changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import re
@@ -24,6 +25,8 @@ from file_helpers import (  # noqa: F401 - fixtures
     upload,
 )
 from PIL import Image
+
+from ultramarket.services.file.api import IMAGE_JOBS
 
 KEY = re.compile(r"^(public|private)/[0-9a-f]{2}/[0-9a-f]{32}(_[0-9]+)?$")
 
@@ -73,6 +76,43 @@ async def test_file_upload_small_image_is_not_upscaled(client, make_user) -> Non
     assert response.status_code == 201, response.text
     sizes = {t["size"]: (t["width"], t["height"]) for t in response.json()["data"]["thumbnails"]}
     assert sizes == {150: (120, 60), 400: (120, 60), 800: (120, 60)}
+
+
+async def test_file_image_uploads_beyond_the_queue_are_503(client, make_user, app) -> None:
+    user = await make_user()
+    jobs = app.state.container.extras[IMAGE_JOBS]
+    # Every worker busy: each image upload admitted now waits for one.
+    holders = [object() for _ in range(int(jobs.limiter.total_tokens))]
+    for holder in holders:
+        await jobs.limiter.acquire_on_behalf_of(holder)
+    try:
+        waiting = [
+            asyncio.create_task(upload(client, user, png_bytes(40, 40)))
+            for _ in range(jobs.capacity)
+        ]
+        for _ in range(3000):  # up to 30 s
+            if jobs.limiter.statistics().tasks_waiting == jobs.capacity:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            pytest.fail("the image uploads never queued for a worker")
+
+        async with asyncio.timeout(30):  # an unbounded queue would wait here for good
+            refused = await upload(client, user, png_bytes(40, 40))
+        pdf = await upload(client, user, b"%PDF-1.4\n" + b"0" * 100, "a.pdf", "application/pdf")
+    finally:
+        for holder in holders:
+            jobs.limiter.release_on_behalf_of(holder)
+    done = await asyncio.gather(*waiting)
+
+    assert_error(refused, 503, "UNAVAILABLE")
+    assert refused.headers["retry-after"] == str(jobs.retry_after)
+    assert pdf.status_code == 201, pdf.text  # only images queue for a worker
+    assert [r.status_code for r in done] == [201] * jobs.capacity
+    assert jobs.admitted == 0
+    # The refused upload stored nothing.
+    assert len(stored_objects(app)) == jobs.capacity * 4 + 1
+    assert await row_counts(app) == (jobs.capacity + 1, jobs.capacity * 3)
 
 
 async def test_file_upload_over_the_limit_is_413_and_stores_nothing(client, make_user, app) -> None:
