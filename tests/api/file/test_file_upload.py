@@ -174,6 +174,37 @@ async def test_file_upload_text_needs_text_bytes(client, make_user, app) -> None
 
 
 @pytest.mark.parametrize(
+    ("name", "content", "content_type"),
+    [
+        ("parts.csv", b"BMW,320i\nBMW,520d\n", "text/csv"),  # BM: a bitmap's signature
+        ("notes.txt", b"MZ-3 and MZ-5 notes\n", "text/plain"),  # MZ: a Windows program's
+        ("tags.csv", b"ID3,title\n1,Intro\n", "text/csv"),  # ID3: an MP3's
+    ],
+    ids=["bm", "mz", "id3"],
+)
+async def test_file_upload_text_opening_like_a_signature_is_text(
+    client, make_user, name, content, content_type
+) -> None:
+    user = await make_user()
+    response = await upload(client, user, content, name, "text/plain")
+    assert response.status_code == 201, response.text
+    assert response.json()["data"]["content_type"] == content_type
+
+
+async def test_file_upload_binary_with_a_text_name_is_still_415(client, make_user, app) -> None:
+    user = await make_user()
+    bitmap = io.BytesIO()
+    Image.new("RGB", (4, 4), "teal").save(bitmap, "BMP")
+    program = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff" + b"\x00" * 200
+
+    for content, name in ((bitmap.getvalue(), "parts.csv"), (program, "notes.txt")):
+        response = await upload(client, user, content, name, "text/csv")
+        assert_error(response, 415, "UNSUPPORTED_MEDIA_TYPE")
+    assert stored_objects(app) == []
+    assert await row_counts(app) == (0, 0)
+
+
+@pytest.mark.parametrize(
     ("size", "code"),
     [((8000, 8000), "UNSUPPORTED_MEDIA_TYPE"), ((20000, 20000), "UNSUPPORTED_MEDIA_TYPE")],
     ids=["over-our-limit", "pillow-bomb-guard"],

@@ -51,17 +51,24 @@ def extension(name: str) -> str:
 
 def detect_type(head: bytes, name: str, allowed: list[str]) -> str:
     """The content type from the first bytes; text (no magic number) only for a
-    .txt/.csv name, confirmed later by :class:`TextCheck` over the whole file."""
+    .txt/.csv name, confirmed later by :class:`TextCheck` over the whole file.
+
+    Some signatures are two or three letters (``BM`` bitmap, ``MZ`` program, ``ID3``
+    audio) that ordinary text can start with ("BMW,320i"): for a .txt/.csv name a
+    type that is not accepted falls back to text, and the text check decides (the
+    real thing is binary and refused there)."""
 
     kind = filetype.guess(head)
-    if kind is not None:
-        mime = "image/jpeg" if kind.mime == "image/jpg" else kind.mime
-        if mime in allowed:
-            return mime
-        raise FileTypeNotAllowed(f"Files of type {mime} are not accepted")
+    mime: str | None = None if kind is None else kind.mime
+    if mime == "image/jpg":
+        mime = "image/jpeg"
+    if mime is not None and mime in allowed:
+        return mime
     text_type = TEXT_TYPES.get(extension(name))
     if text_type is not None and text_type in allowed:
         return text_type
+    if mime is not None:
+        raise FileTypeNotAllowed(f"Files of type {mime} are not accepted")
     raise FileTypeNotAllowed("Unrecognised file type")
 
 
