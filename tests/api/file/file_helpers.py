@@ -106,6 +106,17 @@ def stored_objects(app: FastAPI) -> list[str]:
     return [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()]
 
 
+async def storage_keys(app: FastAPI, file_id: str) -> list[str]:
+    """The storage keys of a file and of its thumbnails, as their rows hold them."""
+    async with app.state.container.db("file").read_session() as session:
+        file = await session.get(StoredFile, uuid.UUID(file_id))
+        assert file is not None
+        variants = await session.scalars(
+            select(FileVariant.storage_key).where(FileVariant.file_id == file.id)
+        )
+        return [file.storage_key, *variants]
+
+
 async def row_counts(app: FastAPI) -> tuple[int, int]:
     async with app.state.container.db("file").read_session() as session:
         files = await session.scalar(select(func.count()).select_from(StoredFile))

@@ -114,13 +114,17 @@ async def test_file_private_is_hidden_from_others(client, make_user) -> None:
     )
 
 
-async def test_file_public_is_readable_by_anyone(client, make_user) -> None:
+async def test_file_public_is_readable_by_anyone(client, make_user, app) -> None:
     owner = await make_user()
     data = await _uploaded(
         client, owner, content=png_bytes(300, 300), name="a.png", visibility="public"
     )
     # (sent as application/pdf by the client: the bytes decide)
     assert data["content_type"] == "image/png"
+    # Under public/, the only prefix a CDN may serve.
+    objects = stored_objects(app)
+    assert len(objects) == 4
+    assert all(key.startswith("public/") for key in objects), objects
 
     meta = await client.get(f"{API}/{data['id']}")
     assert meta.status_code == 200

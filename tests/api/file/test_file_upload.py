@@ -4,9 +4,11 @@ thumbnails; a refused upload changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import re
+import uuid
 
 import pytest
 from file_helpers import (  # noqa: F401 - fixtures
@@ -24,7 +26,9 @@ from file_helpers import (  # noqa: F401 - fixtures
 )
 from PIL import Image
 
-KEY = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{32}(_[0-9]+)?$")
+from ultramarket.services.file.api import IMAGE_JOBS
+
+KEY = re.compile(r"^(public|private)/[0-9a-f]{2}/[0-9a-f]{32}(_[0-9]+)?$")
 
 
 async def test_file_upload_png_makes_thumbnails(client, make_user, app) -> None:
@@ -56,10 +60,13 @@ async def test_file_upload_png_makes_thumbnails(client, make_user, app) -> None:
         assert max(image.size) == thumb["size"]
         assert image.size == (thumb["size"], thumb["size"] // 2)
         assert (thumb["width"], thumb["height"]) == image.size
-    # The original and three thumbnails, under generated keys only.
+    # The original and three thumbnails, under generated keys only: a private file's
+    # under private/, random rather than derived from its id.
     objects = stored_objects(app)
     assert len(objects) == 4
     assert all(KEY.match(key) for key in objects), objects
+    assert all(key.startswith("private/") for key in objects), objects
+    assert not any(uuid.UUID(data["id"]).hex in key for key in objects), objects
     assert await row_counts(app) == (1, 3)
 
 
@@ -69,6 +76,43 @@ async def test_file_upload_small_image_is_not_upscaled(client, make_user) -> Non
     assert response.status_code == 201, response.text
     sizes = {t["size"]: (t["width"], t["height"]) for t in response.json()["data"]["thumbnails"]}
     assert sizes == {150: (120, 60), 400: (120, 60), 800: (120, 60)}
+
+
+async def test_file_image_uploads_beyond_the_queue_are_503(client, make_user, app) -> None:
+    user = await make_user()
+    jobs = app.state.container.extras[IMAGE_JOBS]
+    # Every worker busy: each image upload admitted now waits for one.
+    holders = [object() for _ in range(int(jobs.limiter.total_tokens))]
+    for holder in holders:
+        await jobs.limiter.acquire_on_behalf_of(holder)
+    try:
+        waiting = [
+            asyncio.create_task(upload(client, user, png_bytes(40, 40)))
+            for _ in range(jobs.capacity)
+        ]
+        for _ in range(3000):  # up to 30 s
+            if jobs.limiter.statistics().tasks_waiting == jobs.capacity:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            pytest.fail("the image uploads never queued for a worker")
+
+        async with asyncio.timeout(30):  # an unbounded queue would wait here for good
+            refused = await upload(client, user, png_bytes(40, 40))
+        pdf = await upload(client, user, b"%PDF-1.4\n" + b"0" * 100, "a.pdf", "application/pdf")
+    finally:
+        for holder in holders:
+            jobs.limiter.release_on_behalf_of(holder)
+    done = await asyncio.gather(*waiting)
+
+    assert_error(refused, 503, "UNAVAILABLE")
+    assert refused.headers["retry-after"] == str(jobs.retry_after)
+    assert pdf.status_code == 201, pdf.text  # only images queue for a worker
+    assert [r.status_code for r in done] == [201] * jobs.capacity
+    assert jobs.admitted == 0
+    # The refused upload stored nothing.
+    assert len(stored_objects(app)) == jobs.capacity * 4 + 1
+    assert await row_counts(app) == (jobs.capacity + 1, jobs.capacity * 3)
 
 
 async def test_file_upload_over_the_limit_is_413_and_stores_nothing(client, make_user, app) -> None:
@@ -127,6 +171,37 @@ async def test_file_upload_text_needs_text_bytes(client, make_user, app) -> None
     script = await upload(client, user, b"#!/bin/sh\nrm -rf /\n", "run.png", "image/png")
     assert_error(script, 415, "UNSUPPORTED_MEDIA_TYPE")
     assert len(stored_objects(app)) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "content_type"),
+    [
+        ("parts.csv", b"BMW,320i\nBMW,520d\n", "text/csv"),  # BM: a bitmap's signature
+        ("notes.txt", b"MZ-3 and MZ-5 notes\n", "text/plain"),  # MZ: a Windows program's
+        ("tags.csv", b"ID3,title\n1,Intro\n", "text/csv"),  # ID3: an MP3's
+    ],
+    ids=["bm", "mz", "id3"],
+)
+async def test_file_upload_text_opening_like_a_signature_is_text(
+    client, make_user, name, content, content_type
+) -> None:
+    user = await make_user()
+    response = await upload(client, user, content, name, "text/plain")
+    assert response.status_code == 201, response.text
+    assert response.json()["data"]["content_type"] == content_type
+
+
+async def test_file_upload_binary_with_a_text_name_is_still_415(client, make_user, app) -> None:
+    user = await make_user()
+    bitmap = io.BytesIO()
+    Image.new("RGB", (4, 4), "teal").save(bitmap, "BMP")
+    program = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff" + b"\x00" * 200
+
+    for content, name in ((bitmap.getvalue(), "parts.csv"), (program, "notes.txt")):
+        response = await upload(client, user, content, name, "text/csv")
+        assert_error(response, 415, "UNSUPPORTED_MEDIA_TYPE")
+    assert stored_objects(app) == []
+    assert await row_counts(app) == (0, 0)
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ CDN URLs."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from tests.api.file.file_helpers import (  # noqa: F401 - fixtures
     png_bytes,
     s3_client,
     s3_files,
+    storage_keys,
     stored_objects,
     upload,
 )
@@ -25,6 +27,8 @@ from tests.api.file.file_helpers import (  # noqa: F401 - fixtures
 from ultramarket import registry
 from ultramarket.core.config import FileSettings, Settings
 from ultramarket.core.http import create_app
+from ultramarket.services.file.api import STORAGE
+from ultramarket.services.file.models import StoredFile
 from ultramarket.services.file.storage import LocalStorage, S3Storage, new_key
 
 
@@ -41,13 +45,14 @@ async def _read(storage, key: str, start: int = 0, end: int | None = None) -> by
 
 async def test_file_local_storage_keeps_keys_inside_the_root(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path / "files")
-    key = new_key(uuid.uuid4().hex)
+    key = new_key("private")
 
     assert await storage.put(key, _chunks(b"abc", b"def"), "text/plain") == 6
     assert await _read(storage, key) == b"abcdef"
     assert await _read(storage, key, 2, 3) == b"cd"
-    assert storage.path_of(key).is_relative_to(tmp_path / "files")
-    for bad in ("../../etc/passwd", "ab/../../x", "/etc/passwd", "ab\\cd", ""):
+    assert storage.path_of(key).is_relative_to(tmp_path / "files" / "private")
+    bad_keys = ("../../etc/passwd", "ab/../../x", "/etc/passwd", "ab\\cd", "")
+    for bad in (*bad_keys, "public/../private/ab/" + "0" * 32, "other/ab/" + "0" * 32):
         with pytest.raises(ValueError, match="invalid storage key"):
             storage.path_of(bad)
     await storage.delete(key)
@@ -56,7 +61,7 @@ async def test_file_local_storage_keeps_keys_inside_the_root(tmp_path: Path) -> 
 
 async def test_file_local_storage_leaves_nothing_when_the_stream_fails(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path / "files")
-    key = new_key(uuid.uuid4().hex)
+    key = new_key("private")
     with pytest.raises(RuntimeError):
         await storage.put(key, _chunks(b"x" * 1000, fail=True), "text/plain")
     assert [p for p in (tmp_path / "files").rglob("*") if p.is_file()] == []
@@ -65,7 +70,7 @@ async def test_file_local_storage_leaves_nothing_when_the_stream_fails(tmp_path:
 async def test_file_s3_storage_multipart_range_and_delete(moto_endpoint: str) -> None:
     config = s3_files(moto_endpoint, s3_prefix="shop-1")
     storage = S3Storage(config)
-    key = new_key(uuid.uuid4().hex)
+    key = new_key("public")
     big = bytes(range(256)) * (9 * 4096)  # 9 MiB: more than one 8 MiB part
 
     assert await storage.put(
@@ -85,9 +90,7 @@ async def test_file_s3_storage_aborts_a_failed_multipart_upload(moto_endpoint: s
     config = s3_files(moto_endpoint)
     storage = S3Storage(config)
     with pytest.raises(RuntimeError):
-        await storage.put(
-            new_key(uuid.uuid4().hex), _chunks(b"x" * (9 * 2**20), fail=True), "text/plain"
-        )
+        await storage.put(new_key("private"), _chunks(b"x" * (9 * 2**20), fail=True), "text/plain")
     s3 = s3_client(config)
     assert s3.list_objects_v2(Bucket=config.s3_bucket).get("KeyCount", 0) == 0
     assert s3.list_multipart_uploads(Bucket=config.s3_bucket).get("Uploads", []) == []
@@ -144,3 +147,75 @@ async def test_file_s3_public_files_point_at_the_cdn(client, make_user, s3_app) 
     assert data["url"].startswith("https://cdn.example.com/media/")
     assert data["url"].removeprefix("https://cdn.example.com/media/") in keys
     assert all(t["url"].startswith("https://cdn.example.com/media/") for t in data["thumbnails"])
+
+
+async def test_file_s3_private_objects_stay_outside_the_cdn_prefix(
+    client, make_user, s3_app
+) -> None:
+    owner = await make_user()
+    content = png_bytes(300, 200)
+    private = (await upload(client, owner, content, "private.png")).json()["data"]
+    public = (await upload(client, owner, content, "public.png", visibility="public")).json()
+    public = public["data"]
+    private_keys = await storage_keys(s3_app, private["id"])
+    public_keys = await storage_keys(s3_app, public["id"])
+
+    # The CDN is scoped to public/: a private object is never under it, and its key
+    # cannot be worked out from the file id.
+    assert set(stored_objects(s3_app)) == {*private_keys, *public_keys}
+    assert len(private_keys) == len(public_keys) == 4
+    assert all(key.startswith("private/") for key in private_keys), private_keys
+    assert not any(uuid.UUID(private["id"]).hex in key for key in private_keys)
+    assert all(key.startswith("public/") for key in public_keys), public_keys
+    public_urls = [public["url"], *(t["url"] for t in public["thumbnails"])]
+    assert public_urls == [f"https://cdn.example.com/media/{key}" for key in public_keys]
+    private_urls = [private["url"], *(t["url"] for t in private["thumbnails"])]
+    api_url = f"{s3_app.state.settings.public_url}{API}/download/{private['id']}"
+    assert all(url.startswith(api_url) for url in private_urls), private_urls
+
+    # Both still download through the API.
+    async with httpx.AsyncClient() as outside:
+        for data, headers in ((private, owner.headers), (public, {})):
+            response = await client.get(f"{API}/download/{data['id']}", headers=headers)
+            assert response.status_code == 302
+            assert (await outside.get(response.headers["location"])).content == content
+    assert_error(await client.get(f"{API}/download/{private['id']}"), 404, "NOT_FOUND")
+
+
+async def test_file_s3_rows_stored_before_the_prefix_split_still_read(
+    client, make_user, s3_app
+) -> None:
+    owner = await make_user()
+    container = s3_app.state.container
+    content = b"%PDF-1.4\n" + b"old" * 100
+    rows = {}
+    for visibility in ("public", "private"):
+        file_id = uuid.uuid4()
+        key = f"{file_id.hex[:2]}/{file_id.hex}"  # the old key: no prefix, from the id
+        await container.extras[STORAGE].put(key, _chunks(content), "application/pdf")
+        rows[visibility] = StoredFile(
+            id=file_id,
+            owner_id=uuid.UUID(owner.id),
+            name="old.pdf",
+            content_type="application/pdf",
+            size=len(content),
+            sha256=hashlib.sha256(content).hexdigest(),
+            visibility=visibility,
+            backend="s3",
+            storage_key=key,
+        )
+    async with container.db("file").session() as session:
+        session.add_all(rows.values())
+
+    for visibility, row in rows.items():
+        headers = owner.headers if visibility == "private" else {}
+        meta = (await client.get(f"{API}/{row.id}", headers=headers)).json()["data"]
+        # Outside public/, so never a CDN URL, even for a public file.
+        assert meta["url"].endswith(f"{API}/download/{row.id}"), meta["url"]
+        response = await client.get(f"{API}/download/{row.id}", headers=headers)
+        assert response.status_code == 302
+        async with httpx.AsyncClient() as outside:
+            assert (await outside.get(response.headers["location"])).content == content
+        deleted = await client.delete(f"{API}/{row.id}", headers=owner.headers)
+        assert deleted.status_code == 200, deleted.text
+    assert stored_objects(s3_app) == []

@@ -19,18 +19,19 @@ def _routers() -> list[APIRouter]:
 
 
 async def _startup(container: Container) -> None:
-    import anyio
     from PIL import Image
 
-    from ultramarket.services.file.api import IMAGE_LIMITER, STORAGE
+    from ultramarket.services.file.api import IMAGE_JOBS, STORAGE
+    from ultramarket.services.file.service import ImageJobs
     from ultramarket.services.file.storage import make_storage
 
     config = container.settings.files
     # Pillow's own bomb guard (an error at twice this) stays on behind our check.
     Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, config.max_image_pixels)
     container.extras[STORAGE] = make_storage(container.settings)
-    # Decoding and resizing images is CPU work: a few at a time, off the event loop.
-    container.extras[IMAGE_LIMITER] = anyio.CapacityLimiter(2)
+    # Decoding and resizing images is CPU work: a few at a time, off the event loop,
+    # and a bounded queue behind them (each waiting upload holds its bytes).
+    container.extras[IMAGE_JOBS] = ImageJobs(workers=2, waiting=8)
 
 
 SERVICE = ServiceSpec(

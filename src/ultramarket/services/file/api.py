@@ -20,7 +20,7 @@ from ultramarket.services.file.storage import Storage
 router = ServiceRouter(prefix="/api/v1/files", tags=["files"])
 
 STORAGE = "file.storage"
-IMAGE_LIMITER = "file.image_limiter"
+IMAGE_JOBS = "file.image_jobs"
 
 
 def storage_of(container: ContainerDep) -> Storage:
@@ -35,7 +35,7 @@ async def file_service(container: ContainerDep) -> FileService:
         container.settings.files,
         publisher=container.publisher("file"),
         public_url=container.settings.public_url,
-        image_limiter=container.extras.get(IMAGE_LIMITER),
+        image_jobs=container.extras[IMAGE_JOBS],
     )
 
 
@@ -50,6 +50,7 @@ UPLOAD_ERRORS = {
     413: {"description": "Larger than the upload limit (PAYLOAD_TOO_LARGE)"},
     415: {"description": "Type not allowed, detected from the bytes (UNSUPPORTED_MEDIA_TYPE)"},
     422: {"description": "Invalid form fields, or an empty file"},
+    503: {"description": "Too many images waiting for thumbnails (UNAVAILABLE, Retry-After)"},
 }
 
 

@@ -8,12 +8,14 @@ row cannot be written; on delete the row goes first and the bytes after the comm
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -34,13 +36,14 @@ from ultramarket.services.file.content import (
     make_thumbnails,
     safe_name,
 )
-from ultramarket.services.file.errors import FileNotFound, FileTooLarge
+from ultramarket.services.file.errors import FileNotFound, FileTooLarge, ImageQueueFull
 from ultramarket.services.file.events import FileDeleted, FileUploaded
 from ultramarket.services.file.models import FileVariant, StoredFile
 from ultramarket.services.file.schemas import FileRead, ThumbnailRead
-from ultramarket.services.file.storage import CHUNK, Storage, new_key
+from ultramarket.services.file.storage import CHUNK, Storage, is_public_key, new_key, variant_key
 
 log = logging.getLogger("ultramarket.file")
+T = TypeVar("T")
 
 
 class Upload(Protocol):
@@ -63,6 +66,33 @@ class Target:
     name: str
 
 
+class ImageJobs:
+    """Decoding and resizing images is CPU and memory work: ``workers`` images at a
+    time, in worker threads. An image upload is admitted before its bytes are read
+    and holds them until its thumbnails are made, so at most ``workers + waiting``
+    uploads hold image bytes; one more is refused (503 with Retry-After)."""
+
+    def __init__(self, workers: int = 2, waiting: int = 8, retry_after: int = 5) -> None:
+        self.limiter = anyio.CapacityLimiter(workers)
+        self.capacity = workers + waiting
+        self.retry_after = retry_after
+        self.admitted = 0
+
+    @contextmanager
+    def admit(self) -> Iterator[None]:
+        # One event loop: nothing runs between the check and the count.
+        if self.admitted >= self.capacity:
+            raise ImageQueueFull(self.retry_after)
+        self.admitted += 1
+        try:
+            yield
+        finally:
+            self.admitted -= 1
+
+    async def run(self, func: Callable[[], T]) -> T:
+        return await anyio.to_thread.run_sync(func, limiter=self.limiter)
+
+
 def can_read(principal: Principal | None, file: StoredFile) -> bool:
     if file.visibility == "public":
         return True
@@ -80,14 +110,14 @@ class FileService:
         *,
         publisher: EventPublisher,
         public_url: str,
-        image_limiter: anyio.CapacityLimiter | None = None,
+        image_jobs: ImageJobs | None = None,
     ) -> None:
         self.db = db
         self.storage = storage
         self.config = config
         self.publisher = publisher
         self.public_url = public_url.rstrip("/")
-        self.image_limiter = image_limiter
+        self.image_jobs = image_jobs or ImageJobs()
 
     # -- upload -------------------------------------------------------------------------
 
@@ -100,16 +130,32 @@ class FileService:
         purpose: str | None = None,
     ) -> tuple[StoredFile, list[FileVariant]]:
         owner_id = principal.user_id if principal.kind == "user" else None
-        file_id = uuid.uuid4()
-        key = new_key(file_id.hex)
         name = safe_name(upload.filename)
-
         head = await _read_head(upload)
         if not head:
             raise ValidationFailed("The file is empty", code="EMPTY_FILE")
         content_type = detect_type(head, name, self.config.allowed_types)
+        # A full image queue refuses the upload before its bytes are stored or kept.
+        with self.image_jobs.admit() if content_type in IMAGE_TYPES else nullcontext():
+            return await self._store(
+                owner_id, upload, name, head, content_type, visibility, purpose
+            )
+
+    async def _store(
+        self,
+        owner_id: uuid.UUID | None,
+        upload: Upload,
+        name: str,
+        head: bytes,
+        content_type: str,
+        visibility: str,
+        purpose: str | None,
+    ) -> tuple[StoredFile, list[FileVariant]]:
+        file_id = uuid.uuid4()
+        key = new_key(visibility)
         text = TextCheck() if content_type in TEXT_TYPES.values() else None
-        keep = bytearray() if content_type in IMAGE_TYPES else None
+        # An image's bytes, kept for its thumbnails (and handed over without a copy).
+        keep = io.BytesIO() if content_type in IMAGE_TYPES else None
         hasher = hashlib.sha256()
         limit = self.config.max_bytes
         size = 0
@@ -127,7 +173,7 @@ class FileService:
                 if text is not None:
                     text.feed(chunk)
                 if keep is not None:
-                    keep.extend(chunk)
+                    keep.write(chunk)
                 yield chunk
                 chunk = await upload.read(CHUNK)
             if text is not None:
@@ -138,17 +184,16 @@ class FileService:
         try:
             info: ImageInfo | None = None
             if keep is not None:
-                info = await anyio.to_thread.run_sync(
-                    partial(
-                        make_thumbnails,
-                        bytes(keep),
-                        self.config.thumbnail_sizes,
-                        self.config.thumbnail_format,
-                        self.config.max_image_pixels,
-                    ),
-                    limiter=self.image_limiter,
-                )
-                del keep[:]
+                with keep:
+                    info = await self.image_jobs.run(
+                        partial(
+                            make_thumbnails,
+                            keep,
+                            self.config.thumbnail_sizes,
+                            self.config.thumbnail_format,
+                            self.config.max_image_pixels,
+                        )
+                    )
             file = StoredFile(
                 id=file_id,
                 owner_id=owner_id,
@@ -165,9 +210,9 @@ class FileService:
             )
             variants = []
             for thumb in info.thumbnails if info else []:
-                variant_key = new_key(file_id.hex, thumb.size)
-                await self.storage.put(variant_key, _once(thumb.data), thumb.content_type)
-                written.append(variant_key)
+                thumb_key = variant_key(key, thumb.size)
+                await self.storage.put(thumb_key, _once(thumb.data), thumb.content_type)
+                written.append(thumb_key)
                 variants.append(
                     FileVariant(
                         file_id=file_id,
@@ -175,7 +220,7 @@ class FileService:
                         content_type=thumb.content_type,
                         byte_size=len(thumb.data),
                         sha256=thumb.sha256,
-                        storage_key=variant_key,
+                        storage_key=thumb_key,
                         width=thumb.width,
                         height=thumb.height,
                     )
@@ -282,8 +327,12 @@ class FileService:
     # -- shaping ------------------------------------------------------------------------
 
     def download_url(self, file: StoredFile, key: str, size: int | None = None) -> str:
+        """The CDN URL of a public object when a CDN is configured, else the API's
+        download route. Only keys under ``public/`` go to the CDN: it may serve no
+        other prefix (rows stored before the split keep their old keys and go
+        through the API)."""
         base = self.config.public_base_url
-        if file.visibility == "public" and base:
+        if base and file.visibility == "public" and is_public_key(key):
             return f"{base.rstrip('/')}/{self.storage.object_key(key)}"
         url = f"{self.public_url}/api/v1/files/download/{file.id}"
         return url if size is None else f"{url}?size={size}"
