@@ -112,7 +112,9 @@ class FileSettings(BaseModel):
     thumbnail_format: Literal["webp", "jpeg"] = "webp"
     # Images above this many pixels are refused (decompression bombs).
     max_image_pixels: int = 40_000_000
-    # When set, public files' ``url`` points here (a CDN in front of the bucket).
+    # When set, public files' ``url`` points here: a CDN in front of the bucket, whose
+    # origin must be scoped to ``<s3_prefix>public/`` (private objects sit under
+    # ``private/`` and must stay out of its reach).
     public_base_url: str | None = None
     # S3: redirect downloads to a presigned URL instead of streaming through the app.
     signed_downloads: bool = True
