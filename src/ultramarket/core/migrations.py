@@ -8,6 +8,7 @@ service) and on SQLite (one namespace).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,27 @@ def make_revision(spec: ServiceSpec, url: str, message: str) -> Path | None:
 
 
 # -- shared steps ---------------------------------------------------------------------
+
+
+def retype_columns(
+    service: str,
+    columns: Iterable[tuple[str, str, bool]],
+    old: type[sa.Integer],
+    new: type[sa.Integer],
+) -> None:
+    """Change ``(table, column, nullable)`` columns from ``old`` to ``new`` (money from
+    INTEGER to BIGINT), a table at a time in batch mode. SQLite's INTEGER is 64-bit
+    already: there each table is rebuilt with its constraints and indexes so the
+    declared types match the models. Back to a narrower type fails on PostgreSQL while
+    a stored value does not fit (nothing is cut)."""
+    columns = tuple(columns)
+    for table in dict.fromkeys(name for name, _column, _nullable in columns):
+        with op.batch_alter_table(table, schema=schema(service)) as batch:
+            for name, column, nullable in columns:
+                if name == table:
+                    batch.alter_column(
+                        column, existing_type=old(), type_=new(), existing_nullable=nullable
+                    )
 
 
 def index_outbox_by_age(service: str) -> None:

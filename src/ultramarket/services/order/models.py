@@ -14,7 +14,15 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ultramarket.core.db import IdMixin, JSONType, TimestampMixin, service_base, utcnow
@@ -48,13 +56,14 @@ class Order(TimestampMixin, IdMixin, Base):
     # Held for a manager's review (fraud score over the review threshold): not swept.
     on_hold: Mapped[bool] = mapped_column(default=False)
     currency: Mapped[str] = mapped_column(String(3))
-    subtotal_amount: Mapped[int]
-    discount_amount: Mapped[int] = mapped_column(default=0)
-    shipping_amount: Mapped[int] = mapped_column(default=0)
-    tax_amount: Mapped[int] = mapped_column(default=0)
-    total_amount: Mapped[int]
-    paid_amount: Mapped[int] = mapped_column(default=0)
-    refunded_amount: Mapped[int] = mapped_column(default=0)
+    # Money in minor units, 64-bit as the product's price is.
+    subtotal_amount: Mapped[int] = mapped_column(BigInteger)
+    discount_amount: Mapped[int] = mapped_column(BigInteger, default=0)
+    shipping_amount: Mapped[int] = mapped_column(BigInteger, default=0)
+    tax_amount: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_amount: Mapped[int] = mapped_column(BigInteger)
+    paid_amount: Mapped[int] = mapped_column(BigInteger, default=0)
+    refunded_amount: Mapped[int] = mapped_column(BigInteger, default=0)
     coupon_code: Mapped[str | None] = mapped_column(String(40))
     shipping_address: Mapped[dict[str, Any]] = mapped_column(JSONType)
     billing_address: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
@@ -99,13 +108,14 @@ class OrderItem(IdMixin, Base):
     sku: Mapped[str] = mapped_column(String(100))
     name: Mapped[str] = mapped_column(String(300))
     quantity: Mapped[int]
-    unit_price_amount: Mapped[int]
-    subtotal_amount: Mapped[int]  # unit price x quantity
+    # Money in minor units, 64-bit as the product's price is.
+    unit_price_amount: Mapped[int] = mapped_column(BigInteger)
+    subtotal_amount: Mapped[int] = mapped_column(BigInteger)  # unit price x quantity
     # The order's discount and tax shared out over its lines (they sum to the order's):
     # what the line cost the customer, and what a refund of its units gives back.
-    discount_amount: Mapped[int] = mapped_column(default=0)
-    tax_amount: Mapped[int] = mapped_column(default=0)
-    total_amount: Mapped[int]
+    discount_amount: Mapped[int] = mapped_column(BigInteger, default=0)
+    tax_amount: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_amount: Mapped[int] = mapped_column(BigInteger)
     refunded_quantity: Mapped[int] = mapped_column(default=0)
 
 
@@ -143,7 +153,7 @@ class OrderRefund(TimestampMixin, IdMixin, Base):
     )
 
     order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("order.orders.id", ondelete="CASCADE"))
-    amount: Mapped[int]
+    amount: Mapped[int] = mapped_column(BigInteger)  # minor units, 64-bit
     reason: Mapped[str] = mapped_column(String(500))
     # [{order_item_id, variant_id, quantity}] for a refund by lines; [] by amount.
     lines: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)

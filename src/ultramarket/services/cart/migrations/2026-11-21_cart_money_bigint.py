@@ -14,9 +14,8 @@ Create Date: 2026-11-21 20:00:00.000000
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
 
-from ultramarket.core.migrations import schema
+from ultramarket.core.migrations import retype_columns
 
 revision: str = "28ad81525b20"
 down_revision: str | None = "ba03961537a6"
@@ -34,21 +33,10 @@ COLUMNS = (
 )
 
 
-def _retype(old: type[sa.Integer], new: type[sa.Integer]) -> None:
-    SCHEMA = schema(SERVICE)
-    for table in dict.fromkeys(name for name, _column, _nullable in COLUMNS):
-        with op.batch_alter_table(table, schema=SCHEMA) as batch:
-            for name, column, nullable in COLUMNS:
-                if name == table:
-                    batch.alter_column(
-                        column, existing_type=old(), type_=new(), existing_nullable=nullable
-                    )
-
-
 def upgrade() -> None:
-    _retype(sa.Integer, sa.BigInteger)
+    retype_columns(SERVICE, COLUMNS, sa.Integer, sa.BigInteger)
 
 
 def downgrade() -> None:
     # Fails on PostgreSQL while a stored amount does not fit 32 bits (nothing is cut).
-    _retype(sa.BigInteger, sa.Integer)
+    retype_columns(SERVICE, COLUMNS, sa.BigInteger, sa.Integer)
