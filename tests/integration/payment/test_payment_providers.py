@@ -14,13 +14,12 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
+from fake_paypal import SIGNATURE, FakePayPal
 from tests.support import error_reason
 
 from ultramarket.services.payment.models import Payment
 from ultramarket.services.payment.providers import providers_of
-from ultramarket.services.payment.providers.paypal import PayPalProvider
 from ultramarket.services.payment.providers.stripe import StripeProvider
 
 API = "/api/v1/payments"
@@ -165,62 +164,11 @@ async def test_payment_stripe_charge_refund_and_webhooks(client, make_user, cont
     assert missing.status_code == 400
 
 
-def paypal_transport(state: dict) -> httpx.MockTransport:
-    def handler(request: httpx.Request) -> httpx.Response:
-        path = request.url.path
-        state.setdefault("calls", []).append(path)
-        if path == "/v1/oauth2/token":
-            return httpx.Response(200, json={"access_token": "A21", "expires_in": 3600})
-        assert request.headers["authorization"] == "Bearer A21"
-        if path == "/v2/checkout/orders":
-            amount = json.loads(request.content)["purchase_units"][0]["amount"]
-            state["amount"] = amount
-            return httpx.Response(201, json={"id": "ORDER1", "status": "CREATED"})
-        if path.endswith("/capture") and path.startswith("/v2/checkout/orders/"):
-            if "DECLINE" in path:
-                return httpx.Response(
-                    422,
-                    json={
-                        "name": "UNPROCESSABLE_ENTITY",
-                        "details": [{"issue": "INSTRUMENT_DECLINED"}],
-                    },
-                )
-            return httpx.Response(
-                201,
-                json={
-                    "id": "ORDER1",
-                    "status": "COMPLETED",
-                    "purchase_units": [
-                        {"payments": {"captures": [{"id": "CAP1", "status": "COMPLETED"}]}}
-                    ],
-                },
-            )
-        if path == "/v2/payments/captures/CAP1/refund":
-            return httpx.Response(201, json={"id": "REF1", "status": "COMPLETED"})
-        if path == "/v1/notifications/verify-webhook-signature":
-            good = (
-                request.headers.get("content-type")
-                and json.loads(request.content)["transmission_sig"] == "good"
-            )
-            return httpx.Response(
-                200, json={"verification_status": "SUCCESS" if good else "FAILURE"}
-            )
-        return httpx.Response(404, json={"name": "NOT_FOUND"})
-
-    return httpx.MockTransport(handler)
-
-
 async def test_payment_paypal_orders_and_webhook(client, make_user, container):
-    state: dict = {}
-    providers_of(container).set(
-        PayPalProvider(
-            "https://paypal.test",
-            "cid",
-            "secret",
-            webhook_id="WH1",
-            transport=paypal_transport(state),
-        )
-    )
+    paypal = FakePayPal()
+    paypal.approved("DECLINE", "19.99")
+    paypal.declined.add("DECLINE")
+    providers_of(container).set(paypal.provider())
     user = await make_user()
     manager = await make_user("MANAGER")
     body = {"order_id": "o-p", "amount": "19.99", "currency": "USD", "method": "paypal"}
@@ -229,7 +177,7 @@ async def test_payment_paypal_orders_and_webhook(client, make_user, container):
     payment = response.json()["data"]
     assert payment["provider"] == "paypal"
     assert payment["provider_reference"] == "CAP1"
-    assert state["amount"] == {"currency_code": "USD", "value": "19.99"}
+    assert paypal.created == [{"currency_code": "USD", "value": "19.99"}]
     declined = await client.post(
         API, json={**body, "order_id": "o-d", "token": "DECLINE"}, headers=user.headers
     )
@@ -244,13 +192,7 @@ async def test_payment_paypal_orders_and_webhook(client, make_user, container):
         "event_type": "PAYMENT.CAPTURE.COMPLETED",
         "resource": {"id": "CAP1"},
     }
-    headers = {
-        "paypal-auth-algo": "SHA256withRSA",
-        "paypal-cert-url": "https://api.paypal.com/cert",
-        "paypal-transmission-id": "t1",
-        "paypal-transmission-sig": "good",
-        "paypal-transmission-time": "2026-11-21T00:00:00Z",
-    }
+    headers = SIGNATURE
     url = f"{API}/webhooks/paypal"
     first = await client.post(url, content=json.dumps(event), headers=headers)
     assert first.status_code == 200, first.text

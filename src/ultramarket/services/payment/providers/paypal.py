@@ -4,11 +4,20 @@ refund a capture; webhooks verified by PayPal's verify-webhook-signature API.
 The token, when given, is a PayPal order the buyer already approved (the PayPal
 JS SDK's ``orderID``); without one the order is created here with
 ``payment_source.token`` left out, which the sandbox approves for vaulted buyers.
+
+The buyer made and approved that order, so nothing in it is ours until checked: before
+it is captured or authorised it is read back and must be approved, of the intent asked
+for, and for exactly the payment's amount and currency (else a decline: an order
+approved for 0.01 never pays a 199.99 checkout). The capture or authorisation is read
+back in full (``Prefer: return=representation``) and must be for that amount too; one
+that is not is refunded or voided and declined.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import re
 import time
 from collections.abc import Mapping
 from decimal import Decimal
@@ -25,6 +34,13 @@ from ultramarket.services.payment.providers.base import (
     ProviderResult,
     WebhookEvent,
 )
+
+log = logging.getLogger("ultramarket.payment.paypal")
+
+# What a PayPal order id looks like (it goes into a URL path: nothing else may).
+ORDER_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
+# The whole resource in an answer, not only its id and status (PayPal's default).
+REPRESENTATION = {"Prefer": "return=representation"}
 
 OUTCOMES = {
     "PAYMENT.CAPTURE.COMPLETED": "succeeded",
@@ -44,6 +60,20 @@ SIGNATURE_HEADERS = {
 def _value(amount: int, currency: str) -> dict[str, str]:
     digits = exponent(currency)
     return {"currency_code": currency, "value": f"{Decimal(amount).scaleb(-digits):.{digits}f}"}
+
+
+def _money(value: Any) -> Money | None:
+    """A PayPal amount object (``{currency_code, value}``) as Money; None if it is not one."""
+    try:
+        return Money.of(value["value"], value["currency_code"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _mismatch(ref: str | None, what: str) -> ProviderResult:
+    return ProviderResult(
+        "failed", ref, "amount_mismatch", f"The PayPal {what} is not for this payment's amount"
+    )
 
 
 class PayPalProvider(PaymentProvider):
@@ -85,9 +115,15 @@ class PayPalProvider(PaymentProvider):
         return self._token[0]
 
     async def _call(
-        self, method: str, path: str, json: Any = None, request_id: str | None = None
+        self,
+        method: str,
+        path: str,
+        json: Any = None,
+        request_id: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {await self._access_token()}"}
+        headers = {**(headers or {}), "Authorization": f"Bearer {await self._access_token()}"}
         if request_id:
             headers["PayPal-Request-Id"] = request_id  # PayPal's idempotency key
         try:
@@ -104,9 +140,13 @@ class PayPalProvider(PaymentProvider):
         issue = (body.get("details") or [{}])[0].get("issue") or body.get("name") or "DECLINED"
         return ProviderResult("failed", ref, str(issue).lower(), body.get("message"))
 
-    async def _order(self, request: ChargeRequest, intent: str) -> tuple[str | None, Any]:
+    async def _order(
+        self, request: ChargeRequest, intent: str
+    ) -> tuple[str | None, ProviderResult | None]:
+        """The PayPal order to capture or authorise: the buyer's, once checked against
+        this payment, or one made here for it. A result instead when it will not do."""
         if request.token:
-            return request.token, None
+            return request.token, await self._check_order(request, intent)
         response = await self._call(
             "POST",
             "/v2/checkout/orders",
@@ -125,6 +165,50 @@ class PayPalProvider(PaymentProvider):
             return None, self._declined(response, None)
         return response.json()["id"], None
 
+    async def _check_order(self, request: ChargeRequest, intent: str) -> ProviderResult | None:
+        """The buyer's order must be this payment's: approved, of ``intent``, one purchase
+        unit for exactly our amount and currency. None when it is; else the decline.
+        An order captured already (COMPLETED) goes on to the capture: if it was our own
+        call whose answer was lost, its PayPal-Request-Id replays that answer; if not,
+        PayPal refuses it (ORDER_ALREADY_CAPTURED)."""
+        order_id = request.token or ""
+        if not ORDER_ID.fullmatch(order_id):
+            return ProviderResult("failed", None, "invalid_order", "Not a PayPal order id")
+        response = await self._call("GET", f"/v2/checkout/orders/{order_id}")
+        if response.status_code != 200:
+            return self._declined(response, order_id)
+        order = response.json()
+        units = order.get("purchase_units") or []
+        if order.get("intent") != intent:
+            return ProviderResult(
+                "failed", order_id, "intent_mismatch", f"The PayPal order is not for {intent}"
+            )
+        if len(units) != 1 or _money(units[0].get("amount")) != Money(
+            request.amount, request.currency
+        ):
+            log.warning(
+                "paypal order amount does not match the payment",
+                extra={"order_id": order_id, "payment_id": request.payment_id},
+            )
+            return _mismatch(order_id, "order")
+        if order.get("status") not in ("APPROVED", "COMPLETED"):
+            return ProviderResult(
+                "failed",
+                order_id,
+                "order_not_approved",
+                f"The PayPal order is {order.get('status')}, not approved",
+            )
+        return None
+
+    @staticmethod
+    def _payment_of(body: Any, kind: str) -> dict[str, Any]:
+        """The capture or authorisation (``kind``) an order's answer carries."""
+        try:
+            found = body["purchase_units"][0]["payments"][kind][0]
+        except (KeyError, IndexError, TypeError):
+            return {}
+        return found if isinstance(found, dict) else {}
+
     async def charge(self, request: ChargeRequest) -> ProviderResult:
         order_id, failed = await self._order(request, "CAPTURE")
         if failed is not None:
@@ -134,17 +218,44 @@ class PayPalProvider(PaymentProvider):
             f"/v2/checkout/orders/{order_id}/capture",
             {},
             request_id=f"{request.idempotency_key}:capture",
+            headers=REPRESENTATION,
         )
         if response.status_code not in (200, 201):
             return self._declined(response, order_id)
         body = response.json()
-        capture = body["purchase_units"][0]["payments"]["captures"][0]
+        capture = self._payment_of(body, "captures")
         if body.get("status") != "COMPLETED" or capture.get("status") not in (
             "COMPLETED",
             "PENDING",
         ):
             return ProviderResult("failed", capture.get("id"), "declined", "PayPal declined")
+        if _money(capture.get("amount")) != Money(request.amount, request.currency):
+            return await self._give_back(capture, request)
         return ProviderResult("succeeded", capture["id"], raw={"order_id": order_id})
+
+    async def _give_back(self, capture: dict[str, Any], request: ChargeRequest) -> ProviderResult:
+        """A capture of another amount than ours is refunded in full and declined. Until
+        PayPal confirms the refund the outcome is open (Unavailable: the payment stays
+        ``processing`` and is asked again, every call under the same request ids)."""
+        captured = _money(capture.get("amount"))
+        log.error(
+            "paypal captured another amount than the payment's: refunding it",
+            extra={"capture_id": capture.get("id"), "payment_id": request.payment_id},
+        )
+        refund = None
+        if captured is not None and captured.amount > 0:
+            refund = await self.refund(
+                capture["id"],
+                captured.amount,
+                captured.currency,
+                f"{request.idempotency_key}:mismatch",
+            )
+        if refund is None or refund.status != "succeeded":
+            raise Unavailable(
+                "A PayPal capture of the wrong amount is not refunded yet",
+                code="PROVIDER_UNAVAILABLE",
+            )
+        return _mismatch(capture["id"], "capture")
 
     async def authorize(self, request: ChargeRequest) -> ProviderResult:
         order_id, failed = await self._order(request, "AUTHORIZE")
@@ -155,10 +266,25 @@ class PayPalProvider(PaymentProvider):
             f"/v2/checkout/orders/{order_id}/authorize",
             {},
             request_id=f"{request.idempotency_key}:authorize",
+            headers=REPRESENTATION,
         )
         if response.status_code not in (200, 201):
             return self._declined(response, order_id)
-        auth = response.json()["purchase_units"][0]["payments"]["authorizations"][0]
+        auth = self._payment_of(response.json(), "authorizations")
+        if not auth.get("id"):
+            return ProviderResult("failed", order_id, "declined", "PayPal authorised nothing")
+        if _money(auth.get("amount")) != Money(request.amount, request.currency):
+            log.error(
+                "paypal authorised another amount than the payment's: voiding it",
+                extra={"authorization_id": auth["id"], "payment_id": request.payment_id},
+            )
+            voided = await self.void(auth["id"])
+            if voided.status != "canceled":
+                raise Unavailable(
+                    "A PayPal authorisation of the wrong amount is not voided yet",
+                    code="PROVIDER_UNAVAILABLE",
+                )
+            return _mismatch(auth["id"], "authorization")
         return ProviderResult("requires_capture", auth["id"], raw={"order_id": order_id})
 
     async def capture(self, provider_ref: str, amount: int, currency: str) -> ProviderResult:

@@ -1,0 +1,135 @@
+"""PayPal orders the buyer made and approved (the token) are checked before they pay
+for anything: their intent, status, amount and currency must be the payment's, and
+what PayPal captured or authorised must be that amount too."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fake_paypal import FakePayPal
+from tests.support import assert_error, ok
+
+from ultramarket.services.payment.providers import providers_of
+
+API = "/api/v1/payments"
+
+
+@pytest.fixture
+def paypal(container: Any) -> FakePayPal:
+    fake = FakePayPal()
+    providers_of(container).set(fake.provider())
+    return fake
+
+
+def pay(token: str | None, amount: str = "199.99", **extra: Any) -> dict[str, Any]:
+    body = {"order_id": "o-pp", "amount": amount, "currency": "USD", "method": "paypal"}
+    return {**body, **({"token": token} if token else {}), **extra}
+
+
+def money_moves(paypal: FakePayPal) -> list[str]:
+    """The calls that capture or authorise money."""
+    return [p for m, p, _ in paypal.calls if m == "POST" and p.endswith(("/capture", "/authorize"))]
+
+
+async def test_an_order_approved_for_a_cent_does_not_pay_a_larger_payment(
+    client, make_user, paypal
+):
+    paypal.approved("CHEAP1", "0.01")
+    user = await make_user()
+    error = assert_error(
+        await client.post(API, json=pay("CHEAP1"), headers=user.headers), 402, "PAYMENT_FAILED"
+    )
+    assert error["details"][0]["decline_code"] == "amount_mismatch"
+    assert money_moves(paypal) == []  # nothing was captured
+    assert paypal.orders["CHEAP1"]["status"] == "APPROVED"
+    [payment] = ok(await client.get(API, headers=user.headers))
+    assert payment["status"] == "failed"
+
+
+@pytest.mark.parametrize(
+    ("order", "decline"),
+    [
+        ({"value": "199.99", "currency": "EUR"}, "amount_mismatch"),
+        ({"value": "199.99", "units": 2}, "amount_mismatch"),
+        ({"value": "199.99", "intent": "AUTHORIZE"}, "intent_mismatch"),
+        ({"value": "199.99", "status": "CREATED"}, "order_not_approved"),
+        ({"value": "199.99", "status": "VOIDED"}, "order_not_approved"),
+    ],
+)
+async def test_an_order_not_made_for_this_payment_is_declined_before_any_capture(
+    client, make_user, paypal, order, decline
+):
+    paypal.approved("BUYER1", **order)
+    user = await make_user()
+    error = assert_error(
+        await client.post(API, json=pay("BUYER1"), headers=user.headers), 402, "PAYMENT_FAILED"
+    )
+    assert error["details"][0]["decline_code"] == decline
+    assert money_moves(paypal) == []
+
+
+async def test_an_unknown_order_or_one_that_is_not_an_order_id_is_declined(
+    client, make_user, paypal
+):
+    user = await make_user()
+    unknown = assert_error(
+        await client.post(API, json=pay("NOSUCH"), headers=user.headers), 402, "PAYMENT_FAILED"
+    )
+    assert unknown["details"][0]["decline_code"] == "resource_not_found"
+    # A token that is no order id never reaches a URL.
+    forged = "../../payments/captures/CAP1/refund"
+    error = assert_error(
+        await client.post(API, json=pay(forged), headers=user.headers), 402, "PAYMENT_FAILED"
+    )
+    assert error["details"][0]["decline_code"] == "invalid_order"
+    assert [p for _, p, _ in paypal.calls if "refund" in p] == []
+
+
+async def test_an_order_for_the_payment_is_captured_and_read_back(client, make_user, paypal):
+    paypal.approved("GOOD1", "199.99")
+    user = await make_user()
+    paid = ok(await client.post(API, json=pay("GOOD1"), headers=user.headers), 201)
+    assert (paid["status"], paid["provider_reference"]) == ("succeeded", "CAP1")
+    assert money_moves(paypal) == ["/v2/checkout/orders/GOOD1/capture"]
+    assert "/v2/checkout/orders/GOOD1/capture" in paypal.full  # its amount is read back
+
+
+async def test_an_order_paid_once_does_not_pay_a_second_payment(client, make_user, paypal):
+    paypal.approved("ONCE1", "199.99")
+    user = await make_user()
+    ok(await client.post(API, json=pay("ONCE1"), headers=user.headers), 201)
+    error = assert_error(
+        await client.post(API, json=pay("ONCE1", order_id="o-2"), headers=user.headers),
+        402,
+        "PAYMENT_FAILED",
+    )
+    assert error["details"][0]["decline_code"] == "order_already_captured"
+
+
+async def test_a_capture_of_another_amount_is_refunded_and_declined(client, make_user, paypal):
+    paypal.approved("ODD1", "199.99")
+    paypal.captured_value = "0.01"  # PayPal took another amount than the order's
+    user = await make_user()
+    error = assert_error(
+        await client.post(API, json=pay("ODD1"), headers=user.headers), 402, "PAYMENT_FAILED"
+    )
+    assert error["details"][0]["decline_code"] == "amount_mismatch"
+    assert [(r["capture_id"], r["amount"]["value"]) for r in paypal.refunds] == [("CAP1", "0.01")]
+
+
+async def test_an_authorisation_checks_the_order_too(client, make_user, paypal):
+    paypal.approved("HOLD1", "199.99", intent="AUTHORIZE")
+    paypal.approved("HOLD2", "0.01", intent="AUTHORIZE")
+    user = await make_user()
+    held = ok(await client.post(API, json=pay("HOLD1", capture=False), headers=user.headers), 201)
+    assert (held["status"], held["provider_reference"]) == ("requires_capture", "AUTH1")
+    error = assert_error(
+        await client.post(
+            API, json=pay("HOLD2", capture=False, order_id="o-2"), headers=user.headers
+        ),
+        402,
+        "PAYMENT_FAILED",
+    )
+    assert error["details"][0]["decline_code"] == "amount_mismatch"
+    assert money_moves(paypal) == ["/v2/checkout/orders/HOLD1/authorize"]
