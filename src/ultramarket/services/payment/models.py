@@ -66,8 +66,14 @@ class Payment(TimestampMixin, IdMixin, Base):
     # Stripe payment-method id or an approved PayPal order id: never card data).
     provider_token: Mapped[str | None] = mapped_column(String(200))
     capture: Mapped[bool] = mapped_column(default=True, server_default=true())
-    # The request's Idempotency-Key: the provider's own key derives from it.
+    # The request's Idempotency-Key.
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    # The idempotency key sent to the provider, kept so that every later ask (a retry, the
+    # sweeper) sends the same one. Derived from the client's key when there is one (not
+    # from this row's id), so a retry after a crash that rolled this row back asks the
+    # provider with the key of the charge it may have made. NULL on older rows: theirs
+    # derives from the payment id (``PaymentService._call_provider``).
+    provider_key: Mapped[str | None] = mapped_column(String(64))
     ip: Mapped[str | None] = mapped_column(String(64))
     actor: Mapped[str | None] = mapped_column(String(100))  # the user, or the calling service
     succeeded_at: Mapped[datetime | None]

@@ -260,7 +260,7 @@ class PaymentService:
         """Charge (or authorise) once. Returns the payment and whether it is new."""
         request = body.model_dump(mode="json", exclude={"ip"})
         idem = Idempotency(self.session, "payment.create", owner, idempotency_key, request)
-        payment = self._new_payment(user_id, body, ip=ip, key=idempotency_key)
+        payment = self._new_payment(user_id, body, ip=ip, key=idempotency_key, owner=owner)
         resumed = False
         try:
             # The payment row goes in with the claim of the key (one statement).
@@ -272,7 +272,7 @@ class PaymentService:
         self._answering = idem
         try:
             if resumed:
-                read = await self._resume(user_id, body, key=idempotency_key)
+                read = await self._resume(user_id, body, key=idempotency_key, owner=owner)
             else:
                 read = await self._create(payment, body, ip=ip, key=idempotency_key)
         except DomainError as error:
@@ -285,14 +285,14 @@ class PaymentService:
         return read, not resumed
 
     async def _resume(
-        self, user_id: uuid.UUID, body: s.PaymentCreate, *, key: str | None
+        self, user_id: uuid.UUID, body: s.PaymentCreate, *, key: str | None, owner: str
     ) -> s.PaymentRead:
         """Finish the payment whose provider call ended with an unknown outcome: ask the
         provider again with the SAME provider idempotency key (it answers the first
         call's result, or makes the charge now if the first never arrived)."""
         payment = await self._claimed_with(body.order_id, key)
         if payment is None:  # nothing was kept: start afresh
-            payment = self._new_payment(user_id, body, ip=None, key=key)
+            payment = self._new_payment(user_id, body, ip=None, key=key, owner=owner)
             self.session.add(payment)
             await self.session.flush()
             return await self._create(payment, body, ip=None, key=key)
@@ -306,7 +306,13 @@ class PaymentService:
         return s.PaymentRead.of(payment)
 
     def _new_payment(
-        self, user_id: uuid.UUID, body: s.PaymentCreate, *, ip: str | None, key: str | None
+        self,
+        user_id: uuid.UUID,
+        body: s.PaymentCreate,
+        *,
+        ip: str | None,
+        key: str | None,
+        owner: str,
     ) -> Payment:
         """The ``processing`` payment a request makes (not written yet)."""
         money = money_of(body.amount, body.currency)
@@ -321,8 +327,9 @@ class PaymentService:
             provider_slug = "paypal"
         else:
             provider_slug = self.settings.card_provider
+        payment_id = uuid.uuid4()
         return Payment(
-            id=uuid.uuid4(),
+            id=payment_id,
             user_id=user_id,
             order_id=body.order_id,
             method=body.method,
@@ -335,6 +342,12 @@ class PaymentService:
             provider_token=body.token,
             capture=body.capture,
             idempotency_key=key,
+            # Scoped as the key's own record is (the move, the caller, the key): the same
+            # for every try of that key - a retry after a crash that rolled this row back
+            # too - and never another key's or caller's. Without a key, this payment's.
+            provider_key=provider_key("payment.create", owner, key)
+            if key
+            else provider_key("payment.create", str(payment_id)),
             ip=ip,
             actor=self.actor,
             created_at=utcnow(),
@@ -428,8 +441,9 @@ class PaymentService:
             amount=payment.amount,
             currency=payment.currency,
             token=body.token,
-            # The payment's own: the same on every retry of it, never another payment's.
-            idempotency_key=provider_key("payment.create", str(payment.id)),
+            # The one it was first asked with, on every retry of it (rows older than the
+            # stored key were asked with the payment id's).
+            idempotency_key=payment.provider_key or provider_key("payment.create", str(payment.id)),
             description=f"order {body.order_id}",
             user_id=str(payment.user_id),
         )
