@@ -91,6 +91,10 @@ class OutcomeUnknown(Unavailable):
     persist_changes = True  # the processing payment and its key are kept
 
 
+class PaymentPending(OutcomeUnknown):
+    message = "The provider has not settled the payment yet; it is being confirmed"
+
+
 class PaymentBlocked(PaymentFailed):
     code = "PAYMENT_BLOCKED"
     message = "The payment was blocked by our fraud checks"
@@ -459,6 +463,14 @@ class PaymentService:
         await self._apply_result(payment, result)
 
     async def _apply_result(self, payment: Payment, result: ProviderResult) -> None:
+        if result.status == "processing":
+            # Taken but not settled (a PayPal capture PENDING, a Stripe intent processing):
+            # neither paid nor failed. It stays ``processing`` with the reference the
+            # provider's webhook will name when it settles it, committed, its key left
+            # unanswered (a retry resumes it, as the sweeper does), and a 503 meanwhile.
+            if await self._transition(payment, ("processing",), provider_ref=result.provider_ref):
+                raise PaymentPending(details=[{"payment_id": str(payment.id)}])
+            return  # settled meanwhile (the provider's webhook): answered as it is now
         if result.status == "failed":
             decline = result.decline_code or "declined"
             await self._transition(
@@ -725,25 +737,54 @@ class PaymentService:
                 status="succeeded",
                 succeeded_at=utcnow(),
             )
-            given_up = payment.status == "failed" and payment.decline_code == PROVIDER_UNREACHABLE
-            if not moved and given_up:
+            # Failed before it ever succeeded (given up, or a decline the provider went back
+            # on): its order has ended, so the money goes back.
+            if not moved and payment.status == "failed" and payment.succeeded_at is None:
                 await self._return_late_charge(payment)
         elif outcome == "failed":
             decline = decline or "declined"
-            await self._transition(
+            moved = await self._transition(
                 payment,
                 ("processing",),
                 then=events.PaymentFailed(**self._event_fields(payment), decline_code=decline),
                 status="failed",
                 decline_code=decline,
             )
+            if not moved and payment.status == "succeeded":
+                await self._taken_back(payment, decline)
         elif outcome == "canceled":
             await self._transition(payment, ("requires_capture", "processing"), status="canceled")
 
+    async def _taken_back(self, payment: Payment, decline: str) -> None:
+        """The provider failed a payment that had succeeded (a PayPal capture denied or
+        reversed): nothing was paid after all, so it fails - no refund can be made of it -
+        and its ``payment.failed`` says it had succeeded. Its order may be confirmed or
+        shipped already; the order service does not act on this event yet, so it is
+        logged as an error for staff to follow up."""
+        moved = await self._transition(
+            payment,
+            ("succeeded",),
+            then=events.PaymentFailed(
+                **self._event_fields(payment), decline_code=decline, after_success=True
+            ),
+            status="failed",
+            decline_code=decline,
+            failure_message="The provider took the payment back after it had succeeded",
+        )
+        if moved:
+            log.error(
+                "payment taken back by its provider after it had succeeded",
+                extra={
+                    "payment_id": str(payment.id),
+                    "order_id": payment.order_id,
+                    "decline_code": decline,
+                },
+            )
+
     async def _return_late_charge(self, payment: Payment) -> None:
-        """The provider took the money after we had given the payment up (its order has
-        ended): refund it all at once and record it. A refund the provider refuses
-        fails the webhook, which the provider delivers again."""
+        """The provider took the money for a payment that had failed (given up, or
+        declined first) - its order has ended: refund it all at once and record it. A
+        refund the provider refuses fails the webhook, which the provider delivers again."""
         answer = await self._provider(payment).refund(
             payment.provider_ref or "", payment.amount, payment.currency, f"{payment.id}:late"
         )
@@ -757,12 +798,12 @@ class PaymentService:
             payment,
             uuid.uuid4(),
             payment.amount,
-            "charged after the payment was given up",
+            "charged after the payment had failed",
             answer.provider_ref,
             actor="webhook",
         )
         log.warning(
-            "late charge of a payment given up: refunded",
+            "late charge of a failed payment: refunded",
             extra={"payment_id": str(payment.id), "amount": payment.amount},
         )
 

@@ -27,7 +27,9 @@ class ChargeRequest:
 
 @dataclass(frozen=True)
 class ProviderResult:
-    status: Literal["succeeded", "requires_capture", "failed", "canceled"]
+    # ``processing``: taken but not settled yet (a PayPal capture PENDING, a Stripe intent
+    # ``processing``): neither paid nor failed until the provider's webhook says which.
+    status: Literal["succeeded", "processing", "requires_capture", "failed", "canceled"]
     provider_ref: str | None = None
     decline_code: str | None = None
     message: str | None = None

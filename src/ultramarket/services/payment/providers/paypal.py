@@ -44,10 +44,19 @@ REPRESENTATION = {"Prefer": "return=representation"}
 
 OUTCOMES = {
     "PAYMENT.CAPTURE.COMPLETED": "succeeded",
+    # A pending capture denied after all, or a completed one PayPal took back: the payment
+    # fails, even one that had succeeded (the service says so: ``after_success``).
     "PAYMENT.CAPTURE.DENIED": "failed",
+    "PAYMENT.CAPTURE.REVERSED": "failed",
     "PAYMENT.CAPTURE.REFUNDED": "refunded",
     "PAYMENT.AUTHORIZATION.VOIDED": "canceled",
 }
+DECLINES = {
+    "PAYMENT.CAPTURE.DENIED": "capture_denied",
+    "PAYMENT.CAPTURE.REVERSED": "capture_reversed",
+}
+# Events whose resource is a refund of the capture (named in its "up" link), not the capture.
+ABOUT_A_CAPTURE = ("PAYMENT.CAPTURE.REFUNDED", "PAYMENT.CAPTURE.REVERSED")
 SIGNATURE_HEADERS = {
     "auth_algo": "paypal-auth-algo",
     "cert_url": "paypal-cert-url",
@@ -231,7 +240,10 @@ class PayPalProvider(PaymentProvider):
             return ProviderResult("failed", capture.get("id"), "declined", "PayPal declined")
         if _money(capture.get("amount")) != Money(request.amount, request.currency):
             return await self._give_back(capture, request)
-        return ProviderResult("succeeded", capture["id"], raw={"order_id": order_id})
+        # PENDING (an eCheck, a review at PayPal): not paid until PAYMENT.CAPTURE.COMPLETED
+        # (or DENIED) names this capture.
+        status = "succeeded" if capture["status"] == "COMPLETED" else "processing"
+        return ProviderResult(status, capture["id"], raw={"order_id": order_id})
 
     async def _give_back(self, capture: dict[str, Any], request: ChargeRequest) -> ProviderResult:
         """A capture of another amount than ours is refunded in full and declined. Until
@@ -340,7 +352,7 @@ class PayPalProvider(PaymentProvider):
         resource = event.get("resource") or {}
         kind = str(event.get("event_type", ""))
         ref = resource.get("id")
-        if kind == "PAYMENT.CAPTURE.REFUNDED":
+        if kind in ABOUT_A_CAPTURE:
             # The resource is the refund; its capture is in the "up" link.
             for link in resource.get("links", []):
                 if link.get("rel") == "up":
@@ -357,6 +369,7 @@ class PayPalProvider(PaymentProvider):
             payload=event,
             provider_ref=ref,
             outcome=OUTCOMES.get(kind, "ignored"),  # type: ignore[arg-type]
+            decline_code=DECLINES.get(kind),
             refund_ref=refund_ref,
             refund_amount=refund_amount,
         )

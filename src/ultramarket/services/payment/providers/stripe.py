@@ -53,7 +53,9 @@ class StripeProvider(PaymentProvider):
     @staticmethod
     def _result(intent: Any) -> ProviderResult:
         status = intent.status
-        if status in ("succeeded", "requires_capture", "canceled"):
+        # ``processing``: Stripe is still settling it (some cards, bank debits); the
+        # payment_intent.succeeded / payment_failed event decides it.
+        if status in ("succeeded", "processing", "requires_capture", "canceled"):
             return ProviderResult(status, intent.id, raw={"status": status})
         error = intent.to_dict().get("last_payment_error") or {}
         return ProviderResult(
