@@ -4,10 +4,11 @@ what PayPal captured or authorised must be that amount too."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
-from fake_paypal import FakePayPal
+from fake_paypal import SIGNATURE, FakePayPal
 from tests.support import assert_error, ok
 
 from ultramarket.services.payment.providers import providers_of
@@ -116,6 +117,13 @@ async def test_a_capture_of_another_amount_is_refunded_and_declined(client, make
     )
     assert error["details"][0]["decline_code"] == "amount_mismatch"
     assert [(r["capture_id"], r["amount"]["value"]) for r in paypal.refunds] == [("CAP1", "0.01")]
+    # PayPal's news of that capture does not find the failed payment (to refund it again).
+    event = {"id": "WH-ODD", "event_type": "PAYMENT.CAPTURE.COMPLETED", "resource": {"id": "CAP1"}}
+    news = await client.post(f"{API}/webhooks/paypal", content=json.dumps(event), headers=SIGNATURE)
+    assert news.status_code == 200, news.text
+    assert len(paypal.refunds) == 1
+    [payment] = ok(await client.get(API, headers=user.headers))
+    assert (payment["status"], payment["provider_reference"]) == ("failed", "ODD1")
 
 
 async def test_an_authorisation_checks_the_order_too(client, make_user, paypal):

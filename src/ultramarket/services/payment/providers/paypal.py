@@ -79,9 +79,12 @@ def _money(value: Any) -> Money | None:
         return None
 
 
-def _mismatch(ref: str | None, what: str) -> ProviderResult:
+def _mismatch(order_id: str | None, what: str) -> ProviderResult:
+    """The decline of an order, capture or authorisation of another amount. Its reference
+    is the order's, never the capture's: PayPal's later events about a capture given back
+    must not find this payment (as a late charge of a failed payment, to refund again)."""
     return ProviderResult(
-        "failed", ref, "amount_mismatch", f"The PayPal {what} is not for this payment's amount"
+        "failed", order_id, "amount_mismatch", f"The PayPal {what} is not for this payment's amount"
     )
 
 
@@ -239,13 +242,15 @@ class PayPalProvider(PaymentProvider):
         ):
             return ProviderResult("failed", capture.get("id"), "declined", "PayPal declined")
         if _money(capture.get("amount")) != Money(request.amount, request.currency):
-            return await self._give_back(capture, request)
+            return await self._give_back(capture, request, order_id)
         # PENDING (an eCheck, a review at PayPal): not paid until PAYMENT.CAPTURE.COMPLETED
         # (or DENIED) names this capture.
         status = "succeeded" if capture["status"] == "COMPLETED" else "processing"
         return ProviderResult(status, capture["id"], raw={"order_id": order_id})
 
-    async def _give_back(self, capture: dict[str, Any], request: ChargeRequest) -> ProviderResult:
+    async def _give_back(
+        self, capture: dict[str, Any], request: ChargeRequest, order_id: str | None
+    ) -> ProviderResult:
         """A capture of another amount than ours is refunded in full and declined. Until
         PayPal confirms the refund the outcome is open (Unavailable: the payment stays
         ``processing`` and is asked again, every call under the same request ids)."""
@@ -267,7 +272,7 @@ class PayPalProvider(PaymentProvider):
                 "A PayPal capture of the wrong amount is not refunded yet",
                 code="PROVIDER_UNAVAILABLE",
             )
-        return _mismatch(capture["id"], "capture")
+        return _mismatch(order_id, "capture")
 
     async def authorize(self, request: ChargeRequest) -> ProviderResult:
         order_id, failed = await self._order(request, "AUTHORIZE")
@@ -296,7 +301,7 @@ class PayPalProvider(PaymentProvider):
                     "A PayPal authorisation of the wrong amount is not voided yet",
                     code="PROVIDER_UNAVAILABLE",
                 )
-            return _mismatch(auth["id"], "authorization")
+            return _mismatch(order_id, "authorization")
         return ProviderResult("requires_capture", auth["id"], raw={"order_id": order_id})
 
     async def capture(self, provider_ref: str, amount: int, currency: str) -> ProviderResult:
