@@ -42,6 +42,7 @@ class FakePayPal:
         self.captured_value: str | None = None  # a capture of another amount than the order's
         self.declined: set[str] = set()  # orders whose capture PayPal declines
         self.void_refused: set[str] = set()  # authorisations PayPal will not void
+        self.lost: set[str] = set()  # paths whose next answer never reaches us (done, though)
         self.token_status = 200
         self._made: dict[str, int] = {}
 
@@ -95,6 +96,9 @@ class FakePayPal:
         response = self._route(request, method, path)
         if request_id is not None and response.status_code < 500:
             self.answered[(path, request_id)] = (response.status_code, response.read())
+        if path in self.lost:
+            self.lost.discard(path)
+            raise httpx.ReadTimeout("the answer was lost", request=request)
         return response
 
     def _route(self, request: httpx.Request, method: str, path: str) -> httpx.Response:

@@ -5,13 +5,16 @@ what PayPal captured or authorised must be that amount too."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from fake_paypal import SIGNATURE, FakePayPal
 from tests.support import assert_error, ok
 
+from ultramarket.core.db import utcnow
 from ultramarket.services.payment.providers import providers_of
+from ultramarket.services.payment.service import resume_processing
 
 API = "/api/v1/payments"
 
@@ -141,3 +144,96 @@ async def test_an_authorisation_checks_the_order_too(client, make_user, paypal):
     )
     assert error["details"][0]["decline_code"] == "amount_mismatch"
     assert money_moves(paypal) == ["/v2/checkout/orders/HOLD1/authorize"]
+
+
+async def authorised(client: Any, user: Any, paypal: FakePayPal) -> dict[str, Any]:
+    paypal.approved("HOLD1", "199.99", intent="AUTHORIZE")
+    held = ok(await client.post(API, json=pay("HOLD1", capture=False), headers=user.headers), 201)
+    assert (held["status"], held["provider_reference"]) == ("requires_capture", "AUTH1")
+    return held
+
+
+async def test_a_captured_authorisation_is_refunded_through_its_capture(client, make_user, paypal):
+    user, manager = await make_user(), await make_user("MANAGER")
+    held = await authorised(client, user, paypal)
+    captured = ok(await client.post(f"{API}/{held['id']}/capture", headers=manager.headers))
+    assert (captured["status"], captured["provider_reference"]) == ("succeeded", "CAP1")
+    refund = ok(
+        await client.post(
+            f"{API}/{held['id']}/refund", json={"amount": "50.00"}, headers=manager.headers
+        ),
+        201,
+    )
+    assert refund["payment"]["refunded_amount"] == "50.00"
+    assert [(r["capture_id"], r["amount"]["value"]) for r in paypal.refunds] == [("CAP1", "50.00")]
+
+
+async def test_a_capture_whose_answer_was_lost_is_answered_the_same_capture_on_retry(
+    client, make_user, paypal
+):
+    user, manager = await make_user(), await make_user("MANAGER")
+    held = await authorised(client, user, paypal)
+    paypal.lost.add("/v2/payments/authorizations/AUTH1/capture")
+    assert_error(
+        await client.post(f"{API}/{held['id']}/capture", headers=manager.headers),
+        503,
+        "PROVIDER_UNAVAILABLE",
+    )
+    again = ok(await client.post(f"{API}/{held['id']}/capture", headers=manager.headers))
+    assert (again["status"], again["provider_reference"]) == ("succeeded", "CAP1")
+    assert list(paypal.captures) == ["CAP1"]
+    keys = [k for m, p, k in paypal.calls if p.endswith("/AUTH1/capture")]
+    assert len(keys) == 2
+    assert keys[0] is not None
+    assert keys[0] == keys[1]
+
+
+async def test_an_authorisation_paypal_will_not_void_is_not_marked_voided(
+    client, make_user, paypal
+):
+    user, manager = await make_user(), await make_user("MANAGER")
+    held = await authorised(client, user, paypal)
+    paypal.void_refused.add("AUTH1")
+    error = assert_error(
+        await client.post(f"{API}/{held['id']}/void", headers=manager.headers),
+        409,
+        "VOID_FAILED",
+    )
+    assert error["details"][0]["decline_code"] == "authorization_already_captured"
+    got = ok(await client.get(f"{API}/{held['id']}", headers=manager.headers))
+    assert got["status"] == "requires_capture"
+
+
+async def test_a_voided_authorisation_is_voided_at_paypal(client, make_user, paypal):
+    user, manager = await make_user(), await make_user("MANAGER")
+    held = await authorised(client, user, paypal)
+    voided = ok(await client.post(f"{API}/{held['id']}/void", headers=manager.headers))
+    assert voided["status"] == "canceled"
+    assert paypal.authorizations["AUTH1"]["status"] == "VOIDED"
+
+
+async def test_a_pending_capture_of_an_authorisation_waits_for_paypal(
+    client, make_user, container, paypal
+):
+    user, manager = await make_user(), await make_user("MANAGER")
+    held = await authorised(client, user, paypal)
+    paypal.capture_status = "PENDING"
+    assert_error(
+        await client.post(f"{API}/{held['id']}/capture", headers=manager.headers),
+        503,
+        "PAYMENT_PROCESSING",
+    )
+    got = ok(await client.get(f"{API}/{held['id']}", headers=manager.headers))
+    assert (got["status"], got["provider_reference"]) == ("processing", "CAP1")
+    # The sweeper leaves it to PayPal's news: asked again, the authorisation would come
+    # back as one to capture.
+    later = utcnow() + timedelta(minutes=5)
+    payments = (container.db("payment"), None, providers_of(container), container.settings.payments)
+    assert await resume_processing(*payments, now=later) == 0
+    got = ok(await client.get(f"{API}/{held['id']}", headers=manager.headers))
+    assert (got["status"], got["provider_reference"]) == ("processing", "CAP1")
+    event = {"id": "WH-CAP", "event_type": "PAYMENT.CAPTURE.COMPLETED", "resource": {"id": "CAP1"}}
+    news = await client.post(f"{API}/webhooks/paypal", content=json.dumps(event), headers=SIGNATURE)
+    assert news.status_code == 200, news.text
+    got = ok(await client.get(f"{API}/{held['id']}", headers=manager.headers))
+    assert got["status"] == "succeeded"

@@ -76,8 +76,7 @@ async def test_a_pending_paypal_capture_is_not_paid_until_paypal_completes_it(
     [pending] = ok(await client.get(API, headers=user.headers))
     assert (pending["status"], pending["provider_reference"]) == ("processing", "CAP1")
     assert "payment.succeeded.v1" not in await event_types(container)
-    # A retry with the key asks again (PayPal replays the same pending capture): no
-    # second capture, still not paid.
+    # A retry with the key is told it is still being settled: no second capture.
     assert_error(
         await client.post(API, json=paypal_payment(), headers=headers), 503, "PAYMENT_PROCESSING"
     )

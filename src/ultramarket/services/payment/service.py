@@ -122,6 +122,11 @@ class ChargeForfeited(Conflict):
     message = "The checkout ran out of time and was ended; nothing was charged"
 
 
+class VoidFailed(Conflict):
+    code = "VOID_FAILED"
+    message = "The provider did not void the authorisation"
+
+
 class RefundFailed(Conflict):
     code = "REFUND_FAILED"
     message = "The provider refused the refund"
@@ -401,7 +406,12 @@ class PaymentService:
 
     async def resume(self, payment: Payment) -> None:
         """The sweeper: ask the provider again about a payment left ``processing`` (same
-        provider key, same token), as a retry with its Idempotency-Key would."""
+        provider key, same token), as a retry with its Idempotency-Key would. One with a
+        provider reference was answered already - taken, not settled (a pending charge or
+        capture) - and only the provider's webhook settles it: asking again would at best
+        replay the same answer, at worst re-authorise a captured authorisation."""
+        if payment.provider_ref is not None:
+            raise PaymentPending(details=[{"payment_id": str(payment.id)}])
         key = payment.idempotency_key
         await self._call_provider(
             payment,
@@ -513,14 +523,33 @@ class PaymentService:
         if not moved:
             raise IllegalPaymentState(f"Cannot capture a payment that is {payment.status}")
         result = await self._provider(payment).capture(
-            payment.provider_ref or "", payment.amount, payment.currency
+            payment.provider_ref or "",
+            payment.amount,
+            payment.currency,
+            # One capture a payment: a retry after a lost answer gets the first one back.
+            provider_key("payment.capture", str(payment.id)),
         )
-        if result.status != "succeeded":
+        if result.status not in ("succeeded", "processing"):
             # Raising rolls the status change back: the authorisation stays as it was.
             raise PaymentFailed(
                 result.message or "The capture failed",
                 details=[{"decline_code": result.decline_code}],
             )
+        # What was captured is what refunds name (PayPal: the capture, not the authorisation).
+        captured = result.provider_ref or payment.provider_ref
+        if result.status == "processing":
+            # Taken, not settled: the provider's webhook names this capture when it is.
+            await self._transition(
+                payment,
+                ("succeeded",),
+                status="processing",
+                succeeded_at=None,
+                provider_ref=captured,
+            )
+            raise PaymentPending(details=[{"payment_id": str(payment.id)}])
+        if captured != payment.provider_ref:
+            payment.provider_ref = captured
+            await self.session.flush()
         await self._succeeded(payment)
         return s.PaymentRead.of(payment)
 
@@ -531,9 +560,19 @@ class PaymentService:
             raise IllegalPaymentState(f"Cannot void a payment that is {payment.status}")
         provider = self._provider(payment)
         if isinstance(provider, WalletProvider):
-            await provider.release(payment.provider_ref or "", payment.amount, payment.currency)
+            result = await provider.release(
+                payment.provider_ref or "", payment.amount, payment.currency
+            )
         else:
-            await provider.void(payment.provider_ref or "")
+            result = await provider.void(
+                payment.provider_ref or "", provider_key("payment.void", str(payment.id))
+            )
+        if result.status != "canceled":
+            # Raising rolls the status change back: the authorisation stays as it was
+            # (it may have been captured, or have expired, at the provider).
+            raise VoidFailed(
+                result.message or None, details=[{"decline_code": result.decline_code}]
+            )
         return s.PaymentRead.of(payment)
 
     # -- refunds -------------------------------------------------------------------------

@@ -80,10 +80,14 @@ class PaymentProvider(abc.ABC):
     async def authorize(self, request: ChargeRequest) -> ProviderResult: ...
 
     @abc.abstractmethod
-    async def capture(self, provider_ref: str, amount: int, currency: str) -> ProviderResult: ...
+    async def capture(
+        self, provider_ref: str, amount: int, currency: str, idempotency_key: str
+    ) -> ProviderResult:
+        """Capture an authorisation. The result's ``provider_ref`` is what was captured
+        (PayPal: a capture id, not the authorisation's), for refunds to name."""
 
     @abc.abstractmethod
-    async def void(self, provider_ref: str) -> ProviderResult: ...
+    async def void(self, provider_ref: str, idempotency_key: str) -> ProviderResult: ...
 
     @abc.abstractmethod
     async def charge(self, request: ChargeRequest) -> ProviderResult: ...

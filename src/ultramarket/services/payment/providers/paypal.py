@@ -295,7 +295,7 @@ class PayPalProvider(PaymentProvider):
                 "paypal authorised another amount than the payment's: voiding it",
                 extra={"authorization_id": auth["id"], "payment_id": request.payment_id},
             )
-            voided = await self.void(auth["id"])
+            voided = await self.void(auth["id"], f"{request.idempotency_key}:void")
             if voided.status != "canceled":
                 raise Unavailable(
                     "A PayPal authorisation of the wrong amount is not voided yet",
@@ -304,18 +304,32 @@ class PayPalProvider(PaymentProvider):
             return _mismatch(order_id, "authorization")
         return ProviderResult("requires_capture", auth["id"], raw={"order_id": order_id})
 
-    async def capture(self, provider_ref: str, amount: int, currency: str) -> ProviderResult:
+    async def capture(
+        self, provider_ref: str, amount: int, currency: str, idempotency_key: str
+    ) -> ProviderResult:
+        """The capture's own id comes back (refunds name it, not the authorisation); a
+        retry with the same key is answered the first capture (PayPal-Request-Id)."""
         response = await self._call(
             "POST",
             f"/v2/payments/authorizations/{provider_ref}/capture",
             {"amount": _value(amount, currency), "final_capture": True},
+            request_id=idempotency_key,
         )
         if response.status_code not in (200, 201):
             return self._declined(response, provider_ref)
-        return ProviderResult("succeeded", response.json()["id"])
+        capture = response.json()
+        if capture.get("status") in ("DECLINED", "FAILED"):
+            return ProviderResult("failed", capture.get("id"), "declined", "PayPal declined")
+        # PENDING: taken, not settled until PAYMENT.CAPTURE.COMPLETED names this capture.
+        status = "processing" if capture.get("status") == "PENDING" else "succeeded"
+        return ProviderResult(status, capture["id"])
 
-    async def void(self, provider_ref: str) -> ProviderResult:
-        response = await self._call("POST", f"/v2/payments/authorizations/{provider_ref}/void")
+    async def void(self, provider_ref: str, idempotency_key: str) -> ProviderResult:
+        response = await self._call(
+            "POST",
+            f"/v2/payments/authorizations/{provider_ref}/void",
+            request_id=idempotency_key,
+        )
         if response.status_code not in (200, 204):
             return self._declined(response, provider_ref)
         return ProviderResult("canceled", provider_ref)

@@ -101,18 +101,22 @@ class StripeProvider(PaymentProvider):
     async def charge(self, request: ChargeRequest) -> ProviderResult:
         return await self._create(request, "automatic")
 
-    async def capture(self, provider_ref: str, amount: int, currency: str) -> ProviderResult:
+    async def capture(
+        self, provider_ref: str, amount: int, currency: str, idempotency_key: str
+    ) -> ProviderResult:
         try:
             intent = await self.client.v1.payment_intents.capture_async(
-                provider_ref, {"amount_to_capture": amount}
+                provider_ref, {"amount_to_capture": amount}, {"idempotency_key": idempotency_key}
             )
         except stripe.StripeError as exc:
             raise self._unavailable(exc) from exc
         return self._result(intent)
 
-    async def void(self, provider_ref: str) -> ProviderResult:
+    async def void(self, provider_ref: str, idempotency_key: str) -> ProviderResult:
         try:
-            intent = await self.client.v1.payment_intents.cancel_async(provider_ref)
+            intent = await self.client.v1.payment_intents.cancel_async(
+                provider_ref, options={"idempotency_key": idempotency_key}
+            )
         except stripe.StripeError as exc:
             raise self._unavailable(exc) from exc
         return self._result(intent)
