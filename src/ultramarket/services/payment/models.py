@@ -112,22 +112,34 @@ class PaymentEvent(IdMixin, Base):
 
 class DepositAttempt(IdMixin, Base):
     """A card charge into a wallet, with its outcome. Deposits make no ``payment`` row;
-    the fraud rules count these beside payments, so the wallet is no way around them."""
+    the fraud rules count these beside payments, so the wallet is no way around them.
+
+    One whose charge went unanswered (or is not settled at the provider) is kept
+    ``processing`` with what asking again takes (the provider, its token and key); the
+    retry with its Idempotency-Key, the sweeper or the provider's webhook (which names
+    it ``deposit:<id>``) settles it: credited on success, dropped on failure."""
 
     __tablename__ = "deposit_attempt"
     __table_args__ = (
         Index(None, "user_id", "created_at"),
         Index(None, "fingerprint"),
         Index(None, "ip", "created_at"),
+        Index(None, "status", "created_at"),
     )
 
     user_id: Mapped[uuid.UUID]
     amount: Mapped[int]
     currency: Mapped[str] = mapped_column(String(3))
-    status: Mapped[str] = mapped_column(String(16))  # succeeded | failed | blocked
+    # processing | succeeded | failed | blocked | refunded (charged after it had failed)
+    status: Mapped[str] = mapped_column(String(16))
     fingerprint: Mapped[str | None] = mapped_column(String(64))  # sha256 of the card token
     ip: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    provider: Mapped[str | None] = mapped_column(String(16))  # the card provider charged
+    provider_ref: Mapped[str | None] = mapped_column(String(200))
+    provider_token: Mapped[str | None] = mapped_column(String(200))  # never card data
+    provider_key: Mapped[str | None] = mapped_column(String(64))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))  # the client's
 
 
 class IdempotencyRecord(IdMixin, Base):

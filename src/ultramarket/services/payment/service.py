@@ -14,10 +14,12 @@ idempotency key, so a crash between its answer and our commit is safe to retry.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, cast
@@ -41,7 +43,13 @@ from ultramarket.core.events import Event, EventPublisher
 from ultramarket.core.money import Money
 from ultramarket.services.payment import events, fraud
 from ultramarket.services.payment import schemas as s
-from ultramarket.services.payment.idempotency import FORFEITED, Idempotency, KeyUnfinished
+from ultramarket.services.payment.idempotency import (
+    FORFEITED,
+    Idempotency,
+    KeyUnfinished,
+    answer_unfinished,
+    error_body,
+)
 from ultramarket.services.payment.ledger import EXTERNAL_BANK, EXTERNAL_CARD, Ledger
 from ultramarket.services.payment.models import (
     DepositAttempt,
@@ -64,6 +72,9 @@ log = logging.getLogger("ultramarket.payment")
 PAY = Payment.__table__
 REFUND = PaymentRefund.__table__
 REFUNDABLE = ("succeeded", "partially_refunded")
+ATTEMPT = DepositAttempt.__table__
+# How a deposit's charge names it to the provider (its events echo it: ``deposit:<id>``).
+DEPOSIT = "deposit:"
 # The decline code of a payment given up after its provider never answered.
 PROVIDER_UNREACHABLE = "provider_unreachable"
 
@@ -93,6 +104,10 @@ class OutcomeUnknown(Unavailable):
 
 class PaymentPending(OutcomeUnknown):
     message = "The provider has not settled the payment yet; it is being confirmed"
+
+
+class DepositPending(OutcomeUnknown):
+    message = "The card charge of the deposit is not confirmed yet; it is being confirmed"
 
 
 class PaymentBlocked(PaymentFailed):
@@ -717,7 +732,10 @@ class PaymentService:
                     Payment.provider == slug, Payment.provider_ref == event.provider_ref
                 )
             )
-            if payment is None and event.payment_id:
+            if payment is None and event.payment_id and event.payment_id.startswith(DEPOSIT):
+                wallet = WalletService(self.session, self.providers, self.settings)
+                await wallet.deposit_event(slug, event)
+            elif payment is None and event.payment_id:
                 payment = await self._unanswered(slug, event.payment_id, event.provider_ref)
             if payment is not None and event.outcome == "refunded":
                 await self._external_refund(payment, event)
@@ -1117,62 +1135,221 @@ class WalletService:
             idempotency_key,
             body.model_dump(mode="json"),
         )
-        replay = await idem.begin()
+        try:
+            replay = await idem.begin()
+        except KeyUnfinished:  # its charge went unanswered: ask again about that one
+            pending = await self._pending_deposit(user_id, idempotency_key)
+            if pending is None:
+                replay = None  # (nothing was kept: start afresh)
+            elif pending.status == "processing":
+                return await self._charge_deposit(pending), False
+            else:  # settled meanwhile (the sweeper, a webhook), its key answered with it
+                replay = await idem.reread()
         if replay is not None:
             return s.WalletMoveResult.model_validate(replay[1]), False
         money = money_of(body.amount, body.currency)
         deposit_id = uuid.uuid4()
-        # The card attempt, as the fraud rules count it; recorded with its outcome.
+        provider = self.providers.card()
+        # The card attempt, as the fraud rules count it, and what asking again takes.
         attempt = DepositAttempt(
             id=deposit_id,
             user_id=user_id,
             amount=money.amount,
             currency=money.currency,
+            status="processing",
             fingerprint=fingerprint_of(body.token),
             ip=ip,
             created_at=utcnow(),
+            provider=provider.slug,
+            provider_token=body.token,
+            provider_key=provider_key(
+                "wallet.deposit", str(user_id), idempotency_key or str(deposit_id)
+            ),
+            idempotency_key=idempotency_key,
         )
         await self._screen_deposit(attempt, money, idem)
-        answer = await self.providers.card().charge(
-            ChargeRequest(
-                payment_id=f"deposit:{deposit_id}",
-                amount=money.amount,
-                currency=money.currency,
-                token=body.token,
-                idempotency_key=provider_key(
-                    "wallet.deposit", str(user_id), idempotency_key or str(deposit_id)
-                ),
-                description="wallet deposit",
-                user_id=str(user_id),
-            )
-        )
-        attempt.status = "succeeded" if answer.status == "succeeded" else "failed"
         self.session.add(attempt)
+        await self.session.flush()
+        return await self._charge_deposit(attempt), True
+
+    async def _pending_deposit(self, user_id: uuid.UUID, key: str | None) -> DepositAttempt | None:
+        """The deposit ``key`` left unanswered, locked (the sweeper and a webhook may be
+        settling it too)."""
+        attempt_id = await self.session.scalar(
+            select(DepositAttempt.id)
+            .where(DepositAttempt.user_id == user_id, DepositAttempt.idempotency_key == key)
+            .order_by(DepositAttempt.created_at.desc())
+            .limit(1)
+        )
+        return None if attempt_id is None else await self._locked(attempt_id)
+
+    async def _locked(self, attempt_id: uuid.UUID) -> DepositAttempt | None:
+        return await self.session.get(
+            DepositAttempt, attempt_id, with_for_update=True, populate_existing=True
+        )
+
+    async def _charge_deposit(self, attempt: DepositAttempt) -> s.WalletMoveResult:
+        """Ask the card provider for a deposit's charge - again, for one left
+        ``processing``: the same provider, key and token, so it is one charge - and settle
+        the deposit on the answer. No answer, or one the provider has not settled: it
+        stays ``processing``, committed with its key unanswered (503): the retry, the
+        sweeper or the provider's webhook settles it."""
+        if attempt.status != "processing":
+            raise IllegalPaymentState(f"The deposit is {attempt.status}")
+        if attempt.provider_ref is not None:  # answered, not settled: the webhook decides
+            raise DepositPending(details=[{"deposit_id": str(attempt.id)}])
+        try:
+            answer = await self.providers.get(attempt.provider or "").charge(
+                ChargeRequest(
+                    payment_id=f"{DEPOSIT}{attempt.id}",
+                    amount=attempt.amount,
+                    currency=attempt.currency,
+                    token=attempt.provider_token,
+                    idempotency_key=attempt.provider_key or "",
+                    description="wallet deposit",
+                    user_id=str(attempt.user_id),
+                )
+            )
+        except Unavailable as exc:
+            raise DepositPending(exc.message, details=[{"deposit_id": str(attempt.id)}]) from exc
+        return await self._settle_deposit(attempt, answer)
+
+    async def _settle_deposit(
+        self, attempt: DepositAttempt, answer: ProviderResult
+    ) -> s.WalletMoveResult:
+        """Settle a ``processing`` deposit on its provider's answer, once (a conditional
+        UPDATE): credited and answered 201 on success; failed and answered with the 402
+        (PaymentDeclined raised) on a decline; a charge not settled yet keeps its
+        reference and stays (DepositPending raised)."""
+        if answer.status == "processing":
+            await self._move_deposit(attempt, provider_ref=answer.provider_ref)
+            raise DepositPending(details=[{"deposit_id": str(attempt.id)}])
         if answer.status != "succeeded":
             error = PaymentDeclined(
                 answer.message or "The card was declined",
                 details=[{"decline_code": answer.decline_code or "declined"}],
             )
-            await idem.fail(error)
+            if await self._move_deposit(attempt, status="failed", provider_ref=answer.provider_ref):
+                await self._answer_deposit(attempt, error.status_code, error_body(error))
             raise error
+        if not await self._move_deposit(
+            attempt, status="succeeded", provider_ref=answer.provider_ref
+        ):
+            raise IllegalPaymentState(f"The deposit is {attempt.status}")
         move = await self.ledger.transfer(
             EXTERNAL_CARD,
-            str(user_id),
-            money.amount,
-            money.currency,
+            str(attempt.user_id),
+            attempt.amount,
+            attempt.currency,
             kind="deposit",
             reference=answer.provider_ref,
         )
         result = s.WalletMoveResult(
             transaction_id=move.transaction_id,
             kind="deposit",
-            amount=str(money),
-            currency=money.currency,
-            balance=s.money_str(move.balance_after or 0, money.currency),
+            amount=s.money_str(attempt.amount, attempt.currency),
+            currency=attempt.currency,
+            balance=s.money_str(move.balance_after or 0, attempt.currency),
             provider_reference=answer.provider_ref,
         )
-        await idem.finish(201, result.model_dump(mode="json"))
-        return result, True
+        await self._answer_deposit(attempt, 201, result.model_dump(mode="json"))
+        return result
+
+    async def _move_deposit(self, attempt: DepositAttempt, **values: Any) -> bool:
+        """Move a deposit on from ``processing`` (one conditional UPDATE); False when
+        something else settled it first."""
+        moved = await self.session.scalar(
+            update(ATTEMPT)
+            .where(ATTEMPT.c.id == attempt.id, ATTEMPT.c.status == "processing")
+            .values(**values)
+            .returning(ATTEMPT.c.id)
+        )
+        if moved is None:
+            await self.session.refresh(attempt)
+            return False
+        for name, value in values.items():
+            set_committed_value(attempt, name, value)
+        return True
+
+    async def _answer_deposit(
+        self, attempt: DepositAttempt, status: int, body: dict[str, Any]
+    ) -> None:
+        """The answer of the deposit's key, by whoever settled it (this request, its
+        retry, the sweeper, a webhook): the key's next retry replays it."""
+        if attempt.idempotency_key is not None:
+            await answer_unfinished(
+                self.session,
+                "wallet.deposit",
+                str(attempt.user_id),
+                attempt.idempotency_key,
+                status,
+                body,
+            )
+
+    async def resume_deposit(self, attempt_id: uuid.UUID) -> bool:
+        """The sweeper: ask the provider again about a deposit left ``processing``. False
+        when it is not (any more); DepositPending when it still is."""
+        attempt = await self._locked(attempt_id)
+        if attempt is None or attempt.status != "processing":
+            return False
+        with contextlib.suppress(PaymentDeclined):  # settled: failed, its key answered
+            await self._charge_deposit(attempt)
+        return True
+
+    async def give_up_deposit(self, attempt_id: uuid.UUID) -> bool:
+        """The sweeper, past ``processing_give_up_hours``: a deposit its provider never
+        settled is dropped (failed; a charge reported later is refunded)."""
+        attempt = await self._locked(attempt_id)
+        if attempt is None or not await self._move_deposit(attempt, status="failed"):
+            return False
+        hours = self.settings.processing_give_up_hours
+        error = PaymentDeclined(
+            f"The card provider did not answer for {hours:g} hours",
+            details=[{"decline_code": PROVIDER_UNREACHABLE}],
+        )
+        await self._answer_deposit(attempt, error.status_code, error_body(error))
+        return True
+
+    async def deposit_event(self, slug: str, event: WebhookEvent) -> None:
+        """A provider's news of a deposit's charge (its event names ``deposit:<id>``):
+        settles one still ``processing``; a charge of one that had failed is refunded."""
+        try:
+            attempt_id = uuid.UUID((event.payment_id or "").removeprefix(DEPOSIT))
+        except ValueError:
+            return
+        attempt = await self._locked(attempt_id)
+        if attempt is None or attempt.provider != slug:
+            return
+        if attempt.status == "processing" and event.outcome in ("succeeded", "failed"):
+            answer = ProviderResult(event.outcome, event.provider_ref, event.decline_code)
+            with contextlib.suppress(PaymentDeclined):
+                await self._settle_deposit(attempt, answer)
+        elif attempt.status == "failed" and event.outcome == "succeeded":
+            await self._return_late_deposit(attempt, event.provider_ref or "")
+
+    async def _return_late_deposit(self, attempt: DepositAttempt, charge_ref: str) -> None:
+        """The card was charged for a deposit that had failed (dropped, nothing credited):
+        the money goes back. A refund the provider refuses fails the webhook, which the
+        provider delivers again."""
+        answer = await self.providers.get(attempt.provider or "").refund(
+            charge_ref,
+            attempt.amount,
+            attempt.currency,
+            provider_key("wallet.deposit.late", str(attempt.id)),
+        )
+        if answer.status != "succeeded":
+            raise RefundFailed(answer.message or None)
+        moved = await self.session.scalar(
+            update(ATTEMPT)
+            .where(ATTEMPT.c.id == attempt.id, ATTEMPT.c.status == "failed")
+            .values(status="refunded", provider_ref=charge_ref)
+            .returning(ATTEMPT.c.id)
+        )
+        if moved is not None:
+            log.warning(
+                "late charge of a failed wallet deposit: refunded",
+                extra={"deposit_id": str(attempt.id), "amount": attempt.amount},
+            )
 
     async def withdraw(
         self, user_id: uuid.UUID, body: s.WalletWithdraw, *, idempotency_key: str | None
@@ -1202,6 +1379,80 @@ class WalletService:
         return result, True
 
 
+async def _sweep(
+    database: Any,
+    model: type[Payment] | type[DepositAttempt],
+    settings: PaymentSettings,
+    what: str,
+    resume: Callable[[AsyncSession, uuid.UUID], Awaitable[bool]],
+    give_up: Callable[[AsyncSession, uuid.UUID], Awaitable[bool]],
+    *,
+    older_than: timedelta,
+    now: datetime | None,
+    limit: int,
+) -> int:
+    """The rows of ``model`` still ``processing`` a while after their provider call
+    went unanswered: each asked again (``resume``) in its own unit of work; one still
+    unanswered past ``processing_give_up_hours`` is given up. How many were settled."""
+    now = now or utcnow()
+    give_up_before = now - timedelta(hours=settings.processing_give_up_hours)
+    async with database.read_session() as session:
+        due = list(
+            (
+                await session.execute(
+                    select(model.id, model.created_at)
+                    .where(model.status == "processing", model.created_at < now - older_than)
+                    .order_by(model.created_at)
+                    .limit(limit)
+                )
+            ).all()
+        )
+    settled = 0
+    for row_id, created_at in due:
+        try:
+            async with database.session() as session:
+                settled += await resume(session, row_id)
+        except DomainError as exc:
+            if created_at >= give_up_before:
+                log.warning(
+                    f"{what} still unanswered", extra={f"{what}_id": str(row_id), "error": exc.code}
+                )
+                continue
+            async with database.session() as session:
+                if await give_up(session, row_id):
+                    settled += 1
+                    log.error(
+                        f"{what} given up: its provider never answered",
+                        extra={f"{what}_id": str(row_id), "error": exc.code},
+                    )
+    return settled
+
+
+async def resume_deposits(
+    database: Any,
+    providers: Providers,
+    settings: PaymentSettings,
+    *,
+    older_than: timedelta = timedelta(minutes=1),
+    now: datetime | None = None,
+    limit: int = 50,
+) -> int:
+    """Wallet deposits still ``processing`` a while after their card charge went
+    unanswered: asked again (same provider key) - credited on success, dropped on a
+    decline; one still unsettled past ``processing_give_up_hours`` is dropped."""
+
+    async def resume(session: AsyncSession, attempt_id: uuid.UUID) -> bool:
+        return await WalletService(session, providers, settings).resume_deposit(attempt_id)
+
+    async def give_up(session: AsyncSession, attempt_id: uuid.UUID) -> bool:
+        return await WalletService(session, providers, settings).give_up_deposit(attempt_id)
+
+    return await _sweep(
+        database, DepositAttempt, settings, "deposit", resume, give_up,
+        older_than=older_than, now=now, limit=limit,
+    )  # fmt: skip
+
+
 async def resume_processing(
     database: Any,
     publisher: EventPublisher | None,
@@ -1215,42 +1466,23 @@ async def resume_processing(
     """Payments still ``processing`` a while after their provider call went unanswered:
     asked again, each in its own unit of work; one still unanswered past
     ``processing_give_up_hours`` is given up (failed). Returns how many were settled."""
-    now = now or utcnow()
-    cutoff = now - older_than
-    give_up_before = now - timedelta(hours=settings.processing_give_up_hours)
-    async with database.read_session() as session:
-        due = list(
-            (
-                await session.execute(
-                    select(Payment.id, Payment.created_at)
-                    .where(Payment.status == "processing", Payment.created_at < cutoff)
-                    .order_by(Payment.created_at)
-                    .limit(limit)
-                )
-            ).all()
-        )
-    settled = 0
-    for payment_id, created_at in due:
-        try:
-            async with database.session() as session:
-                payments = PaymentService(session, publisher, providers, settings, actor="sweeper")
-                payment = await payments.get(payment_id)
-                if payment.status == "processing":
-                    await payments.resume(payment)
-                    settled += 1
-        except DomainError as exc:
-            if created_at >= give_up_before:
-                log.warning(
-                    "payment still unanswered",
-                    extra={"payment_id": str(payment_id), "error": exc.code},
-                )
-                continue
-            async with database.session() as session:
-                payments = PaymentService(session, publisher, providers, settings, actor="sweeper")
-                if await payments.give_up(await payments.get(payment_id)):
-                    settled += 1
-                    log.error(
-                        "payment given up: its provider never answered",
-                        extra={"payment_id": str(payment_id), "error": exc.code},
-                    )
-    return settled
+
+    def service(session: AsyncSession) -> PaymentService:
+        return PaymentService(session, publisher, providers, settings, actor="sweeper")
+
+    async def resume(session: AsyncSession, payment_id: uuid.UUID) -> bool:
+        payments = service(session)
+        payment = await payments.get(payment_id)
+        if payment.status != "processing":
+            return False
+        await payments.resume(payment)
+        return True
+
+    async def give_up(session: AsyncSession, payment_id: uuid.UUID) -> bool:
+        payments = service(session)
+        return await payments.give_up(await payments.get(payment_id))
+
+    return await _sweep(
+        database, Payment, settings, "payment", resume, give_up,
+        older_than=older_than, now=now, limit=limit,
+    )  # fmt: skip

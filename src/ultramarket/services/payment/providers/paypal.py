@@ -245,8 +245,9 @@ class PayPalProvider(PaymentProvider):
             return await self._give_back(capture, request, order_id)
         # PENDING (an eCheck, a review at PayPal): not paid until PAYMENT.CAPTURE.COMPLETED
         # (or DENIED) names this capture.
-        status = "succeeded" if capture["status"] == "COMPLETED" else "processing"
-        return ProviderResult(status, capture["id"], raw={"order_id": order_id})
+        if capture["status"] == "PENDING":
+            return ProviderResult("processing", capture["id"], raw={"order_id": order_id})
+        return ProviderResult("succeeded", capture["id"], raw={"order_id": order_id})
 
     async def _give_back(
         self, capture: dict[str, Any], request: ChargeRequest, order_id: str | None
@@ -321,8 +322,9 @@ class PayPalProvider(PaymentProvider):
         if capture.get("status") in ("DECLINED", "FAILED"):
             return ProviderResult("failed", capture.get("id"), "declined", "PayPal declined")
         # PENDING: taken, not settled until PAYMENT.CAPTURE.COMPLETED names this capture.
-        status = "processing" if capture.get("status") == "PENDING" else "succeeded"
-        return ProviderResult(status, capture["id"])
+        if capture.get("status") == "PENDING":
+            return ProviderResult("processing", capture["id"])
+        return ProviderResult("succeeded", capture["id"])
 
     async def void(self, provider_ref: str, idempotency_key: str) -> ProviderResult:
         response = await self._call(
