@@ -44,6 +44,8 @@ class FakePayPal:
         self.void_refused: set[str] = set()  # authorisations PayPal will not void
         self.lost: set[str] = set()  # paths whose next answer never reaches us (done, though)
         self.token_status = 200
+        self.token_error: Exception | None = None  # the token call never answered
+        self.forced: dict[str, int] = {}  # path -> the error status PayPal answers it with
         self._made: dict[str, int] = {}
 
     def approved(
@@ -85,7 +87,11 @@ class FakePayPal:
         path, method = request.url.path, request.method
         request_id = request.headers.get("paypal-request-id")
         self.calls.append((method, path, request_id))
+        if path in self.forced:
+            return _error(self.forced[path], "FORCED")
         if path == "/v1/oauth2/token":
+            if self.token_error is not None:
+                raise self.token_error
             if self.token_status != 200:
                 return httpx.Response(self.token_status, json={"error": "invalid_client"})
             return httpx.Response(200, json={"access_token": "A21", "expires_in": 3600})

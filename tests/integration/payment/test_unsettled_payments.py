@@ -9,16 +9,15 @@ import hashlib
 import hmac
 import json
 import time
-import uuid
 from typing import Any
 
 import pytest
 import stripe
 from fake_paypal import SIGNATURE, FakePayPal
+from payment_rows import add_payment
 from sqlalchemy import select
 from tests.support import assert_error, ok
 
-from ultramarket.services.payment.models import Payment
 from ultramarket.services.payment.providers import providers_of
 from ultramarket.services.payment.providers.stripe import StripeProvider
 
@@ -215,15 +214,9 @@ async def test_a_charge_stripe_makes_for_a_failed_payment_is_refunded(
     """The provider went back on a decline (here: Stripe reports the intent succeeded
     after all): the payment had failed and its order ended, so the money goes back."""
     user = await make_user()
-    payment_id = uuid.uuid4()
-    async with container.db("payment").session() as session:
-        session.add(
-            Payment(
-                id=payment_id, user_id=uuid.UUID(user.id), order_id="o-f", method="card",
-                provider="stripe", status="failed", amount=3000, currency="USD",
-                provider_ref="pi_1", decline_code="card_declined",
-            )
-        )  # fmt: skip
+    payment_id = await add_payment(
+        container, user.id, status="failed", amount=3000, decline_code="card_declined"
+    )
     await stripe_event(client, "evt_2", "payment_intent.succeeded", "pi_1")
     got = ok(await client.get(f"{API}/{payment_id}", headers=user.headers))
     assert (got["status"], got["refunded_amount"]) == ("refunded", "30.00")

@@ -71,6 +71,33 @@ def _value(amount: int, currency: str) -> dict[str, str]:
     return {"currency_code": currency, "value": f"{Decimal(amount).scaleb(-digits):.{digits}f}"}
 
 
+class _CredentialsRefused(Exception):
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__("PayPal refused our credentials")
+        self.response = response
+
+
+def _body(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json() if response.content else {}
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _issue(response: httpx.Response) -> str:
+    """The reason PayPal gives for a refusal (an Orders issue, or an OAuth error)."""
+    body = _body(response)
+    details = body.get("details") or [{}]
+    first = details[0] if isinstance(details[0], dict) else {}
+    return str(first.get("issue") or body.get("name") or body.get("error") or "DECLINED")
+
+
+def _debug(response: httpx.Response) -> dict[str, Any]:
+    """What PayPal's support asks for about a failed call (never our credentials)."""
+    return {"paypal_debug_id": _body(response).get("debug_id")}
+
+
 def _money(value: Any) -> Money | None:
     """A PayPal amount object (``{currency_code, value}``) as Money; None if it is not one."""
     try:
@@ -113,18 +140,44 @@ class PayPalProvider(PaymentProvider):
         await self.http.aclose()
 
     async def _access_token(self) -> str:
+        """Our bearer token. PayPal refusing our credentials (a 4xx) raises
+        ``_CredentialsRefused``: nothing was asked of it, so nothing was charged."""
         if self._token and self._token[1] > time.monotonic() + 60:
             return self._token[0]
-        response = await self.http.post(
+        response = await self._send(
+            "POST",
             "/v1/oauth2/token",
             data={"grant_type": "client_credentials"},
             auth=(self.client_id, self.client_secret),
         )
         if response.status_code != 200:
-            raise Unavailable("PayPal refused our credentials", code="PROVIDER_UNAVAILABLE")
+            log.error(
+                "paypal refused our credentials",
+                extra={"http_status": response.status_code, "error": _issue(response)},
+            )
+            raise _CredentialsRefused(response)
         body = response.json()
         self._token = (body["access_token"], time.monotonic() + int(body.get("expires_in", 300)))
         return self._token[0]
+
+    async def _send(self, method: str, path: str, **options: Any) -> httpx.Response:
+        """One request. No answer - the network, PayPal's own failure (5xx), its rate
+        limit (429), the same PayPal-Request-Id still in progress (409) - is Unavailable
+        (the outcome is unknown); any other answer is the caller's to read."""
+        try:
+            response = await self.http.request(method, path, **options)
+        except httpx.HTTPError as exc:
+            log.warning(
+                "paypal did not answer", extra={"path": path, "error_type": type(exc).__name__}
+            )
+            raise Unavailable("PayPal is unreachable", code="PROVIDER_UNAVAILABLE") from exc
+        if response.status_code >= 500 or response.status_code in (409, 429):
+            log.warning(
+                "paypal failed",
+                extra={"path": path, "http_status": response.status_code, **_debug(response)},
+            )
+            raise Unavailable("PayPal failed", code="PROVIDER_UNAVAILABLE")
+        return response
 
     async def _call(
         self,
@@ -135,22 +188,23 @@ class PayPalProvider(PaymentProvider):
         *,
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
-        headers = {**(headers or {}), "Authorization": f"Bearer {await self._access_token()}"}
+        try:
+            token = await self._access_token()
+        except _CredentialsRefused as refused:
+            return refused.response  # declined by the caller: nothing was asked of PayPal
+        headers = {**(headers or {}), "Authorization": f"Bearer {token}"}
         if request_id:
             headers["PayPal-Request-Id"] = request_id  # PayPal's idempotency key
-        try:
-            response = await self.http.request(method, path, json=json, headers=headers)
-        except httpx.HTTPError as exc:
-            raise Unavailable("PayPal is unreachable", code="PROVIDER_UNAVAILABLE") from exc
-        if response.status_code >= 500:
-            raise Unavailable("PayPal failed", code="PROVIDER_UNAVAILABLE")
-        return response
+        return await self._send(method, path, json=json, headers=headers)
 
     @staticmethod
     def _declined(response: httpx.Response, ref: str | None) -> ProviderResult:
-        body = response.json() if response.content else {}
-        issue = (body.get("details") or [{}])[0].get("issue") or body.get("name") or "DECLINED"
-        return ProviderResult("failed", ref, str(issue).lower(), body.get("message"))
+        issue = _issue(response)
+        log.info(
+            "paypal refused a request",
+            extra={"http_status": response.status_code, "issue": issue, **_debug(response)},
+        )
+        return ProviderResult("failed", ref, issue.lower(), _body(response).get("message"))
 
     async def _order(
         self, request: ChargeRequest, intent: str

@@ -7,6 +7,7 @@ The token is a PaymentMethod id (``pm_...``) made by Stripe.js in the browser.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,11 +22,21 @@ from ultramarket.services.payment.providers.base import (
     WebhookEvent,
 )
 
+log = logging.getLogger("ultramarket.payment.stripe")
+
 OUTCOMES = {
     "payment_intent.succeeded": "succeeded",
     "payment_intent.payment_failed": "failed",
     "payment_intent.canceled": "canceled",
     "charge.refunded": "refunded",
+}
+
+
+# The decline code of a refusal Stripe gives no code for, by its kind.
+ERROR_CODES = {
+    "AuthenticationError": "authentication_error",
+    "PermissionError": "permission_error",
+    "IdempotencyError": "idempotency_error",
 }
 
 
@@ -66,8 +77,40 @@ class StripeProvider(PaymentProvider):
         )
 
     @staticmethod
-    def _unavailable(exc: stripe.StripeError) -> Unavailable:
-        return Unavailable("The card processor is unavailable", code="PROVIDER_UNAVAILABLE")
+    def _refused(exc: stripe.StripeError, action: str, ref: str | None = None) -> ProviderResult:
+        """Stripe's error, logged, as the result it means. No answer - the network,
+        Stripe's own failure (5xx), its rate limit (429), a concurrent request with the
+        same idempotency key (409) - is Unavailable: the outcome is unknown. Any other
+        4xx (a bad or missing payment method, an amount too small, a refund of a charge
+        refunded already, a revoked key) is Stripe refusing the request: nothing was
+        done, so it is a definitive failure, not a payment left processing."""
+        status = exc.http_status
+        transient = (
+            isinstance(exc, stripe.APIConnectionError)
+            or status is None
+            or status >= 500
+            or status in (409, 429)
+        )
+        code = exc.code or ERROR_CODES.get(type(exc).__name__, "invalid_request_error")
+        log.log(
+            logging.ERROR if status in (401, 403) else logging.WARNING,
+            "stripe did not %s",
+            action,
+            extra={
+                "error_type": type(exc).__name__,
+                "http_status": status,
+                "code": exc.code,
+                "stripe_request_id": exc.request_id,
+                "error_message": str(exc)[:300],  # Stripe masks keys in its messages
+            },
+        )
+        if transient:
+            raise Unavailable(
+                "The card processor is unavailable", code="PROVIDER_UNAVAILABLE"
+            ) from exc
+        return ProviderResult(
+            "failed", ref, code, f"The card processor refused the {action} ({code})"
+        )
 
     async def _create(self, request: ChargeRequest, capture_method: str) -> ProviderResult:
         params: dict[str, Any] = {
@@ -92,7 +135,12 @@ class StripeProvider(PaymentProvider):
                 exc.user_message or "Your card was declined.",
             )
         except stripe.StripeError as exc:
-            raise self._unavailable(exc) from exc
+            error = exc.error
+            return self._refused(
+                exc,
+                "payment",
+                getattr(getattr(error, "payment_intent", None), "id", None),
+            )
         return self._result(intent)
 
     async def authorize(self, request: ChargeRequest) -> ProviderResult:
@@ -109,7 +157,7 @@ class StripeProvider(PaymentProvider):
                 provider_ref, {"amount_to_capture": amount}, {"idempotency_key": idempotency_key}
             )
         except stripe.StripeError as exc:
-            raise self._unavailable(exc) from exc
+            return self._refused(exc, "capture", provider_ref)
         return self._result(intent)
 
     async def void(self, provider_ref: str, idempotency_key: str) -> ProviderResult:
@@ -118,7 +166,7 @@ class StripeProvider(PaymentProvider):
                 provider_ref, options={"idempotency_key": idempotency_key}
             )
         except stripe.StripeError as exc:
-            raise self._unavailable(exc) from exc
+            return self._refused(exc, "void", provider_ref)
         return self._result(intent)
 
     async def refund(
@@ -130,7 +178,7 @@ class StripeProvider(PaymentProvider):
                 {"idempotency_key": idempotency_key},
             )
         except stripe.StripeError as exc:
-            raise self._unavailable(exc) from exc
+            return self._refused(exc, "refund")
         status = "failed" if refund.status in ("failed", "canceled") else "succeeded"
         return ProviderResult(status, refund.id, raw={"status": refund.status})
 
