@@ -84,6 +84,8 @@ class PaymentRefund(IdMixin, Base):
     __table_args__ = (
         Index(None, "payment_id"),
         Index(None, "created_at"),
+        # One record of each refund the provider made (NULL references are all distinct).
+        Index(None, "payment_id", "provider_ref", unique=True),
         CheckConstraint("amount > 0", name="amount_positive"),
     )
 

@@ -638,10 +638,50 @@ class PaymentService:
             payment.currency,
             provider_idempotency_key or provider_key("payment.refund", str(refund_id)),
         )
+        if (known := await self._recorded_already(payment, answer, amount)) is not None:
+            return known
+
         if answer.status != "succeeded":
             raise RefundFailed(answer.message or None)
         refund = await self._record_refund(
             payment, refund_id, amount, body.reason, answer.provider_ref, actor=self.actor
+        )
+        return s.RefundResult(refund=refund_read(refund), payment=s.PaymentRead.of(payment))
+
+    async def _recorded_already(
+        self, payment: Payment, answer: ProviderResult, amount: int
+    ) -> s.RefundResult | None:
+        """The provider answered with a refund it had made before, and that we recorded:
+        a retry of a refund whose first try's answer was lost after the provider refunded
+        (our record rolled back), the provider's webhook having recorded the refund
+        meanwhile. Decided under the payment's row lock (taken by the claim, which any
+        recording of a refund takes too): the claim just made is released and the
+        recorded refund is the answer, so the money is counted once."""
+        if answer.status != "succeeded" or answer.provider_ref is None:
+            return None
+        refund = await self.session.scalar(
+            select(PaymentRefund).where(
+                PaymentRefund.payment_id == payment.id,
+                PaymentRefund.provider_ref == answer.provider_ref,
+            )
+        )
+        if refund is None:
+            return None
+        await self.session.execute(
+            update(PAY)
+            .where(PAY.c.id == payment.id)
+            .values(
+                refunded_amount=PAY.c.refunded_amount - amount,
+                status=case(
+                    (PAY.c.refunded_amount - amount == 0, "succeeded"), else_="partially_refunded"
+                ),
+                updated_at=utcnow(),
+            )
+        )
+        await self.session.refresh(payment)
+        log.warning(
+            "refund answered with one recorded already: counted once",
+            extra={"payment_id": str(payment.id), "refund_id": str(refund.id)},
         )
         return s.RefundResult(refund=refund_read(refund), payment=s.PaymentRead.of(payment))
 
