@@ -72,11 +72,12 @@ log = logging.getLogger("ultramarket.payment")
 PAY = Payment.__table__
 REFUND = PaymentRefund.__table__
 REFUNDABLE = ("succeeded", "partially_refunded")
+# The decline code of a payment given up after its provider never answered.
+PROVIDER_UNREACHABLE = "provider_unreachable"
+
 ATTEMPT = DepositAttempt.__table__
 # How a deposit's charge names it to the provider (its events echo it: ``deposit:<id>``).
 DEPOSIT = "deposit:"
-# The decline code of a payment given up after its provider never answered.
-PROVIDER_UNREACHABLE = "provider_unreachable"
 
 
 @lru_cache(maxsize=64)
