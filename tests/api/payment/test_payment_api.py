@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -356,3 +357,22 @@ async def test_a_retry_after_a_crash_past_the_charge_asks_the_provider_with_the_
     assert len(keys) == 2
     assert keys[0] == keys[1]  # the provider answers the first charge: one charge
     assert (payment["id"], payment["status"]) == (again["id"], "succeeded")
+
+
+async def test_the_new_account_threshold_is_the_payments_own_currencys(client, make_user, settings):
+    """1,000 is a lot of dollars and little in yen: each currency has its own threshold
+    (in its own units: JPY has no decimals, KWD three), configurable."""
+    settings.payments.fraud_review_score = 40  # the new-account rule alone holds for review
+    user = await make_user()
+
+    async def held(amount: str, currency: str) -> bool:
+        body = {**card(order=f"o-{amount}-{currency}", amount=amount), "currency": currency}
+        paid = ok(await client.post(API, json=body, headers=user.headers), 201)
+        return bool(paid["review_required"])
+
+    assert await held("5000", "JPY") is False  # ~33 USD
+    assert await held("200000", "JPY") is True
+    assert await held("500.000", "KWD") is True  # ~1,600 USD
+    assert await held("999.00", "USD") is False
+    settings.payments.fraud_new_account_amounts["JPY"] = Decimal("1000")
+    assert await held("5000", "JPY") is True

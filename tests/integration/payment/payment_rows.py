@@ -1,9 +1,12 @@
-"""Rows the payment tests start from (imported by module name; not a test file)."""
+"""Rows and provider answers the payment tests start from (imported by module name; not
+a test file)."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
+
+import stripe
 
 from ultramarket.services.payment.models import Payment
 
@@ -26,3 +29,11 @@ async def add_payment(container: Any, user_id: str, **fields: Any) -> uuid.UUID:
     async with container.db("payment").session() as session:
         session.add(Payment(**values))
     return uuid.UUID(str(values["id"]))
+
+
+async def card_visa(token: str, *args: Any, **kwargs: Any) -> Any:
+    """Stripe's PaymentMethod for ``token``: a Visa card (a stand-in for its retrieve)."""
+    return stripe.PaymentMethod.construct_from(
+        {"id": token, "object": "payment_method", "type": "card", "card": {"fingerprint": "fpV"}},
+        "sk_test_x",
+    )

@@ -240,3 +240,49 @@ async def test_stripe_webhook_settles_a_payment_whose_charge_never_answered(
     assert answer.status_code == 200, answer.text
     got = (await client.get(f"{API}/{payment_id}", headers=user.headers)).json()["data"]
     assert (got["status"], got["provider_reference"]) == ("succeeded", "pi_lost")
+
+
+async def test_a_card_typed_in_again_by_other_users_is_known_by_its_stripe_fingerprint(
+    client, make_user, container, localstripe
+):
+    """Stripe.js makes a new PaymentMethod each time a card is typed in: the fraud rules
+    know the card by Stripe's fingerprint of it, not by the pm_ id."""
+    stripe_provider = StripeProvider("sk_test_local", api_base=localstripe, webhook_secret=SECRET)
+    providers_of(container).set(stripe_provider)
+    payments = container.settings.payments
+    payments.card_provider = "stripe"
+    payments.fraud_fingerprint_max_users = 1
+    payments.fraud_block_score = payments.fraud_fingerprint_score
+
+    async def typed_in(number: str) -> str:
+        method = await stripe_provider.client.v1.payment_methods.create_async(
+            {
+                "type": "card",
+                "card": {"number": number, "exp_month": 12, "exp_year": 2030, "cvc": "123"},
+            }
+        )
+        return method.id
+
+    def body(token: str) -> dict[str, str]:
+        return {
+            "order_id": "o-f",
+            "amount": "10.00",
+            "currency": "USD",
+            "method": "card",
+            "token": token,
+        }
+
+    first, second, third = await make_user(), await make_user(), await make_user()
+    response = await client.post(
+        API, json=body(await typed_in("4242424242424242")), headers=first.headers
+    )
+    assert response.status_code == 201, response.text
+    again = await typed_in("4242424242424242")
+    blocked = await client.post(API, json=body(again), headers=second.headers)
+    assert blocked.status_code == 402, blocked.text
+    assert error_reason(blocked) == "PAYMENT_BLOCKED"
+    assert "card_fingerprint" in blocked.json()["error"]["details"][0]["rules"]
+    other = await client.post(
+        API, json=body(await typed_in("5555555555554444")), headers=third.headers
+    )
+    assert other.status_code == 201, other.text

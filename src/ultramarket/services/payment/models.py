@@ -61,7 +61,8 @@ class Payment(TimestampMixin, IdMixin, Base):
     failure_message: Mapped[str | None] = mapped_column(String(500))
     risk_score: Mapped[int] = mapped_column(default=0)
     review_required: Mapped[bool] = mapped_column(default=False)
-    fingerprint: Mapped[str | None] = mapped_column(String(64))  # sha256 of the card token
+    # sha256 of the provider's fingerprint of the card, else of the card token
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
     # What a resumed provider call must send again (the provider's own token, e.g. a
     # Stripe payment-method id or an approved PayPal order id: never card data).
     provider_token: Mapped[str | None] = mapped_column(String(200))
@@ -134,7 +135,8 @@ class DepositAttempt(IdMixin, Base):
     currency: Mapped[str] = mapped_column(String(3))
     # processing | succeeded | failed | blocked | refunded (charged after it had failed)
     status: Mapped[str] = mapped_column(String(16))
-    fingerprint: Mapped[str | None] = mapped_column(String(64))  # sha256 of the card token
+    # sha256 of the provider's fingerprint of the card, else of the card token
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
     ip: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     provider: Mapped[str | None] = mapped_column(String(16))  # the card provider charged

@@ -160,6 +160,16 @@ def fingerprint_of(token: str | None) -> str | None:
     return hashlib.sha256(token.encode()).hexdigest() if token else None
 
 
+async def card_fingerprint(provider: PaymentProvider, token: str | None) -> str | None:
+    """What the fraud rules know a card by, hashed: the provider's fingerprint of the
+    card when it keeps one (a Stripe ``pm_`` is new each time the card is typed in, so
+    the token alone never matched another user's use of the card), else the token."""
+    if not token:
+        return None
+    card = await provider.card_fingerprint(token)
+    return fingerprint_of(f"card:{provider.slug}:{card}" if card else token)
+
+
 def provider_key(scope: str, *parts: str) -> str:
     """The idempotency key sent to a provider for one money move: derived from what our
     own record is scoped by (the kind of move, the resource, the caller, the client's
@@ -386,6 +396,10 @@ class PaymentService:
         money = Money(payment.amount, payment.currency)
         # Fraud rules guard money coming from outside; wallet money was checked on deposit.
         review = False
+        if body.method == "card":
+            fingerprint = await card_fingerprint(self._provider(payment), body.token)
+            if fingerprint != payment.fingerprint:
+                payment.fingerprint = fingerprint  # (written with the payment's next write)
         if body.method != "wallet":
             assessment = await fraud.assess(
                 self.session,
@@ -1198,7 +1212,7 @@ class WalletService:
             amount=money.amount,
             currency=money.currency,
             status="processing",
-            fingerprint=fingerprint_of(body.token),
+            fingerprint=await card_fingerprint(provider, body.token),
             ip=ip,
             created_at=utcnow(),
             provider=provider.slug,

@@ -97,6 +97,11 @@ class PaymentProvider(abc.ABC):
         self, provider_ref: str, amount: int, currency: str, idempotency_key: str
     ) -> ProviderResult: ...
 
+    async def card_fingerprint(self, token: str) -> str | None:
+        """The provider's own fingerprint of the card behind ``token`` - the same for
+        every token made from that card - when it keeps one (None otherwise)."""
+        return None
+
     async def verify_webhook(self, payload: bytes, headers: Mapping[str, str]) -> WebhookEvent:
         raise InvalidWebhook(f"{self.slug} sends no webhooks")
 

@@ -182,6 +182,24 @@ class StripeProvider(PaymentProvider):
         status = "failed" if refund.status in ("failed", "canceled") else "succeeded"
         return ProviderResult(status, refund.id, raw={"status": refund.status})
 
+    async def card_fingerprint(self, token: str) -> str | None:
+        """The PaymentMethod's ``card.fingerprint``: Stripe.js makes a new ``pm_`` every
+        time a card is typed in, the fingerprint is the card's. None when Stripe does
+        not say (not a card, not answering): the fraud rules then know the token only."""
+        if not token.startswith("pm_"):
+            return None
+        try:
+            method = await self.client.v1.payment_methods.retrieve_async(token)
+        except stripe.StripeError as exc:
+            log.warning(
+                "stripe did not give the card's fingerprint",
+                extra={"error_type": type(exc).__name__, "http_status": exc.http_status},
+            )
+            return None
+        card = method.to_dict().get("card") or {}
+        fingerprint = card.get("fingerprint")
+        return str(fingerprint) if fingerprint else None
+
     async def verify_webhook(self, payload: bytes, headers: Mapping[str, str]) -> WebhookEvent:
         signature = headers.get("stripe-signature")
         if not self.webhook_secret or not signature:
