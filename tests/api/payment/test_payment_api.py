@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -12,7 +13,12 @@ from sqlalchemy import func, select
 from tests.shop import flaky_card_provider
 from tests.support import error_reason
 
+from ultramarket.core.db import utcnow
 from ultramarket.services.payment.models import Payment
+from ultramarket.services.payment.providers import providers_of
+from ultramarket.services.payment.providers.base import WebhookEvent
+from ultramarket.services.payment.providers.test import TestProvider
+from ultramarket.services.payment.service import PaymentService, resume_processing
 
 
 async def outbox_types(container) -> list[str]:
@@ -328,9 +334,6 @@ async def test_a_retry_after_a_crash_past_the_charge_asks_the_provider_with_the_
     error while recording its answer): the payment and the key's claim rolled back with
     it. The retry with the same Idempotency-Key asks the provider with the first call's
     key - which answers with that charge - instead of making a second one."""
-    from ultramarket.services.payment.providers.test import TestProvider
-    from ultramarket.services.payment.service import PaymentService
-
     charge, apply_result = TestProvider.charge, PaymentService._apply_result
     keys: list[str] = []
     crashes = [RuntimeError("the process died after the charge")]
@@ -376,3 +379,38 @@ async def test_the_new_account_threshold_is_the_payments_own_currencys(client, m
     assert await held("999.00", "USD") is False
     settings.payments.fraud_new_account_amounts["JPY"] = Decimal("1000")
     assert await held("5000", "JPY") is True
+
+
+async def test_a_charge_returned_after_its_payment_had_failed_counts_as_a_failure(
+    client, make_user, container, monkeypatch
+):
+    """A payment given up (its provider never answered) whose charge the provider
+    reports later is refunded at once: a failed payment, not a sale refunded."""
+    user, manager = await make_user(), await make_user("MANAGER")
+    ok(await client.post(API, json=card(amount="10.00"), headers=user.headers), 201)
+    flaky_card_provider(monkeypatch, failures=10**6)
+    lost = await client.post(API, json=card(order="o-lost", amount="25.00"), headers=user.headers)
+    assert_error(lost, 503, "PAYMENT_PROCESSING")
+    payment_id = lost.json()["error"]["details"][0]["payment_id"]
+    payments = (providers_of(container), container.settings.payments)
+    later = utcnow() + timedelta(hours=25)
+    assert await resume_processing(container.db("payment"), None, *payments, now=later) == 1
+
+    async def late_news(self: Any, payload: bytes, headers: Any) -> WebhookEvent:
+        return WebhookEvent(
+            id="evt_late", type="charge.succeeded", payload={}, provider_ref="ch_late",
+            outcome="succeeded", payment_id=payment_id,
+        )  # fmt: skip
+
+    monkeypatch.setattr(TestProvider, "verify_webhook", late_news)
+    async with container.db("payment").session() as session:
+        webhooks = PaymentService(session, None, *payments, actor="webhook")
+        await webhooks.webhook("test", b"{}", {})
+    returned = ok(await client.get(f"{API}/{payment_id}", headers=manager.headers))
+    assert (returned["status"], returned["refunded_amount"]) == ("refunded", "25.00")
+
+    data = ok(await client.get(f"{API}/analytics", headers=manager.headers))
+    assert (data["count"], data["succeeded"], data["failed"]) == (2, 1, 1)
+    [usd] = data["totals"]
+    assert (usd["volume"], usd["refunded"], usd["net"]) == ("10.00", "0.00", "10.00")
+    assert [(d["succeeded"], d["failed"]) for d in data["by_provider"]] == [(1, 1)]

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Update, bindparam, case, func, or_, select, update
+from sqlalchemy import Update, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -989,22 +989,29 @@ class PaymentService:
         until = utcnow()
         since = until - timedelta(days=days)
         day = func.date(PAY.c.created_at)
+        paid = {"succeeded", "refunded", "partially_refunded"}
+        # A payment that failed is a failure, whatever became of a charge its provider
+        # made later (refunded at once: ``_return_late_charge``, which keeps the decline
+        # code - a sale never has one): not a sale, nor its volume.
+        outcome = case(
+            (and_(PAY.c.status.in_(paid), PAY.c.decline_code.is_not(None)), "failed"),
+            else_=PAY.c.status,
+        ).label("outcome")
         rows = (
             await self.session.execute(
                 select(
                     PAY.c.provider,
                     PAY.c.currency,
-                    PAY.c.status,
+                    outcome,
                     day.label("day"),
                     func.count().label("n"),
                     func.coalesce(func.sum(PAY.c.amount), 0).label("amount"),
                     func.coalesce(func.sum(PAY.c.refunded_amount), 0).label("refunded"),
                 )
                 .where(PAY.c.created_at >= since)
-                .group_by(PAY.c.provider, PAY.c.currency, PAY.c.status, day)
+                .group_by(PAY.c.provider, PAY.c.currency, outcome, day)
             )
         ).all()
-        paid = {"succeeded", "refunded", "partially_refunded"}
 
         def blank() -> dict[str, int]:
             return {"count": 0, "succeeded": 0, "failed": 0, "volume": 0, "refunded": 0}
@@ -1020,11 +1027,11 @@ class PaymentService:
                 days_[(day_key, r.currency)],
             ):
                 bucket["count"] += r.n
-                if r.status in paid:
+                if r.outcome in paid:
                     bucket["succeeded"] += r.n
                     bucket["volume"] += int(r.amount)
                     bucket["refunded"] += int(r.refunded)
-                elif r.status == "failed":
+                elif r.outcome == "failed":
                     bucket["failed"] += r.n
 
         def rate(b: dict[str, int]) -> float:
