@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET = "dev-only-secret-change-me"
@@ -128,10 +128,28 @@ class FileSettings(BaseModel):
     s3_prefix: str = ""  # key prefix inside the bucket
 
 
+# The new-account threshold per currency: about what 1,000 USD was worth (rounded), so a
+# 1,000 JPY (~7 USD) first payment is not suspect and a 1,000 KWD (~3,300 USD) one is.
+NEW_ACCOUNT_AMOUNTS: dict[str, Decimal] = {
+    code: Decimal(value)
+    for code, value in {
+        "USD": "1000", "EUR": "900", "GBP": "800", "CHF": "900", "CAD": "1400",
+        "AUD": "1500", "NZD": "1700", "JPY": "150000", "CNY": "7000", "HKD": "8000",
+        "SGD": "1300", "INR": "85000", "KRW": "1400000", "SEK": "10000", "NOK": "10000",
+        "DKK": "7000", "PLN": "4000", "CZK": "23000", "HUF": "360000", "RON": "4500",
+        "BRL": "5500", "MXN": "18000", "ZAR": "18000", "TRY": "35000", "ILS": "3700",
+        "AED": "3700", "SAR": "3750", "KWD": "300", "BHD": "380", "OMR": "380",
+        "JOD": "700", "IDR": "16000000", "VND": "25000000", "THB": "35000", "PHP": "57000",
+        "MYR": "4500", "TWD": "32000", "CLP": "950000", "COP": "4000000", "ARS": "1000000",
+    }.items()
+}  # fmt: skip
+
+
 class PaymentSettings(BaseModel):
     """The payment service (``ULTRAMARKET_PAYMENTS__CARD_PROVIDER=stripe``, ...).
 
-    Fraud amounts are in major units of the payment's currency; scores add up per rule
+    Fraud amounts are in major units of a currency (the new-account threshold has one per
+    currency: ``fraud_new_account_amounts``); scores add up per rule
     and a payment at or over ``fraud_block_score`` is refused, at or over
     ``fraud_review_score`` it is only authorised and held for review.
     """
@@ -160,12 +178,25 @@ class PaymentSettings(BaseModel):
     fraud_ip_max: int = 30  # payment attempts per IP per window
     fraud_ip_score: int = 30
     fraud_new_account_hours: int = 24  # since the user's first payment attempt
+    # A new account's payment over this is suspect: in ``default_currency``; in another
+    # currency its own entry in ``fraud_new_account_amounts`` (major units of it; the
+    # entries given are laid over ``NEW_ACCOUNT_AMOUNTS``:
+    # ``ULTRAMARKET_PAYMENTS__FRAUD_NEW_ACCOUNT_AMOUNTS='{"JPY": "150000"}'``). A currency
+    # with neither has no such threshold (the rule does not apply to it).
     fraud_new_account_amount: Decimal = Decimal("1000")
+    fraud_new_account_amounts: dict[str, Decimal] = Field(
+        default_factory=lambda: dict(NEW_ACCOUNT_AMOUNTS)
+    )
     fraud_new_account_score: int = 40
     fraud_declines_max: int = 3  # declines per user per window
     fraud_declines_score: int = 50
     fraud_review_score: int = 50
     fraud_block_score: int = 90
+
+    @field_validator("fraud_new_account_amounts")
+    @classmethod
+    def _over_the_defaults(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
+        return {**NEW_ACCOUNT_AMOUNTS, **{code.upper(): amount for code, amount in value.items()}}
 
 
 class Settings(BaseSettings):

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
+import httpx
 from payment_helpers import API, WALLET, assert_error, card, ok
 from sqlalchemy import func, select
 from tests.shop import flaky_card_provider
 from tests.support import error_reason
 
+from ultramarket.core.db import utcnow
 from ultramarket.services.payment.models import Payment
+from ultramarket.services.payment.providers import providers_of
+from ultramarket.services.payment.providers.base import WebhookEvent
+from ultramarket.services.payment.providers.test import TestProvider
+from ultramarket.services.payment.service import PaymentService, resume_processing
 
 
 async def outbox_types(container) -> list[str]:
@@ -317,3 +325,92 @@ async def test_provider_keys_are_scoped_like_our_own_records(
     got = ok(await client.get(f"{API}/{paid['id']}", headers=user.headers))
     assert got["refunded_amount"] == "60.00"
     assert sorted(refunds.values()) == [3000, 3000]  # what the provider moved
+
+
+async def test_a_retry_after_a_crash_past_the_charge_asks_the_provider_with_the_same_key(
+    app, make_user, monkeypatch
+):
+    """The provider charged, then the request died before our commit (here an unexpected
+    error while recording its answer): the payment and the key's claim rolled back with
+    it. The retry with the same Idempotency-Key asks the provider with the first call's
+    key - which answers with that charge - instead of making a second one."""
+    charge, apply_result = TestProvider.charge, PaymentService._apply_result
+    keys: list[str] = []
+    crashes = [RuntimeError("the process died after the charge")]
+
+    async def recorded(self: TestProvider, request: Any) -> Any:
+        keys.append(request.idempotency_key)
+        return await charge(self, request)
+
+    async def crash_once(self: PaymentService, payment: Any, result: Any) -> None:
+        if crashes:
+            raise crashes.pop()
+        await apply_result(self, payment, result)
+
+    monkeypatch.setattr(TestProvider, "charge", recorded)
+    monkeypatch.setattr(PaymentService, "_apply_result", crash_once)
+    user = await make_user()
+    headers = {**user.headers, "Idempotency-Key": "pay-crash"}
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        first = await http.post(API, json=card(order="o-crash"), headers=headers)
+        assert_error(first, 500, "INTERNAL")
+        again = ok(await http.post(API, json=card(order="o-crash"), headers=headers), 201)
+        [payment] = ok(await http.get(API, headers=user.headers))
+    assert len(keys) == 2
+    assert keys[0] == keys[1]  # the provider answers the first charge: one charge
+    assert (payment["id"], payment["status"]) == (again["id"], "succeeded")
+
+
+async def test_the_new_account_threshold_is_the_payments_own_currencys(client, make_user, settings):
+    """1,000 is a lot of dollars and little in yen: each currency has its own threshold
+    (in its own units: JPY has no decimals, KWD three), configurable."""
+    settings.payments.fraud_review_score = 40  # the new-account rule alone holds for review
+    user = await make_user()
+
+    async def held(amount: str, currency: str) -> bool:
+        body = {**card(order=f"o-{amount}-{currency}", amount=amount), "currency": currency}
+        paid = ok(await client.post(API, json=body, headers=user.headers), 201)
+        return bool(paid["review_required"])
+
+    assert await held("5000", "JPY") is False  # ~33 USD
+    assert await held("200000", "JPY") is True
+    assert await held("500.000", "KWD") is True  # ~1,600 USD
+    assert await held("999.00", "USD") is False
+    settings.payments.fraud_new_account_amounts["JPY"] = Decimal("1000")
+    assert await held("5000", "JPY") is True
+
+
+async def test_a_charge_returned_after_its_payment_had_failed_counts_as_a_failure(
+    client, make_user, container, monkeypatch
+):
+    """A payment given up (its provider never answered) whose charge the provider
+    reports later is refunded at once: a failed payment, not a sale refunded."""
+    user, manager = await make_user(), await make_user("MANAGER")
+    ok(await client.post(API, json=card(amount="10.00"), headers=user.headers), 201)
+    flaky_card_provider(monkeypatch, failures=10**6)
+    lost = await client.post(API, json=card(order="o-lost", amount="25.00"), headers=user.headers)
+    assert_error(lost, 503, "PAYMENT_PROCESSING")
+    payment_id = lost.json()["error"]["details"][0]["payment_id"]
+    payments = (providers_of(container), container.settings.payments)
+    later = utcnow() + timedelta(hours=25)
+    assert await resume_processing(container.db("payment"), None, *payments, now=later) == 1
+
+    async def late_news(self: Any, payload: bytes, headers: Any) -> WebhookEvent:
+        return WebhookEvent(
+            id="evt_late", type="charge.succeeded", payload={}, provider_ref="ch_late",
+            outcome="succeeded", payment_id=payment_id,
+        )  # fmt: skip
+
+    monkeypatch.setattr(TestProvider, "verify_webhook", late_news)
+    async with container.db("payment").session() as session:
+        webhooks = PaymentService(session, None, *payments, actor="webhook")
+        await webhooks.webhook("test", b"{}", {})
+    returned = ok(await client.get(f"{API}/{payment_id}", headers=manager.headers))
+    assert (returned["status"], returned["refunded_amount"]) == ("refunded", "25.00")
+
+    data = ok(await client.get(f"{API}/analytics", headers=manager.headers))
+    assert (data["count"], data["succeeded"], data["failed"]) == (2, 1, 1)
+    [usd] = data["totals"]
+    assert (usd["volume"], usd["refunded"], usd["net"]) == ("10.00", "0.00", "10.00")
+    assert [(d["succeeded"], d["failed"]) for d in data["by_provider"]] == [(1, 1)]

@@ -14,13 +14,12 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
+from fake_paypal import SIGNATURE, FakePayPal
 from tests.support import error_reason
 
 from ultramarket.services.payment.models import Payment
 from ultramarket.services.payment.providers import providers_of
-from ultramarket.services.payment.providers.paypal import PayPalProvider
 from ultramarket.services.payment.providers.stripe import StripeProvider
 
 API = "/api/v1/payments"
@@ -165,62 +164,11 @@ async def test_payment_stripe_charge_refund_and_webhooks(client, make_user, cont
     assert missing.status_code == 400
 
 
-def paypal_transport(state: dict) -> httpx.MockTransport:
-    def handler(request: httpx.Request) -> httpx.Response:
-        path = request.url.path
-        state.setdefault("calls", []).append(path)
-        if path == "/v1/oauth2/token":
-            return httpx.Response(200, json={"access_token": "A21", "expires_in": 3600})
-        assert request.headers["authorization"] == "Bearer A21"
-        if path == "/v2/checkout/orders":
-            amount = json.loads(request.content)["purchase_units"][0]["amount"]
-            state["amount"] = amount
-            return httpx.Response(201, json={"id": "ORDER1", "status": "CREATED"})
-        if path.endswith("/capture") and path.startswith("/v2/checkout/orders/"):
-            if "DECLINE" in path:
-                return httpx.Response(
-                    422,
-                    json={
-                        "name": "UNPROCESSABLE_ENTITY",
-                        "details": [{"issue": "INSTRUMENT_DECLINED"}],
-                    },
-                )
-            return httpx.Response(
-                201,
-                json={
-                    "id": "ORDER1",
-                    "status": "COMPLETED",
-                    "purchase_units": [
-                        {"payments": {"captures": [{"id": "CAP1", "status": "COMPLETED"}]}}
-                    ],
-                },
-            )
-        if path == "/v2/payments/captures/CAP1/refund":
-            return httpx.Response(201, json={"id": "REF1", "status": "COMPLETED"})
-        if path == "/v1/notifications/verify-webhook-signature":
-            good = (
-                request.headers.get("content-type")
-                and json.loads(request.content)["transmission_sig"] == "good"
-            )
-            return httpx.Response(
-                200, json={"verification_status": "SUCCESS" if good else "FAILURE"}
-            )
-        return httpx.Response(404, json={"name": "NOT_FOUND"})
-
-    return httpx.MockTransport(handler)
-
-
 async def test_payment_paypal_orders_and_webhook(client, make_user, container):
-    state: dict = {}
-    providers_of(container).set(
-        PayPalProvider(
-            "https://paypal.test",
-            "cid",
-            "secret",
-            webhook_id="WH1",
-            transport=paypal_transport(state),
-        )
-    )
+    paypal = FakePayPal()
+    paypal.approved("DECLINE", "19.99")
+    paypal.declined.add("DECLINE")
+    providers_of(container).set(paypal.provider())
     user = await make_user()
     manager = await make_user("MANAGER")
     body = {"order_id": "o-p", "amount": "19.99", "currency": "USD", "method": "paypal"}
@@ -229,7 +177,7 @@ async def test_payment_paypal_orders_and_webhook(client, make_user, container):
     payment = response.json()["data"]
     assert payment["provider"] == "paypal"
     assert payment["provider_reference"] == "CAP1"
-    assert state["amount"] == {"currency_code": "USD", "value": "19.99"}
+    assert paypal.created == [{"currency_code": "USD", "value": "19.99"}]
     declined = await client.post(
         API, json={**body, "order_id": "o-d", "token": "DECLINE"}, headers=user.headers
     )
@@ -244,13 +192,7 @@ async def test_payment_paypal_orders_and_webhook(client, make_user, container):
         "event_type": "PAYMENT.CAPTURE.COMPLETED",
         "resource": {"id": "CAP1"},
     }
-    headers = {
-        "paypal-auth-algo": "SHA256withRSA",
-        "paypal-cert-url": "https://api.paypal.com/cert",
-        "paypal-transmission-id": "t1",
-        "paypal-transmission-sig": "good",
-        "paypal-transmission-time": "2026-11-21T00:00:00Z",
-    }
+    headers = SIGNATURE
     url = f"{API}/webhooks/paypal"
     first = await client.post(url, content=json.dumps(event), headers=headers)
     assert first.status_code == 200, first.text
@@ -298,3 +240,49 @@ async def test_stripe_webhook_settles_a_payment_whose_charge_never_answered(
     assert answer.status_code == 200, answer.text
     got = (await client.get(f"{API}/{payment_id}", headers=user.headers)).json()["data"]
     assert (got["status"], got["provider_reference"]) == ("succeeded", "pi_lost")
+
+
+async def test_a_card_typed_in_again_by_other_users_is_known_by_its_stripe_fingerprint(
+    client, make_user, container, localstripe
+):
+    """Stripe.js makes a new PaymentMethod each time a card is typed in: the fraud rules
+    know the card by Stripe's fingerprint of it, not by the pm_ id."""
+    stripe_provider = StripeProvider("sk_test_local", api_base=localstripe, webhook_secret=SECRET)
+    providers_of(container).set(stripe_provider)
+    payments = container.settings.payments
+    payments.card_provider = "stripe"
+    payments.fraud_fingerprint_max_users = 1
+    payments.fraud_block_score = payments.fraud_fingerprint_score
+
+    async def typed_in(number: str) -> str:
+        method = await stripe_provider.client.v1.payment_methods.create_async(
+            {
+                "type": "card",
+                "card": {"number": number, "exp_month": 12, "exp_year": 2030, "cvc": "123"},
+            }
+        )
+        return method.id
+
+    def body(token: str) -> dict[str, str]:
+        return {
+            "order_id": "o-f",
+            "amount": "10.00",
+            "currency": "USD",
+            "method": "card",
+            "token": token,
+        }
+
+    first, second, third = await make_user(), await make_user(), await make_user()
+    response = await client.post(
+        API, json=body(await typed_in("4242424242424242")), headers=first.headers
+    )
+    assert response.status_code == 201, response.text
+    again = await typed_in("4242424242424242")
+    blocked = await client.post(API, json=body(again), headers=second.headers)
+    assert blocked.status_code == 402, blocked.text
+    assert error_reason(blocked) == "PAYMENT_BLOCKED"
+    assert "card_fingerprint" in blocked.json()["error"]["details"][0]["rules"]
+    other = await client.post(
+        API, json=body(await typed_in("5555555555554444")), headers=third.headers
+    )
+    assert other.status_code == 201, other.text

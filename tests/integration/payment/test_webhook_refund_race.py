@@ -13,8 +13,10 @@ import time
 import uuid
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
+from ultramarket.core.errors import Unavailable
 from ultramarket.services.payment.models import Payment, PaymentRefund
 from ultramarket.services.payment.providers import providers_of
 from ultramarket.services.payment.providers.base import ProviderResult
@@ -128,3 +130,69 @@ async def test_two_dashboard_refunds_events_at_once_record_what_the_provider_ref
     assert [a.status_code for a in answers] == [200, 200]
     total, _ = await refunded(container, payment_id)
     assert total == 5000
+
+
+class LostAnswerRefunds(StripeProvider):
+    """Real webhook verification; refunds keyed as Stripe keys them (a repeated key is
+    answered the first refund), the first answer lost on the way back (after Stripe made
+    the refund), every later call taking a moment."""
+
+    def __init__(self) -> None:
+        super().__init__("sk_test_race", api_base="http://127.0.0.1:9", webhook_secret=SECRET)
+        self.made: dict[str, int] = {}  # idempotency key -> amount refunded at Stripe
+
+    async def refund(self, provider_ref: str, amount: int, currency: str, key: str) -> Any:
+        first = key not in self.made
+        self.made.setdefault(key, amount)
+        if first:
+            raise Unavailable("timed out", code="PROVIDER_UNAVAILABLE")
+        await asyncio.sleep(0.3)
+        return ProviderResult("succeeded", "re_lost")
+
+
+async def refunded_events(container: Any) -> int:
+    table = container.events("payment").outbox
+    async with container.db("payment").read_session() as session:
+        rows = await session.scalars(
+            select(table.c.event_type).where(table.c.event_type == "payment.refunded.v1")
+        )
+        return len(list(rows))
+
+
+@pytest.mark.parametrize("first", ["webhook", "retry"])
+async def test_a_retried_refund_and_the_event_of_its_lost_first_try_record_it_once(
+    client, make_user, container, first
+):
+    """Our refund call timed out after Stripe refunded (503: nothing of ours kept). Its
+    ``charge.refunded`` event and the retry with the same key - Stripe answers it the
+    same refund - come at once, in either order: the refund is recorded once."""
+    provider = LostAnswerRefunds()
+    providers_of(container).set(provider)
+    manager = await make_user(role="MANAGER")
+    payment_id = await paid_with_stripe(container, (await make_user()).id)
+    headers = {**manager.headers, "Idempotency-Key": "r1"}
+    url = f"{API}/{payment_id}/refund"
+    lost = await client.post(url, json={"amount": "30.00"}, headers=headers)
+    assert lost.status_code == 503, lost.text
+    assert await refunded(container, payment_id) == (0, [])
+
+    async def retry() -> Any:
+        await asyncio.sleep(0.1 if first == "webhook" else 0)
+        return await client.post(url, json={"amount": "30.00"}, headers=headers)
+
+    async def webhook() -> Any:
+        await asyncio.sleep(0.1 if first == "retry" else 0)
+        payload = charge_refunded("evt_lost", 3000, "re_lost", 3000)
+        return await client.post(f"{API}/webhooks/stripe", content=payload, headers=signed(payload))
+
+    ours, event = await asyncio.gather(retry(), webhook())
+    assert (ours.status_code, event.status_code) == (201, 200), ours.text
+    answer = ours.json()["data"]
+    assert (answer["refund"]["provider_reference"], answer["refund"]["amount"]) == (
+        "re_lost",
+        "30.00",
+    )
+    assert answer["payment"]["refunded_amount"] == "30.00"
+    assert list(provider.made.values()) == [3000]  # what Stripe refunded
+    assert await refunded(container, payment_id) == (3000, [(3000, "re_lost")])
+    assert await refunded_events(container) == 1

@@ -18,20 +18,20 @@ def _routers() -> list[APIRouter]:
     return [router, wallet_router]
 
 
-# How often payments left ``processing`` by an unanswered provider call are asked again.
+# How often payments and wallet deposits left ``processing`` by an unanswered provider
+# call are asked again.
 RESUME_SECONDS = 60.0
 
 
 async def _resume(container: Any) -> None:
     from ultramarket.services.payment.providers import providers_of
-    from ultramarket.services.payment.service import resume_processing
+    from ultramarket.services.payment.service import resume_deposits, resume_processing
 
+    providers, settings = providers_of(container), container.settings.payments
     await resume_processing(
-        container.db("payment"),
-        container.publisher("payment"),
-        providers_of(container),
-        container.settings.payments,
+        container.db("payment"), container.publisher("payment"), providers, settings
     )
+    await resume_deposits(container.db("payment"), providers, settings)
 
 
 SERVICE = ServiceSpec(

@@ -24,6 +24,9 @@ class PaymentSucceeded(PaymentEventBase):
 class PaymentFailed(PaymentEventBase):
     type = "payment.failed.v1"
     decline_code: str | None = None
+    # The payment had succeeded (its order may be confirmed, even shipped) and the
+    # provider took the money back: a pending capture denied, a reversal.
+    after_success: bool = False
 
 
 class PaymentRefunded(PaymentEventBase):

@@ -40,6 +40,24 @@ def card_attempts(exclude: uuid.UUID) -> Subquery:
     ).subquery("card_attempt")  # fmt: skip
 
 
+def new_account_threshold(settings: PaymentSettings, currency: str) -> Money | None:
+    """How much a new account's payment in ``currency`` may be before it is suspect, in
+    that currency's minor units (JPY has none, KWD three): the default currency's
+    ``fraud_new_account_amount``, another's own ``fraud_new_account_amounts`` entry.
+    None for a currency with neither - comparing 1,000 of any currency with 1,000 of
+    any other flagged every yen payment over 7 dollars and no dinar one under 3,000."""
+    if currency == settings.default_currency:
+        value = settings.fraud_new_account_amount
+    elif currency in settings.fraud_new_account_amounts:
+        value = settings.fraud_new_account_amounts[currency]
+    else:
+        return None
+    try:
+        return Money.of(value, currency)
+    except ValueError:  # more decimals than the currency has: its whole units
+        return Money.of(int(value), currency)
+
+
 @dataclass
 class Assessment:
     score: int = 0
@@ -95,7 +113,8 @@ async def assess(
     is_new = first_seen is None or first_seen >= now - timedelta(
         hours=settings.fraud_new_account_hours
     )
-    if is_new and money.to_decimal() > settings.fraud_new_account_amount:
+    threshold = new_account_threshold(settings, money.currency)
+    if is_new and threshold is not None and money.amount > threshold.amount:
         result.add(
             "new_account_amount",
             settings.fraud_new_account_score,

@@ -63,6 +63,29 @@ class IdempotencyKeyReused(Conflict):
     message = "This Idempotency-Key was used with another request"
 
 
+def error_body(error: DomainError) -> dict[str, Any]:
+    """What a key records of a request that failed (replayed as the same error)."""
+    return {"code": error.code, "message": error.message, "details": error.details}
+
+
+async def answer_unfinished(
+    session: AsyncSession, scope: str, owner: str, key: str, status: int, body: dict[str, Any]
+) -> None:
+    """Record the answer of a key whose request ended with an unknown outcome, by
+    whoever settles that outcome later (the sweeper, a provider's webhook, the retry
+    itself): a retry then replays it. A key answered already keeps its answer."""
+    await session.execute(
+        update(RECORD)
+        .where(
+            RECORD.c.scope == scope,
+            RECORD.c.owner == owner,
+            RECORD.c.key == key,
+            RECORD.c.status_code.is_(None),
+        )
+        .values(status_code=status, response=body)
+    )
+
+
 def request_hash(scope: str, body: Any) -> str:
     canonical = json.dumps([scope, body], sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -144,6 +167,14 @@ class Idempotency:
             adopt(self.session, row)
         return None
 
+    async def reread(self) -> tuple[int, dict[str, Any]]:
+        """The key's answer as committed now: ``begin`` found it unanswered, and whoever
+        settled its request since (the sweeper, a webhook) answered it with the
+        settlement. Replayed as ``begin`` replays (an error answer is raised)."""
+        found = await self._find()
+        assert found is not None
+        return self._replay(found)
+
     def answer(self, status: int, body: dict[str, Any]) -> tuple[Update, dict[str, Any]] | None:
         """The statement (with its params) that records the answer to the key (None
         without a key), for the caller to run within another write; then ``answered()``."""
@@ -166,7 +197,4 @@ class Idempotency:
             await self.session.execute(*answer)
 
     async def fail(self, error: DomainError) -> None:
-        await self.finish(
-            error.status_code,
-            {"code": error.code, "message": error.message, "details": error.details},
-        )
+        await self.finish(error.status_code, error_body(error))

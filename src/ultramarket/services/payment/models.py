@@ -61,13 +61,20 @@ class Payment(TimestampMixin, IdMixin, Base):
     failure_message: Mapped[str | None] = mapped_column(String(500))
     risk_score: Mapped[int] = mapped_column(default=0)
     review_required: Mapped[bool] = mapped_column(default=False)
-    fingerprint: Mapped[str | None] = mapped_column(String(64))  # sha256 of the card token
+    # sha256 of the provider's fingerprint of the card, else of the card token
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
     # What a resumed provider call must send again (the provider's own token, e.g. a
     # Stripe payment-method id or an approved PayPal order id: never card data).
     provider_token: Mapped[str | None] = mapped_column(String(200))
     capture: Mapped[bool] = mapped_column(default=True, server_default=true())
-    # The request's Idempotency-Key: the provider's own key derives from it.
+    # The request's Idempotency-Key.
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    # The idempotency key sent to the provider, kept so that every later ask (a retry, the
+    # sweeper) sends the same one. Derived from the client's key when there is one (not
+    # from this row's id), so a retry after a crash that rolled this row back asks the
+    # provider with the key of the charge it may have made. NULL on older rows: theirs
+    # derives from the payment id (``PaymentService._call_provider``).
+    provider_key: Mapped[str | None] = mapped_column(String(64))
     ip: Mapped[str | None] = mapped_column(String(64))
     actor: Mapped[str | None] = mapped_column(String(100))  # the user, or the calling service
     succeeded_at: Mapped[datetime | None]
@@ -78,6 +85,8 @@ class PaymentRefund(IdMixin, Base):
     __table_args__ = (
         Index(None, "payment_id"),
         Index(None, "created_at"),
+        # One record of each refund the provider made (NULL references are all distinct).
+        Index(None, "payment_id", "provider_ref", unique=True),
         CheckConstraint("amount > 0", name="amount_positive"),
     )
 
@@ -106,22 +115,35 @@ class PaymentEvent(IdMixin, Base):
 
 class DepositAttempt(IdMixin, Base):
     """A card charge into a wallet, with its outcome. Deposits make no ``payment`` row;
-    the fraud rules count these beside payments, so the wallet is no way around them."""
+    the fraud rules count these beside payments, so the wallet is no way around them.
+
+    One whose charge went unanswered (or is not settled at the provider) is kept
+    ``processing`` with what asking again takes (the provider, its token and key); the
+    retry with its Idempotency-Key, the sweeper or the provider's webhook (which names
+    it ``deposit:<id>``) settles it: credited on success, dropped on failure."""
 
     __tablename__ = "deposit_attempt"
     __table_args__ = (
         Index(None, "user_id", "created_at"),
         Index(None, "fingerprint"),
         Index(None, "ip", "created_at"),
+        Index(None, "status", "created_at"),
     )
 
     user_id: Mapped[uuid.UUID]
     amount: Mapped[int]
     currency: Mapped[str] = mapped_column(String(3))
-    status: Mapped[str] = mapped_column(String(16))  # succeeded | failed | blocked
-    fingerprint: Mapped[str | None] = mapped_column(String(64))  # sha256 of the card token
+    # processing | succeeded | failed | blocked | refunded (charged after it had failed)
+    status: Mapped[str] = mapped_column(String(16))
+    # sha256 of the provider's fingerprint of the card, else of the card token
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
     ip: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    provider: Mapped[str | None] = mapped_column(String(16))  # the card provider charged
+    provider_ref: Mapped[str | None] = mapped_column(String(200))
+    provider_token: Mapped[str | None] = mapped_column(String(200))  # never card data
+    provider_key: Mapped[str | None] = mapped_column(String(64))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))  # the client's
 
 
 class IdempotencyRecord(IdMixin, Base):

@@ -14,15 +14,17 @@ idempotency key, so a crash between its answer and our commit is safe to retry.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Update, bindparam, case, func, or_, select, update
+from sqlalchemy import Update, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -41,7 +43,13 @@ from ultramarket.core.events import Event, EventPublisher
 from ultramarket.core.money import Money
 from ultramarket.services.payment import events, fraud
 from ultramarket.services.payment import schemas as s
-from ultramarket.services.payment.idempotency import FORFEITED, Idempotency, KeyUnfinished
+from ultramarket.services.payment.idempotency import (
+    FORFEITED,
+    Idempotency,
+    KeyUnfinished,
+    answer_unfinished,
+    error_body,
+)
 from ultramarket.services.payment.ledger import EXTERNAL_BANK, EXTERNAL_CARD, Ledger
 from ultramarket.services.payment.models import (
     DepositAttempt,
@@ -71,6 +79,10 @@ ORDER_SERVICE = "order"
 # The decline code of a payment given up after its provider never answered.
 PROVIDER_UNREACHABLE = "provider_unreachable"
 
+ATTEMPT = DepositAttempt.__table__
+# How a deposit's charge names it to the provider (its events echo it: ``deposit:<id>``).
+DEPOSIT = "deposit:"
+
 
 @lru_cache(maxsize=64)
 def _move(expected: tuple[str, ...], keys: tuple[str, ...]) -> Update:
@@ -93,6 +105,14 @@ class OutcomeUnknown(Unavailable):
     code = "PAYMENT_PROCESSING"
     message = "The payment provider did not answer; the payment is being confirmed"
     persist_changes = True  # the processing payment and its key are kept
+
+
+class PaymentPending(OutcomeUnknown):
+    message = "The provider has not settled the payment yet; it is being confirmed"
+
+
+class DepositPending(OutcomeUnknown):
+    message = "The card charge of the deposit is not confirmed yet; it is being confirmed"
 
 
 class PaymentBlocked(PaymentFailed):
@@ -122,6 +142,11 @@ class ChargeForfeited(Conflict):
     message = "The checkout ran out of time and was ended; nothing was charged"
 
 
+class VoidFailed(Conflict):
+    code = "VOID_FAILED"
+    message = "The provider did not void the authorisation"
+
+
 class RefundFailed(Conflict):
     code = "REFUND_FAILED"
     message = "The provider refused the refund"
@@ -137,6 +162,16 @@ def money_of(value: Any, currency: str) -> Money:
 
 def fingerprint_of(token: str | None) -> str | None:
     return hashlib.sha256(token.encode()).hexdigest() if token else None
+
+
+async def card_fingerprint(provider: PaymentProvider, token: str | None) -> str | None:
+    """What the fraud rules know a card by, hashed: the provider's fingerprint of the
+    card when it keeps one (a Stripe ``pm_`` is new each time the card is typed in, so
+    the token alone never matched another user's use of the card), else the token."""
+    if not token:
+        return None
+    card = await provider.card_fingerprint(token)
+    return fingerprint_of(f"card:{provider.slug}:{card}" if card else token)
 
 
 def provider_key(scope: str, *parts: str) -> str:
@@ -264,7 +299,7 @@ class PaymentService:
         """Charge (or authorise) once. Returns the payment and whether it is new."""
         request = body.model_dump(mode="json", exclude={"ip"})
         idem = Idempotency(self.session, "payment.create", owner, idempotency_key, request)
-        payment = self._new_payment(user_id, body, ip=ip, key=idempotency_key)
+        payment = self._new_payment(user_id, body, ip=ip, key=idempotency_key, owner=owner)
         resumed = False
         try:
             # The payment row goes in with the claim of the key (one statement).
@@ -276,7 +311,7 @@ class PaymentService:
         self._answering = idem
         try:
             if resumed:
-                read = await self._resume(user_id, body, key=idempotency_key)
+                read = await self._resume(user_id, body, key=idempotency_key, owner=owner)
             else:
                 read = await self._create(payment, body, ip=ip, key=idempotency_key)
         except DomainError as error:
@@ -289,14 +324,14 @@ class PaymentService:
         return read, not resumed
 
     async def _resume(
-        self, user_id: uuid.UUID, body: s.PaymentCreate, *, key: str | None
+        self, user_id: uuid.UUID, body: s.PaymentCreate, *, key: str | None, owner: str
     ) -> s.PaymentRead:
         """Finish the payment whose provider call ended with an unknown outcome: ask the
         provider again with the SAME provider idempotency key (it answers the first
         call's result, or makes the charge now if the first never arrived)."""
         payment = await self._claimed_with(body.order_id, key)
         if payment is None:  # nothing was kept: start afresh
-            payment = self._new_payment(user_id, body, ip=None, key=key)
+            payment = self._new_payment(user_id, body, ip=None, key=key, owner=owner)
             self.session.add(payment)
             await self.session.flush()
             return await self._create(payment, body, ip=None, key=key)
@@ -310,7 +345,13 @@ class PaymentService:
         return s.PaymentRead.of(payment)
 
     def _new_payment(
-        self, user_id: uuid.UUID, body: s.PaymentCreate, *, ip: str | None, key: str | None
+        self,
+        user_id: uuid.UUID,
+        body: s.PaymentCreate,
+        *,
+        ip: str | None,
+        key: str | None,
+        owner: str,
     ) -> Payment:
         """The ``processing`` payment a request makes (not written yet)."""
         money = money_of(body.amount, body.currency)
@@ -325,8 +366,9 @@ class PaymentService:
             provider_slug = "paypal"
         else:
             provider_slug = self.settings.card_provider
+        payment_id = uuid.uuid4()
         return Payment(
-            id=uuid.uuid4(),
+            id=payment_id,
             user_id=user_id,
             order_id=body.order_id,
             method=body.method,
@@ -339,6 +381,12 @@ class PaymentService:
             provider_token=body.token,
             capture=body.capture,
             idempotency_key=key,
+            # Scoped as the key's own record is (the move, the caller, the key): the same
+            # for every try of that key - a retry after a crash that rolled this row back
+            # too - and never another key's or caller's. Without a key, this payment's.
+            provider_key=provider_key("payment.create", owner, key)
+            if key
+            else provider_key("payment.create", str(payment_id)),
             ip=ip,
             actor=self.actor,
             created_at=utcnow(),
@@ -352,6 +400,10 @@ class PaymentService:
         money = Money(payment.amount, payment.currency)
         # Fraud rules guard money coming from outside; wallet money was checked on deposit.
         review = False
+        if body.method == "card":
+            fingerprint = await card_fingerprint(self._provider(payment), body.token)
+            if fingerprint != payment.fingerprint:
+                payment.fingerprint = fingerprint  # (written with the payment's next write)
         if body.method != "wallet":
             assessment = await fraud.assess(
                 self.session,
@@ -388,7 +440,12 @@ class PaymentService:
 
     async def resume(self, payment: Payment) -> None:
         """The sweeper: ask the provider again about a payment left ``processing`` (same
-        provider key, same token), as a retry with its Idempotency-Key would."""
+        provider key, same token), as a retry with its Idempotency-Key would. One with a
+        provider reference was answered already - taken, not settled (a pending charge or
+        capture) - and only the provider's webhook settles it: asking again would at best
+        replay the same answer, at worst re-authorise a captured authorisation."""
+        if payment.provider_ref is not None:
+            raise PaymentPending(details=[{"payment_id": str(payment.id)}])
         key = payment.idempotency_key
         await self._call_provider(
             payment,
@@ -432,8 +489,9 @@ class PaymentService:
             amount=payment.amount,
             currency=payment.currency,
             token=body.token,
-            # The payment's own: the same on every retry of it, never another payment's.
-            idempotency_key=provider_key("payment.create", str(payment.id)),
+            # The one it was first asked with, on every retry of it (rows older than the
+            # stored key were asked with the payment id's).
+            idempotency_key=payment.provider_key or provider_key("payment.create", str(payment.id)),
             description=f"order {body.order_id}",
             user_id=str(payment.user_id),
         )
@@ -449,6 +507,14 @@ class PaymentService:
         await self._apply_result(payment, result)
 
     async def _apply_result(self, payment: Payment, result: ProviderResult) -> None:
+        if result.status == "processing":
+            # Taken but not settled (a PayPal capture PENDING, a Stripe intent processing):
+            # neither paid nor failed. It stays ``processing`` with the reference the
+            # provider's webhook will name when it settles it, committed, its key left
+            # unanswered (a retry resumes it, as the sweeper does), and a 503 meanwhile.
+            if await self._transition(payment, ("processing",), provider_ref=result.provider_ref):
+                raise PaymentPending(details=[{"payment_id": str(payment.id)}])
+            return  # settled meanwhile (the provider's webhook): answered as it is now
         if result.status == "failed":
             decline = result.decline_code or "declined"
             await self._transition(
@@ -491,14 +557,33 @@ class PaymentService:
         if not moved:
             raise IllegalPaymentState(f"Cannot capture a payment that is {payment.status}")
         result = await self._provider(payment).capture(
-            payment.provider_ref or "", payment.amount, payment.currency
+            payment.provider_ref or "",
+            payment.amount,
+            payment.currency,
+            # One capture a payment: a retry after a lost answer gets the first one back.
+            provider_key("payment.capture", str(payment.id)),
         )
-        if result.status != "succeeded":
+        if result.status not in ("succeeded", "processing"):
             # Raising rolls the status change back: the authorisation stays as it was.
             raise PaymentFailed(
                 result.message or "The capture failed",
                 details=[{"decline_code": result.decline_code}],
             )
+        # What was captured is what refunds name (PayPal: the capture, not the authorisation).
+        captured = result.provider_ref or payment.provider_ref
+        if result.status == "processing":
+            # Taken, not settled: the provider's webhook names this capture when it is.
+            await self._transition(
+                payment,
+                ("succeeded",),
+                status="processing",
+                succeeded_at=None,
+                provider_ref=captured,
+            )
+            raise PaymentPending(details=[{"payment_id": str(payment.id)}])
+        if captured != payment.provider_ref:
+            payment.provider_ref = captured
+            await self.session.flush()
         await self._succeeded(payment)
         return s.PaymentRead.of(payment)
 
@@ -509,9 +594,19 @@ class PaymentService:
             raise IllegalPaymentState(f"Cannot void a payment that is {payment.status}")
         provider = self._provider(payment)
         if isinstance(provider, WalletProvider):
-            await provider.release(payment.provider_ref or "", payment.amount, payment.currency)
+            result = await provider.release(
+                payment.provider_ref or "", payment.amount, payment.currency
+            )
         else:
-            await provider.void(payment.provider_ref or "")
+            result = await provider.void(
+                payment.provider_ref or "", provider_key("payment.void", str(payment.id))
+            )
+        if result.status != "canceled":
+            # Raising rolls the status change back: the authorisation stays as it was
+            # (it may have been captured, or have expired, at the provider).
+            raise VoidFailed(
+                result.message or None, details=[{"decline_code": result.decline_code}]
+            )
         return s.PaymentRead.of(payment)
 
     # -- refunds -------------------------------------------------------------------------
@@ -562,6 +657,9 @@ class PaymentService:
             payment.currency,
             provider_idempotency_key or provider_key("payment.refund", str(refund_id)),
         )
+        if (known := await self._recorded_already(payment, answer, amount)) is not None:
+            return known
+
         if answer.status != "succeeded":
             raise RefundFailed(answer.message or None)
         refund = await self._record_refund(
@@ -572,6 +670,43 @@ class PaymentService:
             answer.provider_ref,
             actor=self.actor,
             external=self.actor != ORDER_SERVICE,
+        )
+        return s.RefundResult(refund=refund_read(refund), payment=s.PaymentRead.of(payment))
+
+    async def _recorded_already(
+        self, payment: Payment, answer: ProviderResult, amount: int
+    ) -> s.RefundResult | None:
+        """The provider answered with a refund it had made before, and that we recorded:
+        a retry of a refund whose first try's answer was lost after the provider refunded
+        (our record rolled back), the provider's webhook having recorded the refund
+        meanwhile. Decided under the payment's row lock (taken by the claim, which any
+        recording of a refund takes too): the claim just made is released and the
+        recorded refund is the answer, so the money is counted once."""
+        if answer.status != "succeeded" or answer.provider_ref is None:
+            return None
+        refund = await self.session.scalar(
+            select(PaymentRefund).where(
+                PaymentRefund.payment_id == payment.id,
+                PaymentRefund.provider_ref == answer.provider_ref,
+            )
+        )
+        if refund is None:
+            return None
+        await self.session.execute(
+            update(PAY)
+            .where(PAY.c.id == payment.id)
+            .values(
+                refunded_amount=PAY.c.refunded_amount - amount,
+                status=case(
+                    (PAY.c.refunded_amount - amount == 0, "succeeded"), else_="partially_refunded"
+                ),
+                updated_at=utcnow(),
+            )
+        )
+        await self.session.refresh(payment)
+        log.warning(
+            "refund answered with one recorded already: counted once",
+            extra={"payment_id": str(payment.id), "refund_id": str(refund.id)},
         )
         return s.RefundResult(refund=refund_read(refund), payment=s.PaymentRead.of(payment))
 
@@ -662,7 +797,10 @@ class PaymentService:
                     Payment.provider == slug, Payment.provider_ref == event.provider_ref
                 )
             )
-            if payment is None and event.payment_id:
+            if payment is None and event.payment_id and event.payment_id.startswith(DEPOSIT):
+                wallet = WalletService(self.session, self.providers, self.settings)
+                await wallet.deposit_event(slug, event)
+            elif payment is None and event.payment_id:
                 payment = await self._unanswered(slug, event.payment_id, event.provider_ref)
             if payment is not None and event.outcome == "refunded":
                 await self._external_refund(payment, event)
@@ -721,25 +859,54 @@ class PaymentService:
                 status="succeeded",
                 succeeded_at=utcnow(),
             )
-            given_up = payment.status == "failed" and payment.decline_code == PROVIDER_UNREACHABLE
-            if not moved and given_up:
+            # Failed before it ever succeeded (given up, or a decline the provider went back
+            # on): its order has ended, so the money goes back.
+            if not moved and payment.status == "failed" and payment.succeeded_at is None:
                 await self._return_late_charge(payment)
         elif outcome == "failed":
             decline = decline or "declined"
-            await self._transition(
+            moved = await self._transition(
                 payment,
                 ("processing",),
                 then=events.PaymentFailed(**self._event_fields(payment), decline_code=decline),
                 status="failed",
                 decline_code=decline,
             )
+            if not moved and payment.status == "succeeded":
+                await self._taken_back(payment, decline)
         elif outcome == "canceled":
             await self._transition(payment, ("requires_capture", "processing"), status="canceled")
 
+    async def _taken_back(self, payment: Payment, decline: str) -> None:
+        """The provider failed a payment that had succeeded (a PayPal capture denied or
+        reversed): nothing was paid after all, so it fails - no refund can be made of it -
+        and its ``payment.failed`` says it had succeeded. Its order may be confirmed or
+        shipped already; the order service does not act on this event yet, so it is
+        logged as an error for staff to follow up."""
+        moved = await self._transition(
+            payment,
+            ("succeeded",),
+            then=events.PaymentFailed(
+                **self._event_fields(payment), decline_code=decline, after_success=True
+            ),
+            status="failed",
+            decline_code=decline,
+            failure_message="The provider took the payment back after it had succeeded",
+        )
+        if moved:
+            log.error(
+                "payment taken back by its provider after it had succeeded",
+                extra={
+                    "payment_id": str(payment.id),
+                    "order_id": payment.order_id,
+                    "decline_code": decline,
+                },
+            )
+
     async def _return_late_charge(self, payment: Payment) -> None:
-        """The provider took the money after we had given the payment up (its order has
-        ended): refund it all at once and record it. A refund the provider refuses
-        fails the webhook, which the provider delivers again."""
+        """The provider took the money for a payment that had failed (given up, or
+        declined first) - its order has ended: refund it all at once and record it. A
+        refund the provider refuses fails the webhook, which the provider delivers again."""
         answer = await self._provider(payment).refund(
             payment.provider_ref or "", payment.amount, payment.currency, f"{payment.id}:late"
         )
@@ -753,12 +920,12 @@ class PaymentService:
             payment,
             uuid.uuid4(),
             payment.amount,
-            "charged after the payment was given up",
+            "charged after the payment had failed",
             answer.provider_ref,
             actor="webhook",
         )
         log.warning(
-            "late charge of a payment given up: refunded",
+            "late charge of a failed payment: refunded",
             extra={"payment_id": str(payment.id), "amount": payment.amount},
         )
 
@@ -832,22 +999,29 @@ class PaymentService:
         until = utcnow()
         since = until - timedelta(days=days)
         day = func.date(PAY.c.created_at)
+        paid = {"succeeded", "refunded", "partially_refunded"}
+        # A payment that failed is a failure, whatever became of a charge its provider
+        # made later (refunded at once: ``_return_late_charge``, which keeps the decline
+        # code - a sale never has one): not a sale, nor its volume.
+        outcome = case(
+            (and_(PAY.c.status.in_(paid), PAY.c.decline_code.is_not(None)), "failed"),
+            else_=PAY.c.status,
+        ).label("outcome")
         rows = (
             await self.session.execute(
                 select(
                     PAY.c.provider,
                     PAY.c.currency,
-                    PAY.c.status,
+                    outcome,
                     day.label("day"),
                     func.count().label("n"),
                     func.coalesce(func.sum(PAY.c.amount), 0).label("amount"),
                     func.coalesce(func.sum(PAY.c.refunded_amount), 0).label("refunded"),
                 )
                 .where(PAY.c.created_at >= since)
-                .group_by(PAY.c.provider, PAY.c.currency, PAY.c.status, day)
+                .group_by(PAY.c.provider, PAY.c.currency, outcome, day)
             )
         ).all()
-        paid = {"succeeded", "refunded", "partially_refunded"}
 
         def blank() -> dict[str, int]:
             return {"count": 0, "succeeded": 0, "failed": 0, "volume": 0, "refunded": 0}
@@ -863,11 +1037,11 @@ class PaymentService:
                 days_[(day_key, r.currency)],
             ):
                 bucket["count"] += r.n
-                if r.status in paid:
+                if r.outcome in paid:
                     bucket["succeeded"] += r.n
                     bucket["volume"] += int(r.amount)
                     bucket["refunded"] += int(r.refunded)
-                elif r.status == "failed":
+                elif r.outcome == "failed":
                     bucket["failed"] += r.n
 
         def rate(b: dict[str, int]) -> float:
@@ -1033,62 +1207,221 @@ class WalletService:
             idempotency_key,
             body.model_dump(mode="json"),
         )
-        replay = await idem.begin()
+        try:
+            replay = await idem.begin()
+        except KeyUnfinished:  # its charge went unanswered: ask again about that one
+            pending = await self._pending_deposit(user_id, idempotency_key)
+            if pending is None:
+                replay = None  # (nothing was kept: start afresh)
+            elif pending.status == "processing":
+                return await self._charge_deposit(pending), False
+            else:  # settled meanwhile (the sweeper, a webhook), its key answered with it
+                replay = await idem.reread()
         if replay is not None:
             return s.WalletMoveResult.model_validate(replay[1]), False
         money = money_of(body.amount, body.currency)
         deposit_id = uuid.uuid4()
-        # The card attempt, as the fraud rules count it; recorded with its outcome.
+        provider = self.providers.card()
+        # The card attempt, as the fraud rules count it, and what asking again takes.
         attempt = DepositAttempt(
             id=deposit_id,
             user_id=user_id,
             amount=money.amount,
             currency=money.currency,
-            fingerprint=fingerprint_of(body.token),
+            status="processing",
+            fingerprint=await card_fingerprint(provider, body.token),
             ip=ip,
             created_at=utcnow(),
+            provider=provider.slug,
+            provider_token=body.token,
+            provider_key=provider_key(
+                "wallet.deposit", str(user_id), idempotency_key or str(deposit_id)
+            ),
+            idempotency_key=idempotency_key,
         )
         await self._screen_deposit(attempt, money, idem)
-        answer = await self.providers.card().charge(
-            ChargeRequest(
-                payment_id=f"deposit:{deposit_id}",
-                amount=money.amount,
-                currency=money.currency,
-                token=body.token,
-                idempotency_key=provider_key(
-                    "wallet.deposit", str(user_id), idempotency_key or str(deposit_id)
-                ),
-                description="wallet deposit",
-                user_id=str(user_id),
-            )
-        )
-        attempt.status = "succeeded" if answer.status == "succeeded" else "failed"
         self.session.add(attempt)
+        await self.session.flush()
+        return await self._charge_deposit(attempt), True
+
+    async def _pending_deposit(self, user_id: uuid.UUID, key: str | None) -> DepositAttempt | None:
+        """The deposit ``key`` left unanswered, locked (the sweeper and a webhook may be
+        settling it too)."""
+        attempt_id = await self.session.scalar(
+            select(DepositAttempt.id)
+            .where(DepositAttempt.user_id == user_id, DepositAttempt.idempotency_key == key)
+            .order_by(DepositAttempt.created_at.desc())
+            .limit(1)
+        )
+        return None if attempt_id is None else await self._locked(attempt_id)
+
+    async def _locked(self, attempt_id: uuid.UUID) -> DepositAttempt | None:
+        return await self.session.get(
+            DepositAttempt, attempt_id, with_for_update=True, populate_existing=True
+        )
+
+    async def _charge_deposit(self, attempt: DepositAttempt) -> s.WalletMoveResult:
+        """Ask the card provider for a deposit's charge - again, for one left
+        ``processing``: the same provider, key and token, so it is one charge - and settle
+        the deposit on the answer. No answer, or one the provider has not settled: it
+        stays ``processing``, committed with its key unanswered (503): the retry, the
+        sweeper or the provider's webhook settles it."""
+        if attempt.status != "processing":
+            raise IllegalPaymentState(f"The deposit is {attempt.status}")
+        if attempt.provider_ref is not None:  # answered, not settled: the webhook decides
+            raise DepositPending(details=[{"deposit_id": str(attempt.id)}])
+        try:
+            answer = await self.providers.get(attempt.provider or "").charge(
+                ChargeRequest(
+                    payment_id=f"{DEPOSIT}{attempt.id}",
+                    amount=attempt.amount,
+                    currency=attempt.currency,
+                    token=attempt.provider_token,
+                    idempotency_key=attempt.provider_key or "",
+                    description="wallet deposit",
+                    user_id=str(attempt.user_id),
+                )
+            )
+        except Unavailable as exc:
+            raise DepositPending(exc.message, details=[{"deposit_id": str(attempt.id)}]) from exc
+        return await self._settle_deposit(attempt, answer)
+
+    async def _settle_deposit(
+        self, attempt: DepositAttempt, answer: ProviderResult
+    ) -> s.WalletMoveResult:
+        """Settle a ``processing`` deposit on its provider's answer, once (a conditional
+        UPDATE): credited and answered 201 on success; failed and answered with the 402
+        (PaymentDeclined raised) on a decline; a charge not settled yet keeps its
+        reference and stays (DepositPending raised)."""
+        if answer.status == "processing":
+            await self._move_deposit(attempt, provider_ref=answer.provider_ref)
+            raise DepositPending(details=[{"deposit_id": str(attempt.id)}])
         if answer.status != "succeeded":
             error = PaymentDeclined(
                 answer.message or "The card was declined",
                 details=[{"decline_code": answer.decline_code or "declined"}],
             )
-            await idem.fail(error)
+            if await self._move_deposit(attempt, status="failed", provider_ref=answer.provider_ref):
+                await self._answer_deposit(attempt, error.status_code, error_body(error))
             raise error
+        if not await self._move_deposit(
+            attempt, status="succeeded", provider_ref=answer.provider_ref
+        ):
+            raise IllegalPaymentState(f"The deposit is {attempt.status}")
         move = await self.ledger.transfer(
             EXTERNAL_CARD,
-            str(user_id),
-            money.amount,
-            money.currency,
+            str(attempt.user_id),
+            attempt.amount,
+            attempt.currency,
             kind="deposit",
             reference=answer.provider_ref,
         )
         result = s.WalletMoveResult(
             transaction_id=move.transaction_id,
             kind="deposit",
-            amount=str(money),
-            currency=money.currency,
-            balance=s.money_str(move.balance_after or 0, money.currency),
+            amount=s.money_str(attempt.amount, attempt.currency),
+            currency=attempt.currency,
+            balance=s.money_str(move.balance_after or 0, attempt.currency),
             provider_reference=answer.provider_ref,
         )
-        await idem.finish(201, result.model_dump(mode="json"))
-        return result, True
+        await self._answer_deposit(attempt, 201, result.model_dump(mode="json"))
+        return result
+
+    async def _move_deposit(self, attempt: DepositAttempt, **values: Any) -> bool:
+        """Move a deposit on from ``processing`` (one conditional UPDATE); False when
+        something else settled it first."""
+        moved = await self.session.scalar(
+            update(ATTEMPT)
+            .where(ATTEMPT.c.id == attempt.id, ATTEMPT.c.status == "processing")
+            .values(**values)
+            .returning(ATTEMPT.c.id)
+        )
+        if moved is None:
+            await self.session.refresh(attempt)
+            return False
+        for name, value in values.items():
+            set_committed_value(attempt, name, value)
+        return True
+
+    async def _answer_deposit(
+        self, attempt: DepositAttempt, status: int, body: dict[str, Any]
+    ) -> None:
+        """The answer of the deposit's key, by whoever settled it (this request, its
+        retry, the sweeper, a webhook): the key's next retry replays it."""
+        if attempt.idempotency_key is not None:
+            await answer_unfinished(
+                self.session,
+                "wallet.deposit",
+                str(attempt.user_id),
+                attempt.idempotency_key,
+                status,
+                body,
+            )
+
+    async def resume_deposit(self, attempt_id: uuid.UUID) -> bool:
+        """The sweeper: ask the provider again about a deposit left ``processing``. False
+        when it is not (any more); DepositPending when it still is."""
+        attempt = await self._locked(attempt_id)
+        if attempt is None or attempt.status != "processing":
+            return False
+        with contextlib.suppress(PaymentDeclined):  # settled: failed, its key answered
+            await self._charge_deposit(attempt)
+        return True
+
+    async def give_up_deposit(self, attempt_id: uuid.UUID) -> bool:
+        """The sweeper, past ``processing_give_up_hours``: a deposit its provider never
+        settled is dropped (failed; a charge reported later is refunded)."""
+        attempt = await self._locked(attempt_id)
+        if attempt is None or not await self._move_deposit(attempt, status="failed"):
+            return False
+        hours = self.settings.processing_give_up_hours
+        error = PaymentDeclined(
+            f"The card provider did not answer for {hours:g} hours",
+            details=[{"decline_code": PROVIDER_UNREACHABLE}],
+        )
+        await self._answer_deposit(attempt, error.status_code, error_body(error))
+        return True
+
+    async def deposit_event(self, slug: str, event: WebhookEvent) -> None:
+        """A provider's news of a deposit's charge (its event names ``deposit:<id>``):
+        settles one still ``processing``; a charge of one that had failed is refunded."""
+        try:
+            attempt_id = uuid.UUID((event.payment_id or "").removeprefix(DEPOSIT))
+        except ValueError:
+            return
+        attempt = await self._locked(attempt_id)
+        if attempt is None or attempt.provider != slug:
+            return
+        if attempt.status == "processing" and event.outcome in ("succeeded", "failed"):
+            answer = ProviderResult(event.outcome, event.provider_ref, event.decline_code)
+            with contextlib.suppress(PaymentDeclined):
+                await self._settle_deposit(attempt, answer)
+        elif attempt.status == "failed" and event.outcome == "succeeded":
+            await self._return_late_deposit(attempt, event.provider_ref or "")
+
+    async def _return_late_deposit(self, attempt: DepositAttempt, charge_ref: str) -> None:
+        """The card was charged for a deposit that had failed (dropped, nothing credited):
+        the money goes back. A refund the provider refuses fails the webhook, which the
+        provider delivers again."""
+        answer = await self.providers.get(attempt.provider or "").refund(
+            charge_ref,
+            attempt.amount,
+            attempt.currency,
+            provider_key("wallet.deposit.late", str(attempt.id)),
+        )
+        if answer.status != "succeeded":
+            raise RefundFailed(answer.message or None)
+        moved = await self.session.scalar(
+            update(ATTEMPT)
+            .where(ATTEMPT.c.id == attempt.id, ATTEMPT.c.status == "failed")
+            .values(status="refunded", provider_ref=charge_ref)
+            .returning(ATTEMPT.c.id)
+        )
+        if moved is not None:
+            log.warning(
+                "late charge of a failed wallet deposit: refunded",
+                extra={"deposit_id": str(attempt.id), "amount": attempt.amount},
+            )
 
     async def withdraw(
         self, user_id: uuid.UUID, body: s.WalletWithdraw, *, idempotency_key: str | None
@@ -1118,6 +1451,80 @@ class WalletService:
         return result, True
 
 
+async def _sweep(
+    database: Any,
+    model: type[Payment] | type[DepositAttempt],
+    settings: PaymentSettings,
+    what: str,
+    resume: Callable[[AsyncSession, uuid.UUID], Awaitable[bool]],
+    give_up: Callable[[AsyncSession, uuid.UUID], Awaitable[bool]],
+    *,
+    older_than: timedelta,
+    now: datetime | None,
+    limit: int,
+) -> int:
+    """The rows of ``model`` still ``processing`` a while after their provider call
+    went unanswered: each asked again (``resume``) in its own unit of work; one still
+    unanswered past ``processing_give_up_hours`` is given up. How many were settled."""
+    now = now or utcnow()
+    give_up_before = now - timedelta(hours=settings.processing_give_up_hours)
+    async with database.read_session() as session:
+        due = list(
+            (
+                await session.execute(
+                    select(model.id, model.created_at)
+                    .where(model.status == "processing", model.created_at < now - older_than)
+                    .order_by(model.created_at)
+                    .limit(limit)
+                )
+            ).all()
+        )
+    settled = 0
+    for row_id, created_at in due:
+        try:
+            async with database.session() as session:
+                settled += await resume(session, row_id)
+        except DomainError as exc:
+            if created_at >= give_up_before:
+                log.warning(
+                    f"{what} still unanswered", extra={f"{what}_id": str(row_id), "error": exc.code}
+                )
+                continue
+            async with database.session() as session:
+                if await give_up(session, row_id):
+                    settled += 1
+                    log.error(
+                        f"{what} given up: its provider never answered",
+                        extra={f"{what}_id": str(row_id), "error": exc.code},
+                    )
+    return settled
+
+
+async def resume_deposits(
+    database: Any,
+    providers: Providers,
+    settings: PaymentSettings,
+    *,
+    older_than: timedelta = timedelta(minutes=1),
+    now: datetime | None = None,
+    limit: int = 50,
+) -> int:
+    """Wallet deposits still ``processing`` a while after their card charge went
+    unanswered: asked again (same provider key) - credited on success, dropped on a
+    decline; one still unsettled past ``processing_give_up_hours`` is dropped."""
+
+    async def resume(session: AsyncSession, attempt_id: uuid.UUID) -> bool:
+        return await WalletService(session, providers, settings).resume_deposit(attempt_id)
+
+    async def give_up(session: AsyncSession, attempt_id: uuid.UUID) -> bool:
+        return await WalletService(session, providers, settings).give_up_deposit(attempt_id)
+
+    return await _sweep(
+        database, DepositAttempt, settings, "deposit", resume, give_up,
+        older_than=older_than, now=now, limit=limit,
+    )  # fmt: skip
+
+
 async def resume_processing(
     database: Any,
     publisher: EventPublisher | None,
@@ -1131,42 +1538,23 @@ async def resume_processing(
     """Payments still ``processing`` a while after their provider call went unanswered:
     asked again, each in its own unit of work; one still unanswered past
     ``processing_give_up_hours`` is given up (failed). Returns how many were settled."""
-    now = now or utcnow()
-    cutoff = now - older_than
-    give_up_before = now - timedelta(hours=settings.processing_give_up_hours)
-    async with database.read_session() as session:
-        due = list(
-            (
-                await session.execute(
-                    select(Payment.id, Payment.created_at)
-                    .where(Payment.status == "processing", Payment.created_at < cutoff)
-                    .order_by(Payment.created_at)
-                    .limit(limit)
-                )
-            ).all()
-        )
-    settled = 0
-    for payment_id, created_at in due:
-        try:
-            async with database.session() as session:
-                payments = PaymentService(session, publisher, providers, settings, actor="sweeper")
-                payment = await payments.get(payment_id)
-                if payment.status == "processing":
-                    await payments.resume(payment)
-                    settled += 1
-        except DomainError as exc:
-            if created_at >= give_up_before:
-                log.warning(
-                    "payment still unanswered",
-                    extra={"payment_id": str(payment_id), "error": exc.code},
-                )
-                continue
-            async with database.session() as session:
-                payments = PaymentService(session, publisher, providers, settings, actor="sweeper")
-                if await payments.give_up(await payments.get(payment_id)):
-                    settled += 1
-                    log.error(
-                        "payment given up: its provider never answered",
-                        extra={"payment_id": str(payment_id), "error": exc.code},
-                    )
-    return settled
+
+    def service(session: AsyncSession) -> PaymentService:
+        return PaymentService(session, publisher, providers, settings, actor="sweeper")
+
+    async def resume(session: AsyncSession, payment_id: uuid.UUID) -> bool:
+        payments = service(session)
+        payment = await payments.get(payment_id)
+        if payment.status != "processing":
+            return False
+        await payments.resume(payment)
+        return True
+
+    async def give_up(session: AsyncSession, payment_id: uuid.UUID) -> bool:
+        payments = service(session)
+        return await payments.give_up(await payments.get(payment_id))
+
+    return await _sweep(
+        database, Payment, settings, "payment", resume, give_up,
+        older_than=older_than, now=now, limit=limit,
+    )  # fmt: skip

@@ -27,7 +27,9 @@ class ChargeRequest:
 
 @dataclass(frozen=True)
 class ProviderResult:
-    status: Literal["succeeded", "requires_capture", "failed", "canceled"]
+    # ``processing``: taken but not settled yet (a PayPal capture PENDING, a Stripe intent
+    # ``processing``): neither paid nor failed until the provider's webhook says which.
+    status: Literal["succeeded", "processing", "requires_capture", "failed", "canceled"]
     provider_ref: str | None = None
     decline_code: str | None = None
     message: str | None = None
@@ -78,10 +80,14 @@ class PaymentProvider(abc.ABC):
     async def authorize(self, request: ChargeRequest) -> ProviderResult: ...
 
     @abc.abstractmethod
-    async def capture(self, provider_ref: str, amount: int, currency: str) -> ProviderResult: ...
+    async def capture(
+        self, provider_ref: str, amount: int, currency: str, idempotency_key: str
+    ) -> ProviderResult:
+        """Capture an authorisation. The result's ``provider_ref`` is what was captured
+        (PayPal: a capture id, not the authorisation's), for refunds to name."""
 
     @abc.abstractmethod
-    async def void(self, provider_ref: str) -> ProviderResult: ...
+    async def void(self, provider_ref: str, idempotency_key: str) -> ProviderResult: ...
 
     @abc.abstractmethod
     async def charge(self, request: ChargeRequest) -> ProviderResult: ...
@@ -90,6 +96,11 @@ class PaymentProvider(abc.ABC):
     async def refund(
         self, provider_ref: str, amount: int, currency: str, idempotency_key: str
     ) -> ProviderResult: ...
+
+    async def card_fingerprint(self, token: str) -> str | None:
+        """The provider's own fingerprint of the card behind ``token`` - the same for
+        every token made from that card - when it keeps one (None otherwise)."""
+        return None
 
     async def verify_webhook(self, payload: bytes, headers: Mapping[str, str]) -> WebhookEvent:
         raise InvalidWebhook(f"{self.slug} sends no webhooks")

@@ -43,10 +43,12 @@ class TestProvider(PaymentProvider):
             "requires_capture", _ref("auth", request.idempotency_key)
         )
 
-    async def capture(self, provider_ref: str, amount: int, currency: str) -> ProviderResult:
+    async def capture(
+        self, provider_ref: str, amount: int, currency: str, idempotency_key: str
+    ) -> ProviderResult:
         return ProviderResult("succeeded", provider_ref)
 
-    async def void(self, provider_ref: str) -> ProviderResult:
+    async def void(self, provider_ref: str, idempotency_key: str) -> ProviderResult:
         return ProviderResult("canceled", provider_ref)
 
     async def charge(self, request: ChargeRequest) -> ProviderResult:

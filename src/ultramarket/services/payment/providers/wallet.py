@@ -46,13 +46,15 @@ class WalletProvider(PaymentProvider):
     async def authorize(self, request: ChargeRequest) -> ProviderResult:
         return await self._take(request, HELD, "requires_capture")
 
-    async def capture(self, provider_ref: str, amount: int, currency: str) -> ProviderResult:
+    async def capture(
+        self, provider_ref: str, amount: int, currency: str, idempotency_key: str
+    ) -> ProviderResult:
         await self.ledger.transfer(
             HELD, SALES, amount, currency, kind="payment", reference=provider_ref
         )
         return ProviderResult("succeeded", provider_ref)
 
-    async def void(self, provider_ref: str) -> ProviderResult:
+    async def void(self, provider_ref: str, idempotency_key: str) -> ProviderResult:
         raise NotImplementedError("use release(amount, currency)")
 
     async def release(self, provider_ref: str, amount: int, currency: str) -> ProviderResult:
