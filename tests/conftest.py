@@ -139,6 +139,17 @@ async def pg_database() -> AsyncIterator[str]:
         yield url
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+async def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """An empty database of its own (no migrations run), on SQLite and on PostgreSQL:
+    for tests of migrations on a database that already holds rows."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+        return
+    async with empty_pg_database() as url:
+        yield url
+
+
 @dataclass
 class Stack:
     name: str

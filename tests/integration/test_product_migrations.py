@@ -5,15 +5,12 @@ the shop to rename); once they are gone it builds, replacing the exact-case inde
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Connection, insert, inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
-from tests.conftest import empty_pg_database
 
 from ultramarket import registry
 from ultramarket.core.db import utcnow
@@ -22,15 +19,6 @@ from ultramarket.services.product.models import Product, ProductVariant
 
 PRODUCT = next(spec for spec in registry.load_all() if spec.name == "product")
 BEFORE = "5d8034544eae"  # the revision before the lower(sku) index
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'catalogue.db'}"
-        return
-    async with empty_pg_database() as url:
-        yield url
 
 
 async def run_sync(url: str, fn: Any) -> Any:
@@ -100,26 +88,26 @@ def sku_indexes(conn: Connection) -> dict[str, bool]:
 
 
 @pytest.mark.filterwarnings("ignore:Skipped unsupported reflection")
-async def test_case_clashing_skus_stop_the_sku_index_until_renamed(database: str) -> None:
-    upgrade(PRODUCT, database, BEFORE)
-    await run_sync(database, add_variants("case-1", "OTHER-1"))
-    await run_sync(database, add_variants("CASE-1"))
+async def test_case_clashing_skus_stop_the_sku_index_until_renamed(empty_database: str) -> None:
+    upgrade(PRODUCT, empty_database, BEFORE)
+    await run_sync(empty_database, add_variants("case-1", "OTHER-1"))
+    await run_sync(empty_database, add_variants("CASE-1"))
 
     with pytest.raises(RuntimeError, match="'CASE-1'/'case-1'"):
-        upgrade(PRODUCT, database)
-    assert await run_sync(database, sku_indexes) == {"ix_product_variant_sku": True}
+        upgrade(PRODUCT, empty_database)
+    assert await run_sync(empty_database, sku_indexes) == {"ix_product_variant_sku": True}
 
     def rename(conn: Connection) -> None:
         conn.execute(
             text(f"UPDATE {prefix(conn)}product_variant SET sku = 'CASE-2' WHERE sku = 'CASE-1'")
         )
 
-    await run_sync(database, rename)
-    upgrade(PRODUCT, database)
-    assert await run_sync(database, sku_indexes) == {"ix_product_variant_sku_lower": True}
+    await run_sync(empty_database, rename)
+    upgrade(PRODUCT, empty_database)
+    assert await run_sync(empty_database, sku_indexes) == {"ix_product_variant_sku_lower": True}
     with pytest.raises(Exception, match=r"(?i)unique"):
-        await run_sync(database, add_variants("other-1"))
+        await run_sync(empty_database, add_variants("other-1"))
 
-    downgrade(PRODUCT, database, BEFORE)
-    assert await run_sync(database, sku_indexes) == {"ix_product_variant_sku": True}
-    downgrade(PRODUCT, database)
+    downgrade(PRODUCT, empty_database, BEFORE)
+    assert await run_sync(empty_database, sku_indexes) == {"ix_product_variant_sku": True}
+    downgrade(PRODUCT, empty_database)

@@ -1,10 +1,8 @@
 """Orders of amounts past 32 bits (a product's price is a BIGINT): a UZS price of
 25,000,000.00 is 2.5e9 minor units. On PostgreSQL an INTEGER column refuses it.
 
-Each test runs with the payment service itself and with a stand-in for it. The payment
-service's own amounts are still 32-bit (its tables are not the order service's), so on
-PostgreSQL the stand-in shows the order service's part, and the run with the payment
-service is an expected failure there until that service is 64-bit too."""
+Each test runs with the payment service itself (its amounts are 64-bit too) and with a
+stand-in for it, which shows the order service's part on its own."""
 
 from __future__ import annotations
 
@@ -104,7 +102,6 @@ class StandIn:
 @pytest.fixture(params=["payment_service", "stand_in"])
 async def payment_of(
     request: pytest.FixtureRequest,
-    stack: Any,
     monkeypatch: pytest.MonkeyPatch,
     client: httpx.AsyncClient,
     make_user: Any,
@@ -112,14 +109,6 @@ async def payment_of(
     """Reads an order's payment: from the payment service, or from its stand-in."""
     if request.param == "stand_in":
         return StandIn(monkeypatch).read
-    if stack.name == "postgres":
-        request.node.add_marker(
-            pytest.mark.xfail(
-                reason="the payment service's money columns (payment.amount, ...) are 32-bit:"
-                " the charge fails",
-                strict=True,
-            )
-        )
     reader = await make_user(role="MANAGER")
 
     async def read(payment_id: str) -> dict[str, Any]:

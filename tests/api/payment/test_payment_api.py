@@ -414,3 +414,37 @@ async def test_a_charge_returned_after_its_payment_had_failed_counts_as_a_failur
     [usd] = data["totals"]
     assert (usd["volume"], usd["refunded"], usd["net"]) == ("10.00", "0.00", "10.00")
     assert [(d["succeeded"], d["failed"]) for d in data["by_provider"]] == [(1, 1)]
+
+
+async def test_card_payments_past_32_bits_refund_and_add_up(client, make_user):
+    """UZS payments past 2,147,483,647 minor units: the payment's amount and refunded
+    amount, the refund's amount and the analytics' sums of them are 64-bit."""
+    user = await make_user()
+    manager = await make_user("MANAGER")
+    big = {"currency": "UZS", "amount": "53625000.00"}  # 5,362,500,000 minor units
+    first = ok(await client.post(API, json=card("o-big-1", **big), headers=user.headers), 201)
+    second = ok(await client.post(API, json=card("o-big-2", **big), headers=user.headers), 201)
+    assert (first["status"], first["amount"]) == ("succeeded", "53625000.00")
+    refund = ok(
+        await client.post(
+            f"{API}/{first['id']}/refund",
+            json={"amount": "48812500.00", "reason": "x"},
+            headers=manager.headers,
+        ),
+        201,
+    )
+    assert refund["refund"]["amount"] == "48812500.00"
+    assert refund["payment"]["refunded_amount"] == "48812500.00"
+    assert refund["payment"]["refundable_amount"] == "4812500.00"
+    assert ok(await client.get(f"{API}/{second['id']}", headers=user.headers))["amount"] == (
+        "53625000.00"
+    )
+
+    data = ok(await client.get(f"{API}/analytics", headers=manager.headers))
+    [uzs] = data["totals"]
+    assert (uzs["currency"], uzs["succeeded"]) == ("UZS", 2)
+    assert (uzs["volume"], uzs["refunded"], uzs["net"]) == (
+        "107250000.00",
+        "48812500.00",
+        "58437500.00",
+    )

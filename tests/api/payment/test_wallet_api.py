@@ -151,3 +151,55 @@ async def test_declined_deposits_count_for_the_fraud_rules_like_declined_payment
         await client.post(API, json={**paid, "token": "tok_x_4242"}, headers=user.headers), 201
     )
     assert (held["status"], held["review_required"]) == ("requires_capture", True)
+
+
+async def test_wallet_amounts_past_32_bits(client, make_user):
+    """UZS amounts past 2,147,483,647 minor units: the wallet's balance, its ledger's
+    amounts and balances after, the deposit and the payment are 64-bit."""
+    user = await make_user()
+    manager = await make_user("MANAGER")
+    uzs = {"currency": "UZS"}
+    dep = ok(
+        await client.post(
+            f"{WALLET}/deposit",
+            json={"amount": "30000000.00", "currency": "UZS", "token": "tok_4242"},
+            headers=user.headers,
+        ),
+        201,
+    )
+    assert dep["balance"] == "30000000.00"
+    paid = ok(
+        await client.post(
+            API,
+            json={
+                "order_id": "o-big",
+                "amount": "25000000.00",
+                "currency": "UZS",
+                "method": "wallet",
+            },
+            headers=user.headers,
+        ),
+        201,
+    )
+    assert (paid["status"], paid["amount"]) == ("succeeded", "25000000.00")
+    assert ok(await client.get(WALLET, params=uzs, headers=user.headers))["balance"] == (
+        "5000000.00"
+    )
+    back = ok(
+        await client.post(
+            f"{API}/{paid['id']}/refund",
+            json={"amount": "21474836.48", "reason": "x"},
+            headers=manager.headers,
+        ),
+        201,
+    )
+    assert back["payment"]["refunded_amount"] == "21474836.48"
+    assert ok(await client.get(WALLET, params=uzs, headers=user.headers))["balance"] == (
+        "26474836.48"
+    )
+    history = ok(await client.get(f"{WALLET}/transactions", params=uzs, headers=user.headers))
+    assert [(t["kind"], t["amount"], t["balance_after"]) for t in history] == [
+        ("refund", "21474836.48", "26474836.48"),
+        ("payment", "-25000000.00", "5000000.00"),
+        ("deposit", "30000000.00", "30000000.00"),
+    ]

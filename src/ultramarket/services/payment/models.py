@@ -13,7 +13,15 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint, true
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    String,
+    UniqueConstraint,
+    true,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ultramarket.core.db import IdMixin, TimestampMixin, service_base, utcnow
@@ -53,9 +61,10 @@ class Payment(TimestampMixin, IdMixin, Base):
     method: Mapped[str] = mapped_column(String(16))  # card | wallet | paypal
     provider: Mapped[str] = mapped_column(String(16))  # test | stripe | paypal | wallet
     status: Mapped[str] = mapped_column(String(24), default="requires_payment")
-    amount: Mapped[int]
+    # Money in minor units, 64-bit as the product's price and the order's amounts are.
+    amount: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
-    refunded_amount: Mapped[int] = mapped_column(default=0)
+    refunded_amount: Mapped[int] = mapped_column(BigInteger, default=0)
     provider_ref: Mapped[str | None] = mapped_column(String(200))
     decline_code: Mapped[str | None] = mapped_column(String(64))
     failure_message: Mapped[str | None] = mapped_column(String(500))
@@ -91,7 +100,7 @@ class PaymentRefund(IdMixin, Base):
     )
 
     payment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("payment.payment.id"))
-    amount: Mapped[int]
+    amount: Mapped[int] = mapped_column(BigInteger)  # minor units, 64-bit
     currency: Mapped[str] = mapped_column(String(3))
     reason: Mapped[str] = mapped_column(String(500))
     status: Mapped[str] = mapped_column(String(16), default="succeeded")
@@ -131,7 +140,7 @@ class DepositAttempt(IdMixin, Base):
     )
 
     user_id: Mapped[uuid.UUID]
-    amount: Mapped[int]
+    amount: Mapped[int] = mapped_column(BigInteger)  # minor units, 64-bit
     currency: Mapped[str] = mapped_column(String(3))
     # processing | succeeded | failed | blocked | refunded (charged after it had failed)
     status: Mapped[str] = mapped_column(String(16))
@@ -177,7 +186,7 @@ class WalletAccount(TimestampMixin, IdMixin, Base):
     currency: Mapped[str] = mapped_column(String(3))
     # Cached; kept for user accounts only (platform balances are derived from entries,
     # so every wallet move does not queue on one hot platform row).
-    balance: Mapped[int] = mapped_column(default=0)
+    balance: Mapped[int] = mapped_column(BigInteger, default=0)  # minor units, 64-bit
 
 
 class LedgerEntry(IdMixin, Base):
@@ -190,11 +199,11 @@ class LedgerEntry(IdMixin, Base):
 
     transaction_id: Mapped[uuid.UUID]  # the two entries of one move share it
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("payment.wallet_account.id"))
-    amount: Mapped[int]  # signed minor units; + credits the account
+    amount: Mapped[int] = mapped_column(BigInteger)  # signed minor units, 64-bit; + credits
     currency: Mapped[str] = mapped_column(String(3))
     kind: Mapped[str] = mapped_column(String(16))  # deposit | withdrawal | payment | refund
     reference: Mapped[str | None] = mapped_column(String(200))  # payment id, provider ref
-    balance_after: Mapped[int | None]  # user side only
+    balance_after: Mapped[int | None] = mapped_column(BigInteger)  # user side only
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
