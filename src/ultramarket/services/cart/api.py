@@ -101,10 +101,19 @@ class CartWrites:
     the product, inventory and user services, and no transaction - no row lock, on
     SQLite no write lock - is held across those calls."""
 
-    def __init__(self, container: ContainerDep, owner: OwnerDep, response: Response) -> None:
+    def __init__(
+        self,
+        container: ContainerDep,
+        owner: OwnerDep,
+        response: Response,
+        country: CountryQuery = None,
+        region: RegionQuery = None,
+    ) -> None:
         self.container = container
         self.owner = owner
         self.response = response
+        self.country = country
+        self.region = region
 
     @asynccontextmanager
     async def change(self) -> AsyncIterator[CartService]:
@@ -114,20 +123,16 @@ class CartWrites:
             await merge_guest(service, self.owner, self.response)
             yield service
 
-    async def view(
-        self,
-        cart: Cart | None,
-        *,
-        token: str | None = None,
-        country: str | None = None,
-        region: str | None = None,
-    ) -> s.CartRead:
-        """The reply: ``cart`` as it stands now, priced on a read session."""
+    async def reply(self, cart: Cart | None, token: str | None = None) -> Envelope[s.CartRead]:
+        """The reply: ``cart`` as it stands now, priced on a read session for the
+        request's ``country``/``region``; a guest's token in its header."""
+        guest_header(self.response, self.owner, token)
         async with self.container.db("cart").read_session() as session:
             service = build_service(self.container, session)
-            return await service.view(
-                await service.fresh(cart), token=token, country=country, region=region
+            view = await service.view(
+                await service.fresh(cart), token=token, country=self.country, region=self.region
             )
+        return Envelope(data=view)
 
 
 async def cart_reader(
@@ -306,97 +311,52 @@ async def get_cart(
 
 
 @router.post("/items", status_code=201, response_model=Envelope[s.CartRead], responses=ITEM_ERRORS)
-async def add_item(
-    body: s.ItemAdd,
-    writes: Writes,
-    owner: OwnerDep,
-    response: Response,
-    country: CountryQuery = None,
-    region: RegionQuery = None,
-) -> Envelope[s.CartRead]:
+async def add_item(body: s.ItemAdd, writes: Writes) -> Envelope[s.CartRead]:
     """Add units of a variant (to its line when present). Creates the cart on first use."""
     async with writes.change() as carts:
-        cart, token = await carts.add_item(owner, body.variant_id, body.quantity)
-    guest_header(response, owner, token)
-    return Envelope(data=await writes.view(cart, token=token, country=country, region=region))
+        cart, token = await carts.add_item(writes.owner, body.variant_id, body.quantity)
+    return await writes.reply(cart, token)
 
 
 @router.put("/items/{item_id}", response_model=Envelope[s.CartRead], responses=ITEM_ERRORS)
 async def update_item(
-    item_id: uuid.UUID,
-    body: s.ItemUpdate,
-    writes: Writes,
-    owner: OwnerDep,
-    response: Response,
-    country: CountryQuery = None,
-    region: RegionQuery = None,
+    item_id: uuid.UUID, body: s.ItemUpdate, writes: Writes
 ) -> Envelope[s.CartRead]:
     """Set a line's quantity (this also accepts its current price)."""
     async with writes.change() as carts:
-        cart = await carts.update_item(owner, item_id, body.quantity)
-    guest_header(response, owner, None)
-    return Envelope(data=await writes.view(cart, country=country, region=region))
+        cart = await carts.update_item(writes.owner, item_id, body.quantity)
+    return await writes.reply(cart)
 
 
 @router.delete("/items/{item_id}", response_model=Envelope[s.CartRead], responses=ITEM_ERRORS)
-async def remove_item(
-    item_id: uuid.UUID,
-    writes: Writes,
-    owner: OwnerDep,
-    response: Response,
-    country: CountryQuery = None,
-    region: RegionQuery = None,
-) -> Envelope[s.CartRead]:
+async def remove_item(item_id: uuid.UUID, writes: Writes) -> Envelope[s.CartRead]:
     async with writes.change() as carts:
-        cart = await carts.remove_item(owner, item_id)
-    guest_header(response, owner, None)
-    return Envelope(data=await writes.view(cart, country=country, region=region))
+        cart = await carts.remove_item(writes.owner, item_id)
+    return await writes.reply(cart)
 
 
 @router.delete("", response_model=Envelope[s.CartRead], responses=ERRORS)
 @router.delete("/", response_model=Envelope[s.CartRead], include_in_schema=False)
-async def clear_cart(
-    writes: Writes,
-    owner: OwnerDep,
-    response: Response,
-    country: CountryQuery = None,
-    region: RegionQuery = None,
-) -> Envelope[s.CartRead]:
+async def clear_cart(writes: Writes) -> Envelope[s.CartRead]:
     """Empty the cart (lines and coupon)."""
     async with writes.change() as carts:
-        cart = await carts.clear(owner)
-    guest_header(response, owner, None)
-    return Envelope(data=await writes.view(cart, country=country, region=region))
+        cart = await carts.clear(writes.owner)
+    return await writes.reply(cart)
 
 
 @router.post("/coupon", response_model=Envelope[s.CartRead], responses=COUPON_APPLY_ERRORS)
-async def apply_coupon(
-    body: s.CouponApply,
-    writes: Writes,
-    owner: OwnerDep,
-    response: Response,
-    country: CountryQuery = None,
-    region: RegionQuery = None,
-) -> Envelope[s.CartRead]:
+async def apply_coupon(body: s.CouponApply, writes: Writes) -> Envelope[s.CartRead]:
     """Apply a coupon (checked now; used only at checkout). Replaces any other coupon."""
     async with writes.change() as carts:
-        cart = await carts.apply_coupon(owner, body.code)
-    guest_header(response, owner, None)
-    return Envelope(data=await writes.view(cart, country=country, region=region))
+        cart = await carts.apply_coupon(writes.owner, body.code)
+    return await writes.reply(cart)
 
 
 @router.delete("/coupon", response_model=Envelope[s.CartRead], responses=ERRORS)
-async def remove_coupon(
-    writes: Writes,
-    owner: OwnerDep,
-    response: Response,
-    country: CountryQuery = None,
-    region: RegionQuery = None,
-) -> Envelope[s.CartRead]:
+async def remove_coupon(writes: Writes) -> Envelope[s.CartRead]:
     async with writes.change() as carts:
-        cart = await carts.remove_coupon(owner)
-    guest_header(response, owner, None)
-    return Envelope(data=await writes.view(cart, country=country, region=region))
+        cart = await carts.remove_coupon(writes.owner)
+    return await writes.reply(cart)
 
 
 # -- coupons (MANAGER+) ---------------------------------------------------------------------------
