@@ -9,6 +9,8 @@ from typing import Any
 import stripe
 
 from ultramarket.services.payment.models import Payment
+from ultramarket.services.payment.providers import providers_of
+from ultramarket.services.payment.providers.stripe import StripeProvider
 
 
 async def add_payment(container: Any, user_id: str, **fields: Any) -> uuid.UUID:
@@ -37,3 +39,15 @@ async def card_visa(token: str, *args: Any, **kwargs: Any) -> Any:
         {"id": token, "object": "payment_method", "type": "card", "card": {"fingerprint": "fpV"}},
         "sk_test_x",
     )
+
+
+def use_stripe(
+    container: Any, monkeypatch: Any, provider: StripeProvider, create: Any, refund: Any
+) -> None:
+    """Card payments go to ``provider``, whose PaymentIntent create and refund create are
+    ``create`` and ``refund`` and whose PaymentMethods are Visa cards (no network)."""
+    monkeypatch.setattr(provider.client.v1.payment_intents, "create_async", create)
+    monkeypatch.setattr(provider.client.v1.refunds, "create_async", refund)
+    monkeypatch.setattr(provider.client.v1.payment_methods, "retrieve_async", card_visa)
+    providers_of(container).set(provider)
+    container.settings.payments.card_provider = "stripe"

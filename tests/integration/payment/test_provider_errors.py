@@ -12,7 +12,7 @@ import httpx
 import pytest
 import stripe
 from fake_paypal import FakePayPal
-from payment_rows import add_payment, card_visa
+from payment_rows import add_payment, use_stripe
 from tests.support import assert_error, ok
 
 from ultramarket.services.payment.providers import providers_of
@@ -38,11 +38,7 @@ def stripe_raises(container: Any, monkeypatch: Any) -> dict[str, Any]:
     async def refund(*args: Any, **kwargs: Any) -> Any:
         raise errors["refund"]
 
-    monkeypatch.setattr(provider.client.v1.payment_intents, "create_async", create)
-    monkeypatch.setattr(provider.client.v1.refunds, "create_async", refund)
-    monkeypatch.setattr(provider.client.v1.payment_methods, "retrieve_async", card_visa)
-    providers_of(container).set(provider)
-    container.settings.payments.card_provider = "stripe"
+    use_stripe(container, monkeypatch, provider, create, refund)
     return errors
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import stripe
 from fake_paypal import SIGNATURE, FakePayPal
-from payment_rows import add_payment, card_visa
+from payment_rows import add_payment, use_stripe
 from sqlalchemy import select
 from tests.support import assert_error, ok
 
@@ -180,11 +180,7 @@ def stripe_answers(container: Any, monkeypatch: Any) -> dict[str, Any]:
             {"id": "re_1", "object": "refund", "status": "succeeded"}, "sk_test_x"
         )
 
-    monkeypatch.setattr(provider.client.v1.payment_intents, "create_async", create)
-    monkeypatch.setattr(provider.client.v1.refunds, "create_async", refund)
-    monkeypatch.setattr(provider.client.v1.payment_methods, "retrieve_async", card_visa)
-    providers_of(container).set(provider)
-    container.settings.payments.card_provider = "stripe"
+    use_stripe(container, monkeypatch, provider, create, refund)
     return answers
 
 
