@@ -6,6 +6,11 @@ all-in-one mode it hands the same request to the service's ASGI app in this proc
 carries the request id and the calling service's identity (a short-lived service
 token), idempotent calls are retried, and a remote error envelope is raised again
 as the same domain error.
+
+A service may also give a client an in-process twin (``InProcessClient``) for its hot
+calls: in all-in-one mode those go straight to the functions its routes call, in the
+same units of work, with the request validated by the same models and errors coming
+back as the wire would bring them; its other calls still go through the app.
 """
 
 from __future__ import annotations
@@ -18,10 +23,19 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 import httpx
 import orjson
+import pydantic
+from prometheus_client import Counter
 from starlette.types import ASGIApp, Message
 
-from ultramarket.core.errors import ERROR_CLASSES, DomainError, RateLimited, Unavailable
+from ultramarket.core.errors import (
+    ERROR_CLASSES,
+    DomainError,
+    RateLimited,
+    Unavailable,
+    ValidationFailed,
+)
 from ultramarket.core.logging import request_id_var
+from ultramarket.core.security import Principal
 
 log = logging.getLogger("ultramarket.clients")
 
@@ -29,6 +43,15 @@ TokenSource = Callable[[str], Awaitable[str]]  # caller name -> service token
 
 RETRYABLE_STATUS = {502, 503, 504}
 IN_PROCESS_CLIENT = ("in-process", 0)
+
+IN_PROCESS_CALLS = Counter(
+    "service_in_process_calls_total",
+    "Calls between services made in this process without HTTP, by outcome",
+    ["service", "call", "outcome"],
+)
+
+T = TypeVar("T")
+M = TypeVar("M", bound=pydantic.BaseModel)
 
 
 @dataclass(frozen=True)
@@ -253,9 +276,7 @@ class ServiceClient:
             raise RateLimited(int(retry_after) if retry_after.isdigit() else 1)
         cls = ERROR_CLASSES.get(response.status_code, DomainError)
         if cls is DomainError or response.status_code in (401, 403):
-            # A refused *service* identity is our failure, never the end user's: it must
-            # not reach them as their own 401/403.
-            raise Unavailable(f"{self.service} service failed", code="UPSTREAM_ERROR")
+            raise self._failed()
         if isinstance(error, dict):
             raise cls(
                 str(error.get("message") or cls.message),
@@ -263,6 +284,93 @@ class ServiceClient:
                 details=error.get("details") or [],
             )
         raise cls()
+
+    def _failed(self) -> Unavailable:
+        # A refused *service* identity is our failure, never the end user's: it must not
+        # reach them as their own 401/403.
+        return Unavailable(f"{self.service} service failed", code="UPSTREAM_ERROR")
+
+
+class InProcessClient(ServiceClient):
+    """The in-process twin of a service's client (all-in-one mode): it overrides the hot
+    calls to run the functions the service's routes run, in the same units of work, as
+    the calling service (a service principal, as its service token would give). What
+    the wire would change is kept: the request is validated by the route's own model
+    (422 ``VALIDATION_ERROR``), a domain error comes back as a new error of its status's
+    class with the same code, message and details (never the callee's own exception:
+    its ``persist_changes`` would commit the *caller's* unit of work), a refused
+    identity or an unexpected failure is the caller's 503 ``UPSTREAM_ERROR``, and
+    idempotent calls are retried on a 502/503/504. Calls not overridden go through the
+    service's app as before."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        caller: str,
+        token: TokenSource,
+        services: Any,
+        retries: int = 2,
+    ) -> None:
+        super().__init__(transport, caller=caller, token=token, retries=retries)
+        self.services = services  # the container
+        self.principal = Principal(
+            subject=f"service:{caller}",
+            kind="service",
+            service=caller,
+            permissions=frozenset({"*"}),  # what the platform's service tokens hold
+        )
+
+    @staticmethod
+    def parse(model: type[M], data: Any) -> M:
+        """The request as the route would validate it (a 422 otherwise)."""
+        try:
+            return model.model_validate(data)
+        except pydantic.ValidationError as exc:
+            raise ValidationFailed(
+                "Request validation failed",
+                code="VALIDATION_ERROR",
+                details=[
+                    {
+                        "field": ".".join(["body", *(str(p) for p in err["loc"])]),
+                        "message": err["msg"],
+                        "type": err["type"],
+                    }
+                    for err in exc.errors()
+                ],
+            ) from None
+
+    async def call(self, name: str, run: Callable[[], Awaitable[T]], *, idempotent: bool) -> T:
+        """Run one call (``run``, a unit of work of the called service) as the wire would."""
+        attempts = 1 + (self._retries if idempotent else 0)
+        for attempt in range(attempts):
+            try:
+                result = await run()
+            except DomainError as exc:
+                status = exc.status_code
+                if status in RETRYABLE_STATUS and attempt < attempts - 1:
+                    await asyncio.sleep(0.05 * 2**attempt)
+                    continue
+                IN_PROCESS_CALLS.labels(self.service, name, str(status)).inc()
+                raise self._as_received(exc) from None
+            except Exception as exc:
+                IN_PROCESS_CALLS.labels(self.service, name, "500").inc()
+                log.exception("in-process call failed", extra={"call": f"{self.service}.{name}"})
+                raise self._failed() from exc
+            IN_PROCESS_CALLS.labels(self.service, name, "ok").inc()
+            return result
+        raise AssertionError("unreachable")
+
+    def _as_received(self, exc: DomainError) -> DomainError:
+        status = exc.status_code
+        if status == 429:
+            return RateLimited(getattr(exc, "retry_after", 1))
+        cls = ERROR_CLASSES.get(status, DomainError)
+        if cls is DomainError or status in (401, 403):
+            return self._failed()
+        # The details as JSON carries them (ids and amounts as strings).
+        details = orjson.loads(orjson.dumps(exc.details, default=str))
+        return cls(exc.message, code=exc.code, details=details)
 
 
 C = TypeVar("C", bound=ServiceClient)
@@ -277,11 +385,15 @@ class ClientFactory:
         token: TokenSource,
         base_url: Callable[[str], str],
         local_app: Callable[[str], Any | None],
+        twin: Callable[[type[ServiceClient]], type[InProcessClient] | None] = lambda cls: None,
+        services: Any = None,
         timeout: float = 5.0,
     ) -> None:
         self._token = token
         self._base_url = base_url
         self._local_app = local_app
+        self._twin = twin
+        self.services = services  # what twins work with (the container, set once built)
         self._timeout = timeout
         self._clients: dict[tuple[type[ServiceClient], str], ServiceClient] = {}
         self._transports: dict[str, Transport] = {}
@@ -303,7 +415,12 @@ class ClientFactory:
         """The client of ``cls.service`` used by the service named ``caller``."""
         client = self._clients.get((cls, caller))
         if client is None:
-            client = cls(self._transport_for(cls.service), caller=caller, token=self._token)
+            transport = self._transport_for(cls.service)
+            twin = self._twin(cls) if isinstance(transport, AppTransport) else None
+            if twin is not None:
+                client = twin(transport, caller=caller, token=self._token, services=self.services)
+            else:
+                client = cls(transport, caller=caller, token=self._token)
             self._clients[(cls, caller)] = client
         assert isinstance(client, cls)
         return client

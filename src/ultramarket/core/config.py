@@ -226,6 +226,10 @@ class Settings(BaseSettings):
     redis_namespace: str = "um"
     # Run the outbox relay inside the web process (all-in-one). ``worker`` runs it alone.
     embedded_worker: bool = True
+    # All-in-one: a service's hot calls to another run its service layer directly (the
+    # client's in-process twin) instead of going through that service's app. False
+    # sends every call through the app, as over the network minus the socket.
+    direct_calls: bool = True
     # Split mode: the API key a service exchanges for its service token.
     service_api_key: SecretStr | None = None
 

@@ -18,7 +18,7 @@ import httpx
 from fastapi import Request
 
 from ultramarket.core.cache import Cache, KeyedCache, make_cache
-from ultramarket.core.clients import C, ClientFactory
+from ultramarket.core.clients import C, ClientFactory, InProcessClient, ServiceClient
 from ultramarket.core.config import Settings
 from ultramarket.core.db import Database
 from ultramarket.core.events import (
@@ -165,10 +165,17 @@ class Container:
         async def token(caller: str) -> str:
             return await container_ref[0].service_token(caller)
 
+        def twin(cls: type[ServiceClient]) -> type[InProcessClient] | None:
+            spec = by_name.get(cls.service)
+            if spec is None or not settings.direct_calls:
+                return None
+            return spec.twins().get(cls)
+
         clients = ClientFactory(
             token=token,
             base_url=lambda name: settings.service_url(name, _port(name)),
             local_app=local_app,
+            twin=twin,
         )
         container = cls(
             settings=settings,
@@ -185,6 +192,7 @@ class Container:
             clients=clients,
         )
         container_ref.append(container)
+        clients.services = container
         dispatcher.services = container
         for db in set(databases.values()):
             db.after_commit_hooks.append(relay.wake)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +15,7 @@ from starlette.types import Scope
 from ultramarket.core.events import EventTables, Subscription
 
 if TYPE_CHECKING:
+    from ultramarket.core.clients import InProcessClient, ServiceClient
     from ultramarket.core.container import Container
 
 
@@ -49,3 +50,5 @@ class ServiceSpec:
     # started and stopped with it by the container, each run's failure logged, not fatal.
     periodic: tuple[tuple[float, Callable[[Container], Awaitable[None]]], ...] = ()
     prefixes: tuple[str, ...] = field(default_factory=tuple)
+    # The in-process twins of this service's clients (all-in-one mode), by client class.
+    twins: Callable[[], Mapping[type[ServiceClient], type[InProcessClient]]] = dict

@@ -119,7 +119,8 @@ async def test_a_cart_reply_is_priced_after_the_write_committed(
         201,
     )
     blocked: list[str] = []
-    real = ProductClient.get_variants
+    used = type(container.client(ProductClient, "cart"))  # its in-process twin, all-in-one
+    real = used.get_variants
 
     async def priced_while_another_request_writes(self: ProductClient, ids: Any) -> Any:
         try:
@@ -131,7 +132,7 @@ async def test_a_cart_reply_is_priced_after_the_write_committed(
             blocked.append("the cart was locked while the reply was priced")
         return await real(self, ids)
 
-    monkeypatch.setattr(ProductClient, "get_variants", priced_while_another_request_writes)
+    monkeypatch.setattr(used, "get_variants", priced_while_another_request_writes)
 
     body = {"variant_id": a["variant_id"], "quantity": 1}
     added = ok(await client.post(f"{API}/items", json=body, headers=user.headers), 201)

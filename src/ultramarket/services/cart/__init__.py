@@ -38,6 +38,13 @@ async def _abandoned(container: Any) -> None:
         await mark_abandoned(session, container.publisher("cart"), settings)
 
 
+def _twins():  # type: ignore[no-untyped-def]
+    from ultramarket.services.cart.client import CartClient
+    from ultramarket.services.cart.local import InProcessCartClient
+
+    return {CartClient: InProcessCartClient}
+
+
 SERVICE = ServiceSpec(
     name="cart",
     port=3006,
@@ -47,4 +54,5 @@ SERVICE = ServiceSpec(
     migrations=Path(__file__).parent / "migrations",
     periodic=((ABANDONED_TICK_SECONDS, _abandoned),),
     prefixes=("/api/v1/cart", "/api/v1/coupons"),
+    twins=_twins,
 )

@@ -20,6 +20,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ultramarket.core.container import Container
 from ultramarket.core.deps import ContainerDep, container_of, read_session, unit_of_work
 from ultramarket.core.errors import Forbidden
 from ultramarket.core.schemas import Envelope, Page, PageParams, page_params
@@ -183,11 +184,37 @@ INTERNAL_ERRORS: Responses = {
 }
 
 
-async def service_only(request: Request) -> Principal:
-    principal = await current_principal(request)
+def check_service(principal: Principal) -> None:
     if not principal.is_service:
         raise Forbidden("Services only")
+
+
+async def service_only(request: Request) -> Principal:
+    principal = await current_principal(request)
+    check_service(principal)
     return principal
+
+
+# What the internal routes below and the in-process client (``local``) both run.
+
+
+async def quote_checkout(
+    container: Container, principal: Principal, body: s.CheckoutQuote
+) -> s.CartRead:
+    check_service(principal)
+    async with container.db("cart").read_session() as session:
+        return await build_service(container, session).checkout_quote(body)
+
+
+async def take_ordered(
+    container: Container, principal: Principal, user_id: uuid.UUID, body: s.RemoveOrdered
+) -> s.ClearResult:
+    check_service(principal)
+    async with container.db("cart").session() as session:
+        cart = await build_service(container, session).remove_ordered(
+            user_id, [(line.variant_id, line.quantity) for line in body.items], body.coupon
+        )
+    return s.ClearResult(user_id=user_id, cleared=cart is not None)
 
 
 ServiceCaller = Annotated[Principal, Depends(service_only)]
@@ -222,10 +249,9 @@ async def internal_quote(
     summary="Price a checkout: the user's cart or explicit lines (services only)",
 )
 async def internal_checkout_quote(
-    body: s.CheckoutQuote, _caller: ServiceCaller, request: Request, session: ReadSession
+    body: s.CheckoutQuote, request: Request, principal: ServiceCaller
 ) -> Envelope[s.CartRead]:
-    carts = build_service(container_of(request), session)
-    return Envelope(data=await carts.checkout_quote(body))
+    return Envelope(data=await quote_checkout(container_of(request), principal, body))
 
 
 @router.delete(
@@ -249,17 +275,10 @@ async def internal_clear(
     summary="Take a confirmed order's lines out of the user's cart (services only)",
 )
 async def internal_remove_ordered(
-    user_id: uuid.UUID,
-    body: s.RemoveOrdered,
-    _caller: ServiceCaller,
-    container: ContainerDep,
-    session: Session,
+    user_id: uuid.UUID, body: s.RemoveOrdered, container: ContainerDep, principal: ServiceCaller
 ) -> Envelope[s.ClearResult]:
     """What the customer added or raised while the order was paid stays in the cart."""
-    cart = await build_service(container, session).remove_ordered(
-        user_id, [(line.variant_id, line.quantity) for line in body.items], body.coupon
-    )
-    return Envelope(data=s.ClearResult(user_id=user_id, cleared=cart is not None))
+    return Envelope(data=await take_ordered(container, principal, user_id, body))
 
 
 @router.post(

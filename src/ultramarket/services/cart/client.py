@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from typing import Any
 
 from ultramarket.core.clients import ServiceClient
 from ultramarket.services.cart.schemas import CartRead, RedemptionRead
@@ -50,6 +51,9 @@ class CartClient(ServiceClient):
             "country": country,
             "region": region,
         }
+        return await self._quote(body)
+
+    async def _quote(self, body: dict[str, Any]) -> CartRead:
         data = await self.request("POST", f"{PREFIX}/quote", json=body, idempotent=True)
         return CartRead.model_validate(data)
 
@@ -74,6 +78,9 @@ class CartClient(ServiceClient):
             "items": [{"variant_id": str(v), "quantity": q} for v, q in items],
             "coupon": coupon,
         }
+        return await self._remove_ordered(user_id, body)
+
+    async def _remove_ordered(self, user_id: uuid.UUID, body: dict[str, Any]) -> bool:
         data = await self.request(
             "POST", f"{PREFIX}/users/{user_id}/ordered", json=body, idempotent=False
         )

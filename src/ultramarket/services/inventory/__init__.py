@@ -26,6 +26,13 @@ def _subscriptions():  # type: ignore[no-untyped-def]
     return subscriptions()
 
 
+def _twins():  # type: ignore[no-untyped-def]
+    from ultramarket.services.inventory.client import InventoryClient
+    from ultramarket.services.inventory.local import InProcessInventoryClient
+
+    return {InventoryClient: InProcessInventoryClient}
+
+
 async def _sweep(container: Any) -> None:
     from ultramarket.services.inventory.service import sweep
 
@@ -42,4 +49,5 @@ SERVICE = ServiceSpec(
     migrations=Path(__file__).parent / "migrations",
     periodic=((SWEEP_INTERVAL_SECONDS, _sweep),),
     prefixes=("/api/v1/inventory",),
+    twins=_twins,
 )

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ultramarket.core.container import Container
 from ultramarket.core.deps import container_of, read_session
+from ultramarket.core.errors import Forbidden
 from ultramarket.core.schemas import Envelope, Page, PageParams, page_params
-from ultramarket.core.security import Principal, authorised, require
+from ultramarket.core.security import Principal, current_principal, require
 from ultramarket.core.service import ServiceRouter
 from ultramarket.services.inventory import schemas as s
 from ultramarket.services.inventory.service import InventoryService, ItemQuery
@@ -29,11 +32,14 @@ Reader = Annotated[Principal, require("inventory:read")]
 Paging = Annotated[PageParams, Depends(page_params)]
 
 
-async def inventory_service(request: Request) -> AsyncIterator[InventoryService]:
-    """The service on a unit of work that commits before the response is sent, for a
-    principal holding inventory:write."""
-    principal = await authorised(request, "inventory:write")
-    container = container_of(request)
+@asynccontextmanager
+async def inventory_unit(
+    container: Container, principal: Principal
+) -> AsyncIterator[InventoryService]:
+    """The service on a unit of work (committed when the block ends), for a principal
+    holding inventory:write: the routes' and the in-process client's."""
+    if not principal.can("inventory:write"):
+        raise Forbidden("Missing permission inventory:write")
     database = container.db("inventory")
     async with database.session() as session:
         yield InventoryService(
@@ -42,6 +48,12 @@ async def inventory_service(request: Request) -> AsyncIterator[InventoryService]
             actor=principal.service or principal.subject,
             database=database,
         )
+
+
+async def inventory_service(request: Request) -> AsyncIterator[InventoryService]:
+    """The service on a unit of work that commits before the response is sent."""
+    async with inventory_unit(container_of(request), await current_principal(request)) as unit:
+        yield unit
 
 
 async def inventory_reader(session: ReadSession, principal: Reader) -> InventoryService:

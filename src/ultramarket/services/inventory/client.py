@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from typing import Any
 
 from ultramarket.core.clients import ServiceClient
 from ultramarket.core.errors import Conflict
@@ -11,6 +12,18 @@ from ultramarket.services.inventory.schemas import DEFAULT_TTL, ReservationRead
 
 PREFIX = "/api/v1/inventory"
 MAX_IDS_PER_CALL = 100
+
+
+def holding(reservation: ReservationRead) -> ReservationRead:
+    """The reservation a reserve call answered, if it holds (or has sold) its units."""
+    if reservation.status not in ("active", "committed"):
+        # Whatever the service answered: the caller must not count on units it lacks.
+        raise Conflict(
+            f"The reservation is {reservation.status}",
+            code="RESERVATION_NOT_ACTIVE",
+            details=[{"key": reservation.key, "status": reservation.status}],
+        )
+    return reservation
 
 
 class InventoryClient(ServiceClient):
@@ -48,17 +61,12 @@ class InventoryClient(ServiceClient):
             "ttl_seconds": ttl_seconds,
             "lines": [{"variant_id": str(v), "quantity": q} for v, q in lines],
         }
+        return holding(await self._reserve(body))
+
+    async def _reserve(self, body: dict[str, Any]) -> ReservationRead:
         # Safe to retry: the key makes a repeated call return the first reservation.
         data = await self.request("POST", f"{PREFIX}/reservations", json=body, idempotent=True)
-        reservation = ReservationRead.model_validate(data)
-        if reservation.status not in ("active", "committed"):
-            # Whatever the server answered: the caller must not count on units it lacks.
-            raise Conflict(
-                f"The reservation is {reservation.status}",
-                code="RESERVATION_NOT_ACTIVE",
-                details=[{"key": key, "status": reservation.status}],
-            )
-        return reservation
+        return ReservationRead.model_validate(data)
 
     async def commit(self, key: str) -> ReservationRead:
         """Turn the reservation into a sale (409 when not active: committed, released, expired)."""

@@ -34,6 +34,13 @@ async def _resume(container: Any) -> None:
     await resume_deposits(container.db("payment"), providers, settings)
 
 
+def _twins():  # type: ignore[no-untyped-def]
+    from ultramarket.services.payment.client import PaymentClient
+    from ultramarket.services.payment.local import InProcessPaymentClient
+
+    return {PaymentClient: InProcessPaymentClient}
+
+
 SERVICE = ServiceSpec(
     name="payment",
     port=3005,
@@ -43,4 +50,5 @@ SERVICE = ServiceSpec(
     migrations=Path(__file__).parent / "migrations",
     periodic=((RESUME_SECONDS, _resume),),
     prefixes=("/api/v1/payments", "/api/v1/wallet"),
+    twins=_twins,
 )

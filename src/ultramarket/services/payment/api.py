@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ultramarket.core.container import Container
 from ultramarket.core.deps import ClientIP, ContainerDep, container_of, read_session, unit_of_work
 from ultramarket.core.errors import Forbidden
 from ultramarket.core.money import CurrencyCode
@@ -51,10 +53,10 @@ def _actor(principal: Principal) -> str:
     return principal.service or principal.subject
 
 
-async def payment_service(request: Request) -> AsyncIterator[PaymentService]:
-    """The service on a unit of work that commits before the response is sent."""
-    principal = await current_principal(request)
-    container = container_of(request)
+@asynccontextmanager
+async def payment_unit(container: Container, principal: Principal) -> AsyncIterator[PaymentService]:
+    """The service on a unit of work (committed when the block ends, a decline kept):
+    the routes' and the in-process client's."""
     async with container.db("payment").session() as session:
         yield PaymentService(
             session,
@@ -63,6 +65,30 @@ async def payment_service(request: Request) -> AsyncIterator[PaymentService]:
             container.settings.payments,
             actor=_actor(principal),
         )
+
+
+async def payment_service(request: Request) -> AsyncIterator[PaymentService]:
+    """The service on a unit of work that commits before the response is sent."""
+    async with payment_unit(container_of(request), await current_principal(request)) as unit:
+        yield unit
+
+
+async def charge_for_user(
+    payments: PaymentService,
+    principal: Principal,
+    body: s.InternalCharge,
+    idempotency_key: str | None,
+) -> tuple[s.PaymentRead, bool]:
+    """A service paying on behalf of ``body.user_id`` (the order service's checkout)."""
+    if not principal.is_service:
+        raise Forbidden("Only services may charge on behalf of a user")
+    return await payments.create(
+        body.user_id,
+        body,
+        ip=body.ip,
+        idempotency_key=idempotency_key,
+        owner=f"service:{principal.service or principal.subject}",
+    )
 
 
 async def webhook_service(container: ContainerDep, session: Session) -> PaymentService:
@@ -152,15 +178,7 @@ async def internal_charge(
     idempotency_key: IdempotencyKey = None,
 ) -> Envelope[s.PaymentRead]:
     """Services only: pay on behalf of ``user_id`` (the order service's checkout)."""
-    if not principal.is_service:
-        raise Forbidden("Only services may charge on behalf of a user")
-    payment, created = await payments.create(
-        body.user_id,
-        body,
-        ip=body.ip,
-        idempotency_key=idempotency_key,
-        owner=f"service:{principal.service or principal.subject}",
-    )
+    payment, created = await charge_for_user(payments, principal, body, idempotency_key)
     if not created:
         response.status_code = 200
     return Envelope(data=payment)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
+from typing import Any
 
 from ultramarket.core.clients import ServiceClient
 from ultramarket.services.payment.schemas import PaymentRead, RefundResult
@@ -36,6 +37,9 @@ class PaymentClient(ServiceClient):
             "capture": capture,
             "ip": ip,
         }
+        return await self._charge(body, idempotency_key)
+
+    async def _charge(self, body: dict[str, Any], idempotency_key: str) -> PaymentRead:
         # Safe to retry: the key makes a repeated call return the first payment.
         data = await self.request(
             "POST",

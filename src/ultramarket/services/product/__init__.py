@@ -22,6 +22,13 @@ def _subscriptions():  # type: ignore[no-untyped-def]
     return subscriptions()
 
 
+def _twins():  # type: ignore[no-untyped-def]
+    from ultramarket.services.product.client import ProductClient
+    from ultramarket.services.product.local import InProcessProductClient
+
+    return {ProductClient: InProcessProductClient}
+
+
 SERVICE = ServiceSpec(
     name="product",
     port=3003,
@@ -31,4 +38,5 @@ SERVICE = ServiceSpec(
     subscriptions=_subscriptions,
     migrations=Path(__file__).parent / "migrations",
     prefixes=("/api/v1/products", "/api/v1/categories"),
+    twins=_twins,
 )

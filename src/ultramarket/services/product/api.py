@@ -220,28 +220,33 @@ def _replace(filters: repo.ProductFilters, **changes: Any) -> repo.ProductFilter
 async def lookup_variants(
     body: s.VariantLookupRequest, request: Request, principal: CurrentPrincipal
 ) -> Envelope[list[s.VariantInfo]]:
+    return Envelope(data=await variants_info(container_of(request), principal, body))
+
+
+async def variants_info(
+    container: Container, principal: Principal, body: s.VariantLookupRequest
+) -> list[s.VariantInfo]:
+    """The variants among ``body.variant_ids`` that exist: the route's answer, and the
+    in-process client's."""
     if not principal.is_staff():
         raise Forbidden("Services and staff only")
-    database = container_of(request).db("product")
-    rows = await database.fetch_all(repo.VARIANTS_BY_ID, ids=body.variant_ids)
-    return Envelope(
-        data=[
-            s.VariantInfo(
-                id=r["id"],
-                sku=r["sku"],
-                product_id=r["product_id"],
-                name=r["name"],
-                options=r["options"] or {},
-                price_amount=r["price_amount"],
-                price=str(Money(r["price_amount"], r["currency"])),
-                currency=r["currency"],
-                status=r["status"],
-                weight_grams=r["weight_grams"],
-                available=r["available"],
-            )
-            for r in rows
-        ]
-    )
+    rows = await container.db("product").fetch_all(repo.VARIANTS_BY_ID, ids=body.variant_ids)
+    return [
+        s.VariantInfo(
+            id=r["id"],
+            sku=r["sku"],
+            product_id=r["product_id"],
+            name=r["name"],
+            options=r["options"] or {},
+            price_amount=r["price_amount"],
+            price=str(Money(r["price_amount"], r["currency"])),
+            currency=r["currency"],
+            status=r["status"],
+            weight_grams=r["weight_grams"],
+            available=r["available"],
+        )
+        for r in rows
+    ]
 
 
 async def _visible_row(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from typing import Any
 
 from ultramarket.core.clients import ServiceClient
 from ultramarket.services.product.schemas import VariantInfo
@@ -18,7 +19,8 @@ class ProductClient(ServiceClient):
         ids = [str(v) for v in dict.fromkeys(variant_ids)]
         if not ids:
             return []
-        data = await self.request(
-            "POST", "/api/v1/products/variants/lookup", json={"variant_ids": ids}
-        )
+        return await self._lookup({"variant_ids": ids})
+
+    async def _lookup(self, body: dict[str, Any]) -> list[VariantInfo]:
+        data = await self.request("POST", "/api/v1/products/variants/lookup", json=body)
         return [VariantInfo.model_validate(item) for item in data]

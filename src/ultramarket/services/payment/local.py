@@ -1,0 +1,35 @@
+"""The payment client's in-process twin (all-in-one mode): a checkout's charge runs the
+route's own unit of work and rules without going through the app."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ultramarket.core.clients import InProcessClient
+from ultramarket.core.errors import ValidationFailed
+from ultramarket.services.payment import schemas as s
+from ultramarket.services.payment.api import charge_for_user, payment_unit
+from ultramarket.services.payment.client import PaymentClient
+
+KEY_LENGTH = range(1, 201)  # the route's bounds on the Idempotency-Key header
+
+
+class InProcessPaymentClient(PaymentClient, InProcessClient):
+    async def _charge(self, body: dict[str, Any], idempotency_key: str) -> s.PaymentRead:
+        if len(idempotency_key) not in KEY_LENGTH:
+            raise ValidationFailed(
+                "Request validation failed",
+                code="VALIDATION_ERROR",
+                details=[{"field": "header.Idempotency-Key", "message": "1 to 200 characters"}],
+            )
+        request = self.parse(s.InternalCharge, body)
+
+        async def run() -> s.PaymentRead:
+            async with payment_unit(self.services, self.principal) as payments:
+                payment, _ = await charge_for_user(
+                    payments, self.principal, request, idempotency_key
+                )
+            return payment
+
+        # Safe to retry: the key makes a repeated call return the first payment.
+        return await self.call("charge", run, idempotent=True)
