@@ -352,7 +352,7 @@ class InProcessClient(ServiceClient):
                     await asyncio.sleep(0.05 * 2**attempt)
                     continue
                 IN_PROCESS_CALLS.labels(self.service, name, str(status)).inc()
-                raise self._as_received(exc) from None
+                raise self._as_received(exc) from exc
             except Exception as exc:
                 IN_PROCESS_CALLS.labels(self.service, name, "500").inc()
                 log.exception("in-process call failed", extra={"call": f"{self.service}.{name}"})
