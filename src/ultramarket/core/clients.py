@@ -33,6 +33,7 @@ from ultramarket.core.errors import (
     RateLimited,
     Unavailable,
     ValidationFailed,
+    validation_details,
 )
 from ultramarket.core.logging import request_id_var
 from ultramarket.core.security import Principal
@@ -327,17 +328,12 @@ class InProcessClient(ServiceClient):
         try:
             return model.model_validate(data)
         except pydantic.ValidationError as exc:
+            # Located as the route locates a body's errors.
+            errors = [{**err, "loc": ("body", *err["loc"])} for err in exc.errors()]
             raise ValidationFailed(
                 "Request validation failed",
                 code="VALIDATION_ERROR",
-                details=[
-                    {
-                        "field": ".".join(["body", *(str(p) for p in err["loc"])]),
-                        "message": err["msg"],
-                        "type": err["type"],
-                    }
-                    for err in exc.errors()
-                ],
+                details=validation_details(errors),
             ) from None
 
     async def call(self, name: str, run: Callable[[], Awaitable[T]], *, idempotent: bool) -> T:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -192,9 +193,10 @@ def error_response(
     )
 
 
-def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+def validation_details(errors: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The envelope's details of a failed validation (pydantic's ``errors()``)."""
     details = []
-    for err in exc.errors():
+    for err in errors:
         loc = [str(p) for p in err.get("loc", ())]
         # Never echo back the offending input (it may be a password).
         details.append({"field": ".".join(loc), "message": err.get("msg", ""), "type": err["type"]})
@@ -218,7 +220,7 @@ def install_error_handlers(app: FastAPI) -> None:
             422,
             "VALIDATION_ERROR",
             "Request validation failed",
-            _validation_details(exc),
+            validation_details(errors),
         )
 
     async def http(request: Request, exc: Exception) -> JSONResponse:

@@ -40,8 +40,10 @@ wallet_router = ServiceRouter(prefix="/api/v1/wallet", tags=["wallet"])
 Session = Annotated[AsyncSession, unit_of_work("payment")]
 ReadSession = Annotated[AsyncSession, read_session("payment")]
 Paging = Annotated[PageParams, Depends(page_params)]
+KEY_MIN_LENGTH, KEY_MAX_LENGTH = 1, 200  # of an Idempotency-Key
 IdempotencyKey = Annotated[
-    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
+    str | None,
+    Header(alias="Idempotency-Key", min_length=KEY_MIN_LENGTH, max_length=KEY_MAX_LENGTH),
 ]
 Creator = Annotated[Principal, require("payment:create")]
 Refunder = Annotated[Principal, require("payment:refund")]
@@ -193,7 +195,9 @@ async def internal_forfeit(
     body: s.ForfeitCharge,
     payments: Payments,
     principal: CurrentPrincipal,
-    idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=200)],
+    idempotency_key: Annotated[
+        str, Header(alias="Idempotency-Key", min_length=KEY_MIN_LENGTH, max_length=KEY_MAX_LENGTH)
+    ],
 ) -> Envelope[s.PaymentRead | None]:
     """Services only (the order sweeper): the charge the calling service made with this
     Idempotency-Key for ``order_id``, or null - and then no charge will ever be made

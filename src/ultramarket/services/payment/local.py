@@ -8,19 +8,27 @@ from typing import Any
 from ultramarket.core.clients import InProcessClient
 from ultramarket.core.errors import ValidationFailed
 from ultramarket.services.payment import schemas as s
-from ultramarket.services.payment.api import charge_for_user, payment_unit
+from ultramarket.services.payment.api import (
+    KEY_MAX_LENGTH,
+    KEY_MIN_LENGTH,
+    charge_for_user,
+    payment_unit,
+)
 from ultramarket.services.payment.client import PaymentClient
-
-KEY_LENGTH = range(1, 201)  # the route's bounds on the Idempotency-Key header
 
 
 class InProcessPaymentClient(PaymentClient, InProcessClient):
     async def _charge(self, body: dict[str, Any], idempotency_key: str) -> s.PaymentRead:
-        if len(idempotency_key) not in KEY_LENGTH:
+        if not KEY_MIN_LENGTH <= len(idempotency_key) <= KEY_MAX_LENGTH:
             raise ValidationFailed(
                 "Request validation failed",
                 code="VALIDATION_ERROR",
-                details=[{"field": "header.Idempotency-Key", "message": "1 to 200 characters"}],
+                details=[
+                    {
+                        "field": "header.Idempotency-Key",
+                        "message": f"{KEY_MIN_LENGTH} to {KEY_MAX_LENGTH} characters",
+                    }
+                ],
             )
         request = self.parse(s.InternalCharge, body)
 
