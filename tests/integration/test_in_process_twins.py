@@ -138,7 +138,12 @@ async def test_charges_match_the_app(client, container, drain, make_user):
     too_long = "k" * 201
     invalid = await failure(twin.charge(*args, idempotency_key=too_long))
     assert isinstance(invalid, ValidationFailed)
-    assert type(await failure(over_app.charge(*args, idempotency_key=too_long))) is ValidationFailed
+    same_error(invalid, await failure(over_app.charge(*args, idempotency_key=too_long)))
+    # A bad key and a bad body: both told, the header's first, as the route tells them.
+    bad_body = (order_id, buyer.id, "-5", "USD", "card", "tok_visa")
+    both_wrong = await failure(twin.charge(*bad_body, idempotency_key=too_long))
+    assert [d["field"] for d in both_wrong.details] == ["header.Idempotency-Key", "body.amount"]
+    same_error(both_wrong, await failure(over_app.charge(*bad_body, idempotency_key=too_long)))
 
 
 async def test_quotes_and_lookups_match_the_app(client, container, drain, make_user):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -323,18 +323,32 @@ class InProcessClient(ServiceClient):
         )
 
     @staticmethod
-    def parse(model: type[M], data: Any) -> M:
-        """The request as the route would validate it (a 422 otherwise)."""
+    def parse(
+        model: type[M],
+        data: Any,
+        *,
+        headers: Sequence[tuple[str, pydantic.TypeAdapter[Any], Any]] = (),
+    ) -> M:
+        """The request as the route would validate it: its ``headers`` (name, the route's
+        constraint, value) and then its body, every error in one 422 located as the
+        route locates it."""
+        errors: list[Any] = []
+        for name, constraint, value in headers:
+            try:
+                constraint.validate_python(value)
+            except pydantic.ValidationError as exc:
+                errors += [{**err, "loc": ("header", name, *err["loc"])} for err in exc.errors()]
         try:
-            return model.model_validate(data)
+            request = model.model_validate(data)
         except pydantic.ValidationError as exc:
-            # Located as the route locates a body's errors.
-            errors = [{**err, "loc": ("body", *err["loc"])} for err in exc.errors()]
+            errors += [{**err, "loc": ("body", *err["loc"])} for err in exc.errors()]
+        if errors:
             raise ValidationFailed(
                 "Request validation failed",
                 code="VALIDATION_ERROR",
                 details=validation_details(errors),
             ) from None
+        return request
 
     async def call(self, name: str, run: Callable[[], Awaitable[T]], *, idempotent: bool) -> T:
         """Run one call (``run``, a unit of work of the called service) as the wire would."""

@@ -3,10 +3,11 @@ route's own unit of work and rules without going through the app."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import StringConstraints, TypeAdapter
 
 from ultramarket.core.clients import InProcessClient
-from ultramarket.core.errors import ValidationFailed
 from ultramarket.services.payment import schemas as s
 from ultramarket.services.payment.api import (
     KEY_MAX_LENGTH,
@@ -16,21 +17,17 @@ from ultramarket.services.payment.api import (
 )
 from ultramarket.services.payment.client import PaymentClient
 
+# The route's Idempotency-Key header, as its ``Header`` constrains it.
+IDEMPOTENCY_KEY: TypeAdapter[str] = TypeAdapter(
+    Annotated[str, StringConstraints(min_length=KEY_MIN_LENGTH, max_length=KEY_MAX_LENGTH)]
+)
+
 
 class InProcessPaymentClient(PaymentClient, InProcessClient):
     async def _charge(self, body: dict[str, Any], idempotency_key: str) -> s.PaymentRead:
-        if not KEY_MIN_LENGTH <= len(idempotency_key) <= KEY_MAX_LENGTH:
-            raise ValidationFailed(
-                "Request validation failed",
-                code="VALIDATION_ERROR",
-                details=[
-                    {
-                        "field": "header.Idempotency-Key",
-                        "message": f"{KEY_MIN_LENGTH} to {KEY_MAX_LENGTH} characters",
-                    }
-                ],
-            )
-        request = self.parse(s.InternalCharge, body)
+        request = self.parse(
+            s.InternalCharge, body, headers=[("Idempotency-Key", IDEMPOTENCY_KEY, idempotency_key)]
+        )
 
         async def run() -> s.PaymentRead:
             async with payment_unit(self.services, self.principal) as payments:
