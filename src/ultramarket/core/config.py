@@ -165,6 +165,13 @@ class PaymentSettings(BaseModel):
     paypal_client_secret: SecretStr | None = None
     paypal_webhook_id: str | None = None
     provider_timeout_seconds: float = 10.0
+    # A charge is committed ``processing`` before its provider is asked, and the request
+    # asking holds it this long (longer than a provider call with its retries can take):
+    # a retry with the same Idempotency-Key waits for that request's answer (at most
+    # ``charge_wait_seconds``, then 503 PAYMENT_PROCESSING) and the sweeper leaves it.
+    # Past it (the request died), a retry or the sweeper asks the provider again.
+    charge_lease_seconds: float = 60.0
+    charge_wait_seconds: float = 10.0
     # A payment whose provider has not answered (``processing``) for this long is failed
     # (decline code ``provider_unreachable``) so its order ends; a charge the provider
     # reports later is refunded at once.

@@ -7,7 +7,6 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-import httpx
 from payment_helpers import API, WALLET, assert_error, card, ok
 from sqlalchemy import func, select
 from tests.shop import flaky_card_provider
@@ -325,41 +324,6 @@ async def test_provider_keys_are_scoped_like_our_own_records(
     got = ok(await client.get(f"{API}/{paid['id']}", headers=user.headers))
     assert got["refunded_amount"] == "60.00"
     assert sorted(refunds.values()) == [3000, 3000]  # what the provider moved
-
-
-async def test_a_retry_after_a_crash_past_the_charge_asks_the_provider_with_the_same_key(
-    app, make_user, monkeypatch
-):
-    """The provider charged, then the request died before our commit (here an unexpected
-    error while recording its answer): the payment and the key's claim rolled back with
-    it. The retry with the same Idempotency-Key asks the provider with the first call's
-    key - which answers with that charge - instead of making a second one."""
-    charge, apply_result = TestProvider.charge, PaymentService._apply_result
-    keys: list[str] = []
-    crashes = [RuntimeError("the process died after the charge")]
-
-    async def recorded(self: TestProvider, request: Any) -> Any:
-        keys.append(request.idempotency_key)
-        return await charge(self, request)
-
-    async def crash_once(self: PaymentService, payment: Any, result: Any) -> None:
-        if crashes:
-            raise crashes.pop()
-        await apply_result(self, payment, result)
-
-    monkeypatch.setattr(TestProvider, "charge", recorded)
-    monkeypatch.setattr(PaymentService, "_apply_result", crash_once)
-    user = await make_user()
-    headers = {**user.headers, "Idempotency-Key": "pay-crash"}
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-        first = await http.post(API, json=card(order="o-crash"), headers=headers)
-        assert_error(first, 500, "INTERNAL")
-        again = ok(await http.post(API, json=card(order="o-crash"), headers=headers), 201)
-        [payment] = ok(await http.get(API, headers=user.headers))
-    assert len(keys) == 2
-    assert keys[0] == keys[1]  # the provider answers the first charge: one charge
-    assert (payment["id"], payment["status"]) == (again["id"], "succeeded")
 
 
 async def test_the_new_account_threshold_is_the_payments_own_currencys(client, make_user, settings):

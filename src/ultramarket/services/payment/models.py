@@ -87,6 +87,10 @@ class Payment(TimestampMixin, IdMixin, Base):
     ip: Mapped[str | None] = mapped_column(String(64))
     actor: Mapped[str | None] = mapped_column(String(100))  # the user, or the calling service
     succeeded_at: Mapped[datetime | None]
+    # Until when the request asking the provider about this payment holds it (it is
+    # committed ``processing`` before the provider is asked): a retry with its key waits
+    # for that request's answer, the sweeper leaves it alone. NULL: nobody is asking.
+    in_flight_until: Mapped[datetime | None]
 
 
 class PaymentRefund(IdMixin, Base):

@@ -7,13 +7,18 @@ concurrent full refunds refund once. Events go to the outbox in the same unit of
 work. A decline is committed (``persist_changes``) so the failed payment, its fraud
 signals and the idempotency record survive the 402.
 
-The provider is called inside the unit of work: a slow gateway holds the row (and,
-on SQLite, the write lock) for that long. The provider also receives our
-idempotency key, so a crash between its answer and our commit is safe to retry.
+A charge is committed ``processing`` (with the claim of its key) before its provider
+is asked, and nothing is held while the provider answers: a charge the provider makes
+is never one we hold no record of. The request asking holds the payment
+(``in_flight_until``, ``charge_lease_seconds``): a retry with the key waits for its
+answer; once it is gone (an unknown outcome, an error, a crash past the lease), the
+retry or the sweeper asks the provider again with the same provider idempotency key,
+which answers with the charge it made, if any.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -200,6 +205,8 @@ class PaymentService:
         self.actor = actor
         # The key a create() is answering: the answer goes in with the provider's result.
         self._answering: Idempotency | None = None
+        # The payment this request holds while it asks the provider (``in_flight_until``).
+        self._holding: uuid.UUID | None = None
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -309,9 +316,16 @@ class PaymentService:
         if replay is not None:
             return s.PaymentRead.model_validate(replay[1]), False
         self._answering = idem
+        if not resumed:
+            # The payment and the claim of its key are committed before the provider is
+            # asked: a charge the provider makes is never one we hold no record of (a
+            # crash after its answer leaves the payment ``processing`` for a retry or the
+            # sweeper to settle), and no lock is held across the provider call.
+            await self.session.commit()
+            self._holding = payment.id
         try:
             if resumed:
-                read = await self._resume(user_id, body, key=idempotency_key, owner=owner)
+                read = await self._resume(idem, user_id, body, key=idempotency_key, owner=owner)
             else:
                 read = await self._create(payment, body, ip=ip, key=idempotency_key)
         except DomainError as error:
@@ -319,22 +333,37 @@ class PaymentService:
             if error.persist_changes and not isinstance(error, OutcomeUnknown):
                 await idem.fail(error)
             raise
+        except Exception:
+            await self._let_go()
+            raise
         if idem.unanswered:  # a charge records its answer with the provider's result
             await idem.finish(201, read.model_dump(mode="json"))
         return read, not resumed
 
     async def _resume(
-        self, user_id: uuid.UUID, body: s.PaymentCreate, *, key: str | None, owner: str
+        self,
+        idem: Idempotency,
+        user_id: uuid.UUID,
+        body: s.PaymentCreate,
+        *,
+        key: str | None,
+        owner: str,
     ) -> s.PaymentRead:
-        """Finish the payment whose provider call ended with an unknown outcome: ask the
-        provider again with the SAME provider idempotency key (it answers the first
-        call's result, or makes the charge now if the first never arrived)."""
+        """A retry of a key whose request has not answered: while that request is still
+        asking the provider, wait for its answer; once it is over (its provider call
+        went unanswered, or it died), ask the provider again with the SAME provider
+        idempotency key (it answers the first call's result, or makes the charge now if
+        the first never arrived)."""
         payment = await self._claimed_with(body.order_id, key)
         if payment is None:  # nothing was kept: start afresh
             payment = self._new_payment(user_id, body, ip=None, key=key, owner=owner)
             self.session.add(payment)
             await self.session.flush()
             return await self._create(payment, body, ip=None, key=key)
+        if payment.status == "processing":
+            answer = await self._answer_of_first(idem, payment)
+            if answer is not None:
+                return answer
         if payment.status == "processing":
             await self.resume(payment)
         if payment.status == "failed":  # given up meanwhile: the retry is told so
@@ -343,6 +372,82 @@ class PaymentService:
                 details=[{"decline_code": payment.decline_code, "payment_id": str(payment.id)}],
             )
         return s.PaymentRead.of(payment)
+
+    def in_flight(self, payment: Payment, now: datetime | None = None) -> bool:
+        """A request is asking the provider about ``payment`` (it holds it)."""
+        held = payment.in_flight_until
+        return held is not None and held > (now or utcnow())
+
+    async def take_over(self, payment: Payment, now: datetime | None = None) -> bool:
+        """Hold ``payment`` for this request, to ask its provider again: one conditional
+        UPDATE (still ``processing`` and held by nobody), committed at once so that
+        other retries wait for this one. False when another took it or it was settled."""
+        now = now or utcnow()
+        taken = await self.session.scalar(
+            update(PAY)
+            .where(
+                PAY.c.id == payment.id,
+                PAY.c.status == "processing",
+                or_(PAY.c.in_flight_until.is_(None), PAY.c.in_flight_until <= now),
+            )
+            .values(in_flight_until=now + self._lease(), updated_at=now)
+            .returning(PAY.c.id)
+        )
+        await self.session.commit()
+        await self.session.refresh(payment)
+        if taken is None:
+            return False
+        self._holding = payment.id
+        return True
+
+    async def _let_go(self) -> None:
+        """The request holding a payment ends with neither an answer nor an unknown
+        outcome (an unexpected error, its unit of work rolled back): let the payment go,
+        so that a retry asks the provider again now instead of when the lease runs out."""
+        if self._holding is None:
+            return
+        try:
+            await self.session.rollback()
+            await self.session.execute(
+                update(PAY)
+                .where(PAY.c.id == self._holding, PAY.c.status == "processing")
+                .values(in_flight_until=None)
+            )
+            await self.session.commit()
+        except Exception:  # the lease runs out by itself; the first error is the one told
+            log.exception("could not let a payment go", extra={"payment_id": str(self._holding)})
+
+    def _lease(self) -> timedelta:
+        return timedelta(seconds=self.settings.charge_lease_seconds)
+
+    async def _answer_of_first(self, idem: Idempotency, payment: Payment) -> s.PaymentRead | None:
+        """Wait for the answer of the request that holds ``payment`` (the key's first):
+        that answer (a recorded error raised as it was), or None once this request
+        holds the payment instead (the first is over without an answer). Past
+        ``charge_wait_seconds``: 503 PAYMENT_PROCESSING, to retry later."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.charge_wait_seconds
+        payment_id = str(payment.id)
+        pause = 0.01
+        while True:
+            if not self.in_flight(payment) and await self.take_over(payment):
+                return None
+            # This request wrote nothing (its claim found the key taken): end its
+            # transaction, which on SQLite also holds the write lock and a snapshot.
+            await self.session.rollback()
+            if loop.time() >= deadline:
+                raise PaymentPending(details=[{"payment_id": payment_id}])
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.25)
+            try:
+                _, body = await idem.reread()  # a recorded error is raised
+            except KeyUnfinished:
+                await self.session.refresh(payment)
+                if payment.status != "processing":
+                    return None  # settled (a webhook), its key not answered yet: as it is
+                continue
+            idem.answered()
+            return s.PaymentRead.model_validate(body)
 
     def _new_payment(
         self,
@@ -367,6 +472,7 @@ class PaymentService:
         else:
             provider_slug = self.settings.card_provider
         payment_id = uuid.uuid4()
+        now = utcnow()
         return Payment(
             id=payment_id,
             user_id=user_id,
@@ -389,7 +495,8 @@ class PaymentService:
             else provider_key("payment.create", str(payment_id)),
             ip=ip,
             actor=self.actor,
-            created_at=utcnow(),
+            created_at=now,
+            in_flight_until=now + self._lease(),
         )
 
     async def _create(
@@ -445,6 +552,7 @@ class PaymentService:
         capture) - and only the provider's webhook settles it: asking again would at best
         replay the same answer, at worst re-authorise a captured authorisation."""
         if payment.provider_ref is not None:
+            payment.in_flight_until = None  # (kept with the 503: nobody is asking)
             raise PaymentPending(details=[{"payment_id": str(payment.id)}])
         key = payment.idempotency_key
         await self._call_provider(
@@ -495,14 +603,20 @@ class PaymentService:
             description=f"order {body.order_id}",
             user_id=str(payment.user_id),
         )
+        if self.session.in_transaction():
+            # Nothing is held while the provider answers (the fraud rules' reads and
+            # signals, a take-over's reload: on SQLite, the write lock).
+            await self.session.commit()
         try:
             result = await (
                 provider.authorize(charge) if authorize_only else provider.charge(charge)
             )
         except Unavailable as exc:
             # No answer: the charge may or may not have happened. Keep the payment
-            # ``processing`` (committed, with its key): a retry with the key resumes
-            # it, and the provider's webhook (matched by our payment id) settles it.
+            # ``processing`` (committed, with its key) and let it go: a retry with the
+            # key resumes it at once, and the provider's webhook (matched by our payment
+            # id) settles it.
+            payment.in_flight_until = None
             raise OutcomeUnknown(exc.message, details=[{"payment_id": str(payment.id)}]) from exc
         await self._apply_result(payment, result)
 
@@ -512,7 +626,9 @@ class PaymentService:
             # neither paid nor failed. It stays ``processing`` with the reference the
             # provider's webhook will name when it settles it, committed, its key left
             # unanswered (a retry resumes it, as the sweeper does), and a 503 meanwhile.
-            if await self._transition(payment, ("processing",), provider_ref=result.provider_ref):
+            if await self._transition(
+                payment, ("processing",), provider_ref=result.provider_ref, in_flight_until=None
+            ):
                 raise PaymentPending(details=[{"payment_id": str(payment.id)}])
             return  # settled meanwhile (the provider's webhook): answered as it is now
         if result.status == "failed":
@@ -521,6 +637,7 @@ class PaymentService:
                 payment,
                 ("processing",),
                 then=events.PaymentFailed(**self._event_fields(payment), decline_code=decline),
+                in_flight_until=None,
                 status="failed",
                 provider_ref=result.provider_ref,
                 decline_code=decline,
@@ -536,7 +653,11 @@ class PaymentService:
                     }
                 ],
             )
-        values: dict[str, Any] = {"status": result.status, "provider_ref": result.provider_ref}
+        values: dict[str, Any] = {
+            "status": result.status,
+            "provider_ref": result.provider_ref,
+            "in_flight_until": None,
+        }
         succeeded = None
         if result.status == "succeeded":
             values["succeeded_at"] = utcnow()
@@ -1545,14 +1666,16 @@ async def resume_processing(
     async def resume(session: AsyncSession, payment_id: uuid.UUID) -> bool:
         payments = service(session)
         payment = await payments.get(payment_id)
-        if payment.status != "processing":
+        # One a request is still asking its provider about is that request's to settle.
+        if payment.status != "processing" or not await payments.take_over(payment, now):
             return False
         await payments.resume(payment)
         return True
 
     async def give_up(session: AsyncSession, payment_id: uuid.UUID) -> bool:
         payments = service(session)
-        return await payments.give_up(await payments.get(payment_id))
+        payment = await payments.get(payment_id)
+        return not payments.in_flight(payment, now) and await payments.give_up(payment)
 
     return await _sweep(
         database, Payment, settings, "payment", resume, give_up,
