@@ -16,12 +16,15 @@ from ultramarket.core.clients import InProcessClient, ServiceClient
 from ultramarket.core.errors import (
     Conflict,
     DomainError,
+    Forbidden,
     NotFound,
     PaymentFailed,
     Unavailable,
     ValidationFailed,
 )
 from ultramarket.core.http import create_app
+from ultramarket.services.cart import local as local_cart
+from ultramarket.services.cart.api import quote_checkout, take_ordered
 from ultramarket.services.cart.client import CartClient
 from ultramarket.services.inventory.client import InventoryClient
 from ultramarket.services.inventory.service import InventoryService
@@ -169,6 +172,44 @@ async def test_quotes_and_lookups_match_the_app(client, container, drain, make_u
     missing = await failure(carts.checkout_quote(buyer.id, items=unknown))
     assert missing.code == "VARIANT_NOT_FOUND"
     same_error(missing, await failure(carts_over_app.checkout_quote(buyer.id, items=unknown)))
+
+
+async def test_only_calls_that_may_be_repeated_are_retried(
+    client, container, drain, make_user, monkeypatch
+):
+    """A 503 from the service is retried for a quote (a read), never for removing the
+    bought lines (a repeat would take the units twice); a 403 from it is the caller's
+    503 UPSTREAM_ERROR, as over the wire."""
+    v = await shop(client, container, drain, make_user)
+    variant = uuid.UUID(v["variant_id"])
+    buyer = await make_user()
+    carts, _ = both(container, CartClient, "order")
+    calls: list[str] = []
+
+    def once_unavailable(name: str, real: Any) -> Any:
+        async def flaky(*args: Any) -> Any:
+            calls.append(name)
+            if calls.count(name) == 1:
+                raise Unavailable("busy for a moment")
+            return await real(*args)
+
+        return flaky
+
+    monkeypatch.setattr(local_cart, "quote_checkout", once_unavailable("quote", quote_checkout))
+    monkeypatch.setattr(local_cart, "take_ordered", once_unavailable("take", take_ordered))
+    quote = await carts.checkout_quote(buyer.id, items=[(variant, 1)], country="US", region="CA")
+    assert quote.subtotal_amount == 1250
+    assert calls == ["quote", "quote"]
+    refused = await failure(carts.remove_ordered(buyer.id, [(variant, 1)]))
+    assert isinstance(refused, Unavailable)
+    assert calls.count("take") == 1
+
+    async def forbidden(*_: Any) -> Any:
+        raise Forbidden("not for you")
+
+    monkeypatch.setattr(local_cart, "quote_checkout", forbidden)
+    upstream = await failure(carts.checkout_quote(buyer.id, items=[(variant, 1)]))
+    assert (type(upstream), upstream.code) == (Unavailable, "UPSTREAM_ERROR")
 
 
 async def test_direct_calls_can_be_switched_off(settings):

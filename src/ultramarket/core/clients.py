@@ -374,7 +374,7 @@ class InProcessClient(ServiceClient):
     def _as_received(self, exc: DomainError) -> DomainError:
         status = exc.status_code
         if status == 429:
-            return RateLimited(getattr(exc, "retry_after", 1))
+            return RateLimited(max(1, int(getattr(exc, "retry_after", 1))))  # as Retry-After
         cls = ERROR_CLASSES.get(status, DomainError)
         if cls is DomainError or status in (401, 403):
             return self._failed()
