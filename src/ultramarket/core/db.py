@@ -578,20 +578,22 @@ class Database:
 
     async def write_if(
         self,
-        guard: Update,
+        guard: Update | Insert,
         params: Mapping[str, Any],
         *rows: tuple[Table, Mapping[str, Any]],
+        updates: Sequence[tuple[Update, Mapping[str, Any]]] = (),
     ) -> Mapping[str, Any] | None:
-        """``guard`` (a conditional UPDATE ... RETURNING, built once: its values are
-        ``bindparam``s filled from ``params``) and, only when it matched, the ``rows``
-        (table, values) inserted: on PostgreSQL ONE statement in autocommit (each insert
-        selects from the guard's CTE), elsewhere one transaction. The guard's row, or
-        None when it matched nothing (and nothing was written)."""
+        """``guard`` (a conditional UPDATE, or an INSERT ... ON CONFLICT DO NOTHING, with
+        RETURNING, built once: its values are ``bindparam``s filled from ``params``) and,
+        only when it matched, the ``rows`` (table, values) inserted and the ``updates``
+        run: on PostgreSQL ONE statement in autocommit (each selects from the guard's
+        CTE), elsewhere one transaction. The guard's row, or None when it matched nothing
+        (and nothing was written)."""
         if self.dialect == "postgresql":
-            found = await self._driver(*_guarded_with(guard, params, rows))
+            found = await self._driver(*_guarded_with(guard, params, rows, updates))
             return found[0] if found else None
         async with self.session() as session:
-            return await write_if_in(session, guard, params, *rows)
+            return await write_if_in(session, guard, params, *rows, updates=updates)
 
     async def write_all(self, statement: Returning, **params: Any) -> list[dict[str, Any]]:
         """One write statement built once (an UPDATE/INSERT ... RETURNING; ``bindparam``s

@@ -59,13 +59,15 @@ def _actor(principal: Principal) -> str:
 async def payment_unit(container: Container, principal: Principal) -> AsyncIterator[PaymentService]:
     """The service on a unit of work (committed when the block ends, a decline kept):
     the routes' and the in-process client's."""
-    async with container.db("payment").session() as session:
+    database = container.db("payment")
+    async with database.session() as session:
         yield PaymentService(
             session,
             container.publisher("payment"),
             providers_of(container),
             container.settings.payments,
             actor=_actor(principal),
+            database=database,
         )
 
 

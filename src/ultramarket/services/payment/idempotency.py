@@ -19,7 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ultramarket.core.db import adopt, columns_of, utcnow, write_if_in
+from ultramarket.core.db import Database, adopt, columns_of, utcnow, write_if_in
 from ultramarket.core.errors import ERROR_CLASSES, Conflict, DomainError
 from ultramarket.services.payment.models import IdempotencyRecord
 
@@ -133,10 +133,14 @@ class Idempotency:
             )
         return status, body
 
-    async def begin(self, row: Any = None) -> tuple[int, dict[str, Any]] | None:
+    async def begin(
+        self, row: Any = None, *, committed_by: Database | None = None
+    ) -> tuple[int, dict[str, Any]] | None:
         """The first response when this key was used before; else claim the key. ``row``
         (a new mapped object) is inserted with the claim, in the same statement, and
-        only when the key is claimed (or when there is no key)."""
+        only when the key is claimed (or when there is no key). ``committed_by``: the
+        claim is its own transaction on that database (committed at once), not part of
+        the session's unit of work."""
         if self.key is None:
             if row is not None:
                 self.session.add(row)
@@ -145,19 +149,20 @@ class Idempotency:
         # Claiming is the lookup: one INSERT that does nothing when the key is taken. A
         # concurrent claim of the same key waits on the unique index (PostgreSQL) or on
         # the write lock (SQLite), then finds the finished record.
-        claimed = await write_if_in(
-            self.session,
-            CLAIM[self.session.get_bind().dialect.name],
-            {
-                "claim_id": uuid.uuid4(),
-                "claim_scope": self.scope,
-                "claim_owner": self.owner,
-                "claim_key": self.key,
-                "claim_hash": self.hash,
-                "claim_at": utcnow(),
-            },
-            *([] if row is None else [(row.__table__, columns_of(row))]),
-        )
+        params = {
+            "claim_id": uuid.uuid4(),
+            "claim_scope": self.scope,
+            "claim_owner": self.owner,
+            "claim_key": self.key,
+            "claim_hash": self.hash,
+            "claim_at": utcnow(),
+        }
+        rows = [] if row is None else [(row.__table__, columns_of(row))]
+        if committed_by is not None:
+            claimed = await committed_by.write_if(CLAIM[committed_by.dialect], params, *rows)
+        else:
+            claim = CLAIM[self.session.get_bind().dialect.name]
+            claimed = await write_if_in(self.session, claim, params, *rows)
         if claimed is None:
             found = await self._find()
             assert found is not None  # the conflicting record is committed

@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ultramarket.core.config import PaymentSettings
-from ultramarket.core.db import utcnow, write_if_in
+from ultramarket.core.db import Database, utcnow, write_if_in
 from ultramarket.core.errors import (
     Conflict,
     DomainError,
@@ -197,8 +197,12 @@ class PaymentService:
         settings: PaymentSettings,
         *,
         actor: str | None = None,
+        database: Database | None = None,
     ) -> None:
         self.session = session
+        # The session's database: a charge's claim and its result are each written by
+        # it as one statement of their own (committed at once) when given.
+        self.database = database
         self.publisher = publisher
         self.providers = providers
         self.settings = settings
@@ -222,12 +226,15 @@ class PaymentService:
         *,
         then: Event | None = None,
         answer: bool = False,
+        alone: bool = False,
         **values: Any,
     ) -> bool:
         """Move ``payment`` on from one of the ``expected`` statuses (one conditional
         UPDATE) and publish ``then`` with it - and, with ``answer``, record the payment as
         the answer to the key being answered - in one statement; False when it was in
-        none of them (nothing else is written; it is reloaded to show where it is)."""
+        none of them (nothing else is written; it is reloaded to show where it is).
+        ``alone``: nothing after it is to be undone with it, so when the unit of work
+        holds nothing yet, the statement commits by itself (no session transaction)."""
         values["updated_at"] = utcnow()
         for name, value in values.items():  # as it will be: what the answer shows
             set_committed_value(payment, name, value)
@@ -238,13 +245,14 @@ class PaymentService:
         if answer and self._answering is not None:
             body = s.PaymentRead.of(payment).model_dump(mode="json")
             recorded = self._answering.answer(201, body)
-        moved = await write_if_in(
-            self.session,
-            _move(expected, tuple(values)),
-            {"payment_id": payment.id, **{f"new_{k}": v for k, v in values.items()}},
-            *rows,
-            updates=[recorded] if recorded is not None else [],
-        )
+        guard = _move(expected, tuple(values))
+        params = {"payment_id": payment.id, **{f"new_{k}": v for k, v in values.items()}}
+        updates = [recorded] if recorded is not None else []
+        database = self._own_writes() if alone else None
+        if database is not None:
+            moved = await database.write_if(guard, params, *rows, updates=updates)
+        else:
+            moved = await write_if_in(self.session, guard, params, *rows, updates=updates)
         if moved is None:
             await self.session.refresh(payment)
             return False
@@ -310,7 +318,7 @@ class PaymentService:
         resumed = False
         try:
             # The payment row goes in with the claim of the key (one statement).
-            replay = await idem.begin(payment)
+            replay = await idem.begin(payment, committed_by=self._own_writes())
         except KeyUnfinished:
             replay, resumed = None, True
         if replay is not None:
@@ -321,7 +329,8 @@ class PaymentService:
             # asked: a charge the provider makes is never one we hold no record of (a
             # crash after its answer leaves the payment ``processing`` for a retry or the
             # sweeper to settle), and no lock is held across the provider call.
-            await self.session.commit()
+            if self.session.in_transaction():
+                await self.session.commit()
             self._holding = payment.id
         try:
             if resumed:
@@ -372,6 +381,12 @@ class PaymentService:
                 details=[{"decline_code": payment.decline_code, "payment_id": str(payment.id)}],
             )
         return s.PaymentRead.of(payment)
+
+    def _own_writes(self) -> Database | None:
+        """The database to write the next statement on by itself (committed at once),
+        when this unit of work holds nothing it must be atomic with; else None (the
+        statement joins the session's transaction)."""
+        return None if self.session.in_transaction() else self.database
 
     def in_flight(self, payment: Payment, now: datetime | None = None) -> bool:
         """A request is asking the provider about ``payment`` (it holds it)."""
@@ -627,7 +642,11 @@ class PaymentService:
             # provider's webhook will name when it settles it, committed, its key left
             # unanswered (a retry resumes it, as the sweeper does), and a 503 meanwhile.
             if await self._transition(
-                payment, ("processing",), provider_ref=result.provider_ref, in_flight_until=None
+                payment,
+                ("processing",),
+                alone=True,
+                provider_ref=result.provider_ref,
+                in_flight_until=None,
             ):
                 raise PaymentPending(details=[{"payment_id": str(payment.id)}])
             return  # settled meanwhile (the provider's webhook): answered as it is now
@@ -637,6 +656,7 @@ class PaymentService:
                 payment,
                 ("processing",),
                 then=events.PaymentFailed(**self._event_fields(payment), decline_code=decline),
+                alone=True,
                 in_flight_until=None,
                 status="failed",
                 provider_ref=result.provider_ref,
@@ -662,7 +682,9 @@ class PaymentService:
         if result.status == "succeeded":
             values["succeeded_at"] = utcnow()
             succeeded = events.PaymentSucceeded(**self._event_fields(payment))
-        await self._transition(payment, ("processing",), then=succeeded, answer=True, **values)
+        await self._transition(
+            payment, ("processing",), then=succeeded, answer=True, alone=True, **values
+        )
 
     # -- capture / void ------------------------------------------------------------------
 
@@ -1661,7 +1683,9 @@ async def resume_processing(
     ``processing_give_up_hours`` is given up (failed). Returns how many were settled."""
 
     def service(session: AsyncSession) -> PaymentService:
-        return PaymentService(session, publisher, providers, settings, actor="sweeper")
+        return PaymentService(
+            session, publisher, providers, settings, actor="sweeper", database=database
+        )
 
     async def resume(session: AsyncSession, payment_id: uuid.UUID) -> bool:
         payments = service(session)
