@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request, Response
+from pydantic import StringConstraints
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ultramarket.core.container import Container
@@ -41,10 +42,9 @@ Session = Annotated[AsyncSession, unit_of_work("payment")]
 ReadSession = Annotated[AsyncSession, read_session("payment")]
 Paging = Annotated[PageParams, Depends(page_params)]
 KEY_MIN_LENGTH, KEY_MAX_LENGTH = 1, 200  # of an Idempotency-Key
-IdempotencyKey = Annotated[
-    str | None,
-    Header(alias="Idempotency-Key", min_length=KEY_MIN_LENGTH, max_length=KEY_MAX_LENGTH),
-]
+# An Idempotency-Key's text, as the routes' header and the charge's in-process twin take it.
+KeyText = Annotated[str, StringConstraints(min_length=KEY_MIN_LENGTH, max_length=KEY_MAX_LENGTH)]
+IdempotencyKey = Annotated[KeyText | None, Header(alias="Idempotency-Key")]
 Creator = Annotated[Principal, require("payment:create")]
 Refunder = Annotated[Principal, require("payment:refund")]
 Staff = Annotated[Principal, require_role(Role.MANAGER)]
@@ -197,9 +197,7 @@ async def internal_forfeit(
     body: s.ForfeitCharge,
     payments: Payments,
     principal: CurrentPrincipal,
-    idempotency_key: Annotated[
-        str, Header(alias="Idempotency-Key", min_length=KEY_MIN_LENGTH, max_length=KEY_MAX_LENGTH)
-    ],
+    idempotency_key: Annotated[KeyText, Header(alias="Idempotency-Key")],
 ) -> Envelope[s.PaymentRead | None]:
     """Services only (the order sweeper): the charge the calling service made with this
     Idempotency-Key for ``order_id``, or null - and then no charge will ever be made

@@ -148,7 +148,8 @@ class Idempotency:
             return None
         # Claiming is the lookup: one INSERT that does nothing when the key is taken. A
         # concurrent claim of the same key waits on the unique index (PostgreSQL) or on
-        # the write lock (SQLite), then finds the finished record.
+        # the write lock (SQLite) while the claim is uncommitted, then finds the record
+        # (unanswered when its claim was committed by itself: ``KeyUnfinished``).
         params = {
             "claim_id": uuid.uuid4(),
             "claim_scope": self.scope,

@@ -3,24 +3,17 @@ route's own unit of work and rules without going through the app."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import StringConstraints, TypeAdapter
+from pydantic import TypeAdapter
 
 from ultramarket.core.clients import InProcessClient
 from ultramarket.services.payment import schemas as s
-from ultramarket.services.payment.api import (
-    KEY_MAX_LENGTH,
-    KEY_MIN_LENGTH,
-    charge_for_user,
-    payment_unit,
-)
+from ultramarket.services.payment.api import KeyText, charge_for_user, payment_unit
 from ultramarket.services.payment.client import PaymentClient
 
-# The route's Idempotency-Key header, as its ``Header`` constrains it.
-IDEMPOTENCY_KEY: TypeAdapter[str] = TypeAdapter(
-    Annotated[str, StringConstraints(min_length=KEY_MIN_LENGTH, max_length=KEY_MAX_LENGTH)]
-)
+# The charge route's Idempotency-Key header, as the route constrains it.
+IDEMPOTENCY_KEY: TypeAdapter[str] = TypeAdapter(KeyText)
 
 
 class InProcessPaymentClient(PaymentClient, InProcessClient):

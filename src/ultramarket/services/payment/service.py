@@ -328,9 +328,8 @@ class PaymentService:
             # The payment and the claim of its key are committed before the provider is
             # asked: a charge the provider makes is never one we hold no record of (a
             # crash after its answer leaves the payment ``processing`` for a retry or the
-            # sweeper to settle), and no lock is held across the provider call.
-            if self.session.in_transaction():
-                await self.session.commit()
+            # sweeper to settle).
+            await self._hold_nothing()
             self._holding = payment.id
         try:
             if resumed:
@@ -381,6 +380,12 @@ class PaymentService:
                 details=[{"decline_code": payment.decline_code, "payment_id": str(payment.id)}],
             )
         return s.PaymentRead.of(payment)
+
+    async def _hold_nothing(self) -> None:
+        """Commit what the unit of work holds, so that no row lock (on SQLite, no write
+        lock) is held while a provider answers."""
+        if self.session.in_transaction():
+            await self.session.commit()
 
     def _own_writes(self) -> Database | None:
         """The database to write the next statement on by itself (committed at once),
@@ -618,10 +623,7 @@ class PaymentService:
             description=f"order {body.order_id}",
             user_id=str(payment.user_id),
         )
-        if self.session.in_transaction():
-            # Nothing is held while the provider answers (the fraud rules' reads and
-            # signals, a take-over's reload: on SQLite, the write lock).
-            await self.session.commit()
+        await self._hold_nothing()  # (the fraud rules' reads and signals, a take-over's reload)
         try:
             result = await (
                 provider.authorize(charge) if authorize_only else provider.charge(charge)
