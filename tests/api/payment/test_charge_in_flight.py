@@ -7,36 +7,19 @@ sweeper asks the provider again with the same provider key (one charge)."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from datetime import timedelta
 from typing import Any
 
 import httpx
-from payment_helpers import API, assert_error, card, ok
-from sqlalchemy import func, select
+from payment_helpers import API, assert_error, card, claims_of, gated_provider, ok, write_elsewhere
+from sqlalchemy import select
 
 from ultramarket.core.db import utcnow
-from ultramarket.services.payment.models import IdempotencyRecord, Payment
+from ultramarket.services.payment.hold import Hold
+from ultramarket.services.payment.models import Payment
 from ultramarket.services.payment.providers import providers_of
 from ultramarket.services.payment.providers.test import TestProvider
 from ultramarket.services.payment.service import PaymentService, resume_processing
-
-
-def gated_provider(monkeypatch: Any) -> tuple[asyncio.Event, asyncio.Event, list[str]]:
-    """The test provider, answering only once ``release`` is set: (asked, release, the
-    provider keys it was asked with)."""
-    charge = TestProvider.charge
-    asked, release = asyncio.Event(), asyncio.Event()
-    keys: list[str] = []
-
-    async def slow(self: TestProvider, request: Any) -> Any:
-        keys.append(request.idempotency_key)
-        asked.set()
-        await release.wait()
-        return await charge(self, request)
-
-    monkeypatch.setattr(TestProvider, "charge", slow)
-    return asked, release, keys
 
 
 def crash_after_the_charge(monkeypatch: Any) -> list[str]:
@@ -75,25 +58,10 @@ async def test_the_payment_is_committed_before_the_provider_is_asked(
         # Read from another connection: only a committed row is visible there. A write
         # from it must not wait either (on SQLite: no write lock is held meanwhile).
         [payment] = await payments_in(container)
-        async with container.db("payment").session() as session:
-            await session.execute(
-                IdempotencyRecord.__table__.insert().values(
-                    id=uuid.uuid4(),
-                    scope="test.other",
-                    owner="someone",
-                    key="k",
-                    request_hash="h",
-                    created_at=utcnow(),
-                )
-            )
-        async with container.db("payment").read_session() as session:
-            claims = await session.scalar(
-                select(func.count())
-                .select_from(IdempotencyRecord)
-                .where(IdempotencyRecord.scope == "payment.create")
-            )
+        await write_elsewhere(container)
+        claims = await claims_of(container, "payment.create")
         held = payment.in_flight_until is not None and payment.in_flight_until > utcnow()
-        seen.append((payment.status, held, int(claims or 0)))
+        seen.append((payment.status, held, claims))
         return await charge(self, request)
 
     monkeypatch.setattr(TestProvider, "charge", look_first)
@@ -176,10 +144,10 @@ async def test_a_charge_whose_process_died_is_settled_once_its_hold_runs_out(
     settings.payments.charge_wait_seconds = 0.2
     keys = crash_after_the_charge(monkeypatch)
 
-    async def died(self: PaymentService) -> None:  # a dead process lets nothing go
+    async def died(self: Hold) -> None:  # a dead process lets nothing go
         return None
 
-    monkeypatch.setattr(PaymentService, "_let_go", died)
+    monkeypatch.setattr(Hold, "let_go", died)
     user = await make_user()
     headers = {**user.headers, "Idempotency-Key": "died"}
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)

@@ -130,10 +130,11 @@ class DepositAttempt(IdMixin, Base):
     """A card charge into a wallet, with its outcome. Deposits make no ``payment`` row;
     the fraud rules count these beside payments, so the wallet is no way around them.
 
-    One whose charge went unanswered (or is not settled at the provider) is kept
-    ``processing`` with what asking again takes (the provider, its token and key); the
-    retry with its Idempotency-Key, the sweeper or the provider's webhook (which names
-    it ``deposit:<id>``) settles it: credited on success, dropped on failure."""
+    It is committed ``processing``, with what asking again takes (the provider, its
+    token and key), before the card is charged. One whose charge went unanswered (or is
+    not settled at the provider, or whose request died) stays so; the retry with its
+    Idempotency-Key, the sweeper or the provider's webhook (which names it
+    ``deposit:<id>``) settles it: credited on success, dropped on failure."""
 
     __tablename__ = "deposit_attempt"
     __table_args__ = (
@@ -157,6 +158,9 @@ class DepositAttempt(IdMixin, Base):
     provider_token: Mapped[str | None] = mapped_column(String(200))  # never card data
     provider_key: Mapped[str | None] = mapped_column(String(64))
     idempotency_key: Mapped[str | None] = mapped_column(String(200))  # the client's
+    # Until when the request charging the card holds the attempt (committed
+    # ``processing`` before the card is charged), as for a payment. NULL: nobody is asking.
+    in_flight_until: Mapped[datetime | None]
 
 
 class IdempotencyRecord(IdMixin, Base):

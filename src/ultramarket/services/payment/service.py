@@ -13,12 +13,12 @@ is never one we hold no record of. The request asking holds the payment
 (``in_flight_until``, ``charge_lease_seconds``): a retry with the key waits for its
 answer; once it is gone (an unknown outcome, an error, a crash past the lease), the
 retry or the sweeper asks the provider again with the same provider idempotency key,
-which answers with the charge it made, if any.
+which answers with the charge it made, if any (``hold.Hold``). A wallet deposit's card
+charge goes the same way, its attempt committed and held first.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import logging
@@ -48,6 +48,7 @@ from ultramarket.core.events import Event, EventPublisher
 from ultramarket.core.money import Money
 from ultramarket.services.payment import events, fraud
 from ultramarket.services.payment import schemas as s
+from ultramarket.services.payment.hold import Hold
 from ultramarket.services.payment.idempotency import (
     FORFEITED,
     Idempotency,
@@ -210,7 +211,7 @@ class PaymentService:
         # The key a create() is answering: the answer goes in with the provider's result.
         self._answering: Idempotency | None = None
         # The payment this request holds while it asks the provider (``in_flight_until``).
-        self._holding: uuid.UUID | None = None
+        self._hold = Hold(session, PAY, timedelta(seconds=settings.charge_lease_seconds))
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -330,7 +331,7 @@ class PaymentService:
             # crash after its answer leaves the payment ``processing`` for a retry or the
             # sweeper to settle).
             await self._hold_nothing()
-            self._holding = payment.id
+            self._hold.holding = payment.id
         try:
             if resumed:
                 read = await self._resume(idem, user_id, body, key=idempotency_key, owner=owner)
@@ -342,7 +343,7 @@ class PaymentService:
                 await idem.fail(error)
             raise
         except Exception:
-            await self._let_go()
+            await self._hold.let_go()
             raise
         if idem.unanswered:  # a charge records its answer with the provider's result
             await idem.finish(201, read.model_dump(mode="json"))
@@ -395,79 +396,26 @@ class PaymentService:
 
     def in_flight(self, payment: Payment, now: datetime | None = None) -> bool:
         """A request is asking the provider about ``payment`` (it holds it)."""
-        held = payment.in_flight_until
-        return held is not None and held > (now or utcnow())
+        return self._hold.on(payment, now)
 
     async def take_over(self, payment: Payment, now: datetime | None = None) -> bool:
-        """Hold ``payment`` for this request, to ask its provider again: one conditional
-        UPDATE (still ``processing`` and held by nobody), committed at once so that
-        other retries wait for this one. False when another took it or it was settled."""
-        now = now or utcnow()
-        taken = await self.session.scalar(
-            update(PAY)
-            .where(
-                PAY.c.id == payment.id,
-                PAY.c.status == "processing",
-                or_(PAY.c.in_flight_until.is_(None), PAY.c.in_flight_until <= now),
-            )
-            .values(in_flight_until=now + self._lease(), updated_at=now)
-            .returning(PAY.c.id)
-        )
-        await self.session.commit()
-        await self.session.refresh(payment)
-        if taken is None:
-            return False
-        self._holding = payment.id
-        return True
-
-    async def _let_go(self) -> None:
-        """The request holding a payment ends with neither an answer nor an unknown
-        outcome (an unexpected error, its unit of work rolled back): let the payment go,
-        so that a retry asks the provider again now instead of when the lease runs out."""
-        if self._holding is None:
-            return
-        try:
-            await self.session.rollback()
-            await self.session.execute(
-                update(PAY)
-                .where(PAY.c.id == self._holding, PAY.c.status == "processing")
-                .values(in_flight_until=None)
-            )
-            await self.session.commit()
-        except Exception:  # the lease runs out by itself; the first error is the one told
-            log.exception("could not let a payment go", extra={"payment_id": str(self._holding)})
-
-    def _lease(self) -> timedelta:
-        return timedelta(seconds=self.settings.charge_lease_seconds)
+        """Hold ``payment`` for this request, to ask its provider again (``Hold.take``).
+        False when another took it or it was settled."""
+        return await self._hold.take(payment, now)
 
     async def _answer_of_first(self, idem: Idempotency, payment: Payment) -> s.PaymentRead | None:
         """Wait for the answer of the request that holds ``payment`` (the key's first):
         that answer (a recorded error raised as it was), or None once this request
         holds the payment instead (the first is over without an answer). Past
         ``charge_wait_seconds``: 503 PAYMENT_PROCESSING, to retry later."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.charge_wait_seconds
-        payment_id = str(payment.id)
-        pause = 0.01
-        while True:
-            if not self.in_flight(payment) and await self.take_over(payment):
-                return None
-            # This request wrote nothing (its claim found the key taken): end its
-            # transaction, which on SQLite also holds the write lock and a snapshot.
-            await self.session.rollback()
-            if loop.time() >= deadline:
-                raise PaymentPending(details=[{"payment_id": payment_id}])
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.25)
-            try:
-                _, body = await idem.reread()  # a recorded error is raised
-            except KeyUnfinished:
-                await self.session.refresh(payment)
-                if payment.status != "processing":
-                    return None  # settled (a webhook), its key not answered yet: as it is
-                continue
-            idem.answered()
-            return s.PaymentRead.model_validate(body)
+        pending = {"payment_id": str(payment.id)}  # (read now: a rollback expires it)
+        body = await self._hold.answer_of_first(
+            idem,
+            payment,
+            self.settings.charge_wait_seconds,
+            lambda: PaymentPending(details=[pending]),
+        )
+        return None if body is None else s.PaymentRead.model_validate(body)
 
     def _new_payment(
         self,
@@ -516,7 +464,7 @@ class PaymentService:
             ip=ip,
             actor=self.actor,
             created_at=now,
-            in_flight_until=now + self._lease(),
+            in_flight_until=self._hold.until(now),
         )
 
     async def _create(
@@ -1267,6 +1215,8 @@ class WalletService:
         self.ledger = Ledger(session)
         self.providers = providers
         self.settings = settings
+        # The attempt this request holds while its card is charged (``in_flight_until``).
+        self._hold = Hold(session, ATTEMPT, timedelta(seconds=settings.charge_lease_seconds))
 
     async def balance(self, user_id: uuid.UUID, currency: str | None) -> s.WalletRead:
         currency = currency or self.settings.default_currency
@@ -1324,7 +1274,7 @@ class WalletService:
         if assessment.score >= min(
             self.settings.fraud_review_score, self.settings.fraud_block_score
         ):
-            attempt.status = "blocked"
+            attempt.status, attempt.in_flight_until = "blocked", None
             self.session.add(attempt)
             error = PaymentBlocked(
                 details=[
@@ -1354,19 +1304,17 @@ class WalletService:
         )
         try:
             replay = await idem.begin()
-        except KeyUnfinished:  # its charge went unanswered: ask again about that one
+        except KeyUnfinished:  # its first request is charging the card, or went unanswered
             pending = await self._pending_deposit(user_id, idempotency_key)
-            if pending is None:
-                replay = None  # (nothing was kept: start afresh)
-            elif pending.status == "processing":
-                return await self._charge_deposit(pending), False
-            else:  # settled meanwhile (the sweeper, a webhook), its key answered with it
-                replay = await idem.reread()
+            if pending is not None:
+                return await self._resume_deposit(idem, pending), False
+            replay = None  # (nothing was kept: start afresh)
         if replay is not None:
             return s.WalletMoveResult.model_validate(replay[1]), False
         money = money_of(body.amount, body.currency)
         deposit_id = uuid.uuid4()
         provider = self.providers.card()
+        now = utcnow()
         # The card attempt, as the fraud rules count it, and what asking again takes.
         attempt = DepositAttempt(
             id=deposit_id,
@@ -1376,29 +1324,60 @@ class WalletService:
             status="processing",
             fingerprint=await card_fingerprint(provider, body.token),
             ip=ip,
-            created_at=utcnow(),
+            created_at=now,
             provider=provider.slug,
             provider_token=body.token,
             provider_key=provider_key(
                 "wallet.deposit", str(user_id), idempotency_key or str(deposit_id)
             ),
             idempotency_key=idempotency_key,
+            in_flight_until=self._hold.until(now),
         )
         await self._screen_deposit(attempt, money, idem)
         self.session.add(attempt)
-        await self.session.flush()
+        # The attempt (held by this request), the claim of its key and the fraud signals
+        # are committed before the card is charged: a charge the provider makes is never
+        # one we hold no record of (a crash after its answer leaves the attempt
+        # ``processing`` for a retry or the sweeper to settle, with the same provider
+        # key), and nothing is locked while the provider answers.
+        await self.session.commit()
+        self._hold.holding = attempt.id
         return await self._charge_deposit(attempt), True
 
     async def _pending_deposit(self, user_id: uuid.UUID, key: str | None) -> DepositAttempt | None:
-        """The deposit ``key`` left unanswered, locked (the sweeper and a webhook may be
-        settling it too)."""
+        """The deposit of ``key`` (its request has not answered), as committed now."""
         attempt_id = await self.session.scalar(
             select(DepositAttempt.id)
             .where(DepositAttempt.user_id == user_id, DepositAttempt.idempotency_key == key)
             .order_by(DepositAttempt.created_at.desc())
             .limit(1)
         )
-        return None if attempt_id is None else await self._locked(attempt_id)
+        if attempt_id is None:
+            return None
+        return await self.session.get(DepositAttempt, attempt_id, populate_existing=True)
+
+    async def _resume_deposit(
+        self, idem: Idempotency, attempt: DepositAttempt
+    ) -> s.WalletMoveResult:
+        """A retry of a key whose request has not answered: while that request is still
+        charging the card, wait for its answer; once it is over (its charge went
+        unanswered, or it died), ask the provider again with the SAME provider key (it
+        answers with the first call's charge, or makes it now if the first never
+        arrived)."""
+        if attempt.status == "processing":
+            pending = {"deposit_id": str(attempt.id)}  # (read now: a rollback expires it)
+            body = await self._hold.answer_of_first(
+                idem,
+                attempt,
+                self.settings.charge_wait_seconds,
+                lambda: DepositPending(details=[pending]),
+            )
+            if body is not None:
+                return s.WalletMoveResult.model_validate(body)
+        if attempt.status == "processing":  # this request holds it now
+            return await self._charge_deposit(attempt)
+        # Settled meanwhile (the sweeper, a webhook): its key was answered with it.
+        return s.WalletMoveResult.model_validate((await idem.reread())[1])
 
     async def _locked(self, attempt_id: uuid.UUID) -> DepositAttempt | None:
         return await self.session.get(
@@ -1413,8 +1392,10 @@ class WalletService:
         sweeper or the provider's webhook settles it."""
         if attempt.status != "processing":
             raise IllegalPaymentState(f"The deposit is {attempt.status}")
+        deposit = {"deposit_id": str(attempt.id)}
         if attempt.provider_ref is not None:  # answered, not settled: the webhook decides
-            raise DepositPending(details=[{"deposit_id": str(attempt.id)}])
+            await self._move_deposit(attempt, in_flight_until=None)  # (nobody is asking)
+            raise DepositPending(details=[deposit])
         try:
             answer = await self.providers.get(attempt.provider or "").charge(
                 ChargeRequest(
@@ -1428,8 +1409,20 @@ class WalletService:
                 )
             )
         except Unavailable as exc:
-            raise DepositPending(exc.message, details=[{"deposit_id": str(attempt.id)}]) from exc
-        return await self._settle_deposit(attempt, answer)
+            # No answer: kept ``processing`` (committed with the 503) and let go, so that
+            # a retry with the key asks again at once.
+            await self._move_deposit(attempt, in_flight_until=None)
+            raise DepositPending(exc.message, details=[deposit]) from exc
+        except Exception:
+            await self._hold.let_go()
+            raise
+        try:
+            return await self._settle_deposit(attempt, answer)
+        except DomainError:  # settled, declined or pending: as meant
+            raise
+        except Exception:
+            await self._hold.let_go()
+            raise
 
     async def _settle_deposit(
         self, attempt: DepositAttempt, answer: ProviderResult
@@ -1439,20 +1432,24 @@ class WalletService:
         (PaymentDeclined raised) on a decline; a charge not settled yet keeps its
         reference and stays (DepositPending raised)."""
         if answer.status == "processing":
-            await self._move_deposit(attempt, provider_ref=answer.provider_ref)
+            await self._move_deposit(
+                attempt, provider_ref=answer.provider_ref, in_flight_until=None
+            )
             raise DepositPending(details=[{"deposit_id": str(attempt.id)}])
         if answer.status != "succeeded":
             error = PaymentDeclined(
                 answer.message or "The card was declined",
                 details=[{"decline_code": answer.decline_code or "declined"}],
             )
-            if await self._move_deposit(attempt, status="failed", provider_ref=answer.provider_ref):
+            if await self._move_deposit(
+                attempt, status="failed", provider_ref=answer.provider_ref, in_flight_until=None
+            ):
                 await self._answer_deposit(attempt, error.status_code, error_body(error))
             raise error
         if not await self._move_deposit(
-            attempt, status="succeeded", provider_ref=answer.provider_ref
+            attempt, status="succeeded", provider_ref=answer.provider_ref, in_flight_until=None
         ):
-            raise IllegalPaymentState(f"The deposit is {attempt.status}")
+            return await self._as_settled(attempt)
         move = await self.ledger.transfer(
             EXTERNAL_CARD,
             str(attempt.user_id),
@@ -1471,6 +1468,35 @@ class WalletService:
         )
         await self._answer_deposit(attempt, 201, result.model_dump(mode="json"))
         return result
+
+    async def _as_settled(self, attempt: DepositAttempt) -> s.WalletMoveResult:
+        """The answer for a deposit something else settled while this request charged its
+        card (the provider's webhook; a retry or the sweeper after the hold ran out): its
+        credit as it was made, or the decline it ended with."""
+        if attempt.status != "succeeded":
+            raise PaymentDeclined(
+                "The deposit's card charge failed", details=[{"deposit_id": str(attempt.id)}]
+            )
+        entry = LedgerEntry.__table__
+        credit = (
+            await self.session.execute(
+                select(entry.c.transaction_id, entry.c.balance_after)
+                .join(WalletAccount, WalletAccount.id == entry.c.account_id)
+                .where(
+                    entry.c.kind == "deposit",
+                    entry.c.reference == attempt.provider_ref,
+                    WalletAccount.owner == str(attempt.user_id),
+                )
+            )
+        ).one()
+        return s.WalletMoveResult(
+            transaction_id=credit.transaction_id,
+            kind="deposit",
+            amount=s.money_str(attempt.amount, attempt.currency),
+            currency=attempt.currency,
+            balance=s.money_str(credit.balance_after or 0, attempt.currency),
+            provider_reference=attempt.provider_ref,
+        )
 
     async def _move_deposit(self, attempt: DepositAttempt, **values: Any) -> bool:
         """Move a deposit on from ``processing`` (one conditional UPDATE); False when
@@ -1503,21 +1529,26 @@ class WalletService:
                 body,
             )
 
-    async def resume_deposit(self, attempt_id: uuid.UUID) -> bool:
-        """The sweeper: ask the provider again about a deposit left ``processing``. False
-        when it is not (any more); DepositPending when it still is."""
-        attempt = await self._locked(attempt_id)
+    async def resume_deposit(self, attempt_id: uuid.UUID, now: datetime | None = None) -> bool:
+        """The sweeper: ask the provider again about a deposit left ``processing``, unless
+        a request is charging its card (holds it). False when it is not (any more) or is
+        held; DepositPending when it is still unanswered."""
+        attempt = await self.session.get(DepositAttempt, attempt_id, populate_existing=True)
         if attempt is None or attempt.status != "processing":
+            return False
+        if not await self._hold.take(attempt, now):
             return False
         with contextlib.suppress(PaymentDeclined):  # settled: failed, its key answered
             await self._charge_deposit(attempt)
         return True
 
-    async def give_up_deposit(self, attempt_id: uuid.UUID) -> bool:
+    async def give_up_deposit(self, attempt_id: uuid.UUID, now: datetime | None = None) -> bool:
         """The sweeper, past ``processing_give_up_hours``: a deposit its provider never
         settled is dropped (failed; a charge reported later is refunded)."""
         attempt = await self._locked(attempt_id)
-        if attempt is None or not await self._move_deposit(attempt, status="failed"):
+        if attempt is None or self._hold.on(attempt, now):
+            return False
+        if not await self._move_deposit(attempt, status="failed", in_flight_until=None):
             return False
         hours = self.settings.processing_give_up_hours
         error = PaymentDeclined(
@@ -1659,10 +1690,11 @@ async def resume_deposits(
     decline; one still unsettled past ``processing_give_up_hours`` is dropped."""
 
     async def resume(session: AsyncSession, attempt_id: uuid.UUID) -> bool:
-        return await WalletService(session, providers, settings).resume_deposit(attempt_id)
+        return await WalletService(session, providers, settings).resume_deposit(attempt_id, now)
 
     async def give_up(session: AsyncSession, attempt_id: uuid.UUID) -> bool:
-        return await WalletService(session, providers, settings).give_up_deposit(attempt_id)
+        wallet = WalletService(session, providers, settings)
+        return await wallet.give_up_deposit(attempt_id, now)
 
     return await _sweep(
         database, DepositAttempt, settings, "deposit", resume, give_up,
