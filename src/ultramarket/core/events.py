@@ -338,12 +338,14 @@ class Dispatcher:
                 {"handler": sub.name, "event_id": envelope.id, "processed_at": now}
                 for envelope in sorted(envelopes, key=lambda e: e.id)
             ]
+            # (Rows as parameters, not ``values(rows)``: a statement of one shape for any
+            # batch, compiled once, which SQLAlchemy sends as one multi-row INSERT.)
             claimed = set(
                 await session.scalars(
                     insert_for(session, tables.inbox)
-                    .values(rows)
                     .on_conflict_do_nothing(index_elements=["handler", "event_id"])
-                    .returning(tables.inbox.c.event_id)
+                    .returning(tables.inbox.c.event_id),
+                    rows,
                 )
             )
             if sub.batch_handler is not None:
