@@ -16,6 +16,7 @@ from payment_helpers import WALLET, assert_error, claims_of, gated_provider, ok,
 from sqlalchemy import select
 
 from ultramarket.core.db import utcnow
+from ultramarket.core.errors import Unavailable
 from ultramarket.services.payment.hold import Hold
 from ultramarket.services.payment.models import DepositAttempt, LedgerEntry
 from ultramarket.services.payment.providers import providers_of
@@ -219,3 +220,56 @@ async def test_a_deposit_whose_process_died_is_settled_once_its_hold_runs_out(
     assert (again["balance"], balance, await credits(container)) == ("40.00", "40.00", 1)
     [attempt] = await attempts_in(container)
     assert (attempt.status, attempt.in_flight_until) == ("succeeded", None)
+
+
+async def test_nothing_is_locked_while_a_retry_charges_the_card_again(
+    client, make_user, container, monkeypatch
+):
+    """The first request's charge went unanswered; the retry takes the deposit over and
+    asks again: meanwhile another write goes through (on SQLite: the retry holds no
+    write lock while the provider answers)."""
+    charge = TestProvider.charge
+    calls: list[str] = []
+
+    async def unanswered_then_look(self: TestProvider, request: Any) -> Any:
+        calls.append(request.idempotency_key)
+        if len(calls) == 1:
+            raise Unavailable("timed out", code="PROVIDER_UNAVAILABLE")
+        await asyncio.wait_for(write_elsewhere(container), 5)
+        return await charge(self, request)
+
+    monkeypatch.setattr(TestProvider, "charge", unanswered_then_look)
+    user = await make_user()
+    headers = {**user.headers, "Idempotency-Key": "dep-retry-unlocked"}
+    assert_error(await client.post(DEPOSIT, json=BODY, headers=headers), 503, "PAYMENT_PROCESSING")
+    done = ok(await client.post(DEPOSIT, json=BODY, headers=headers), 200)
+    assert (done["balance"], calls, await credits(container)) == ("40.00", [calls[0]] * 2, 1)
+
+
+async def test_a_charge_that_went_through_for_a_dropped_deposit_is_refunded(
+    client, make_user, container, monkeypatch
+):
+    """While the request charged the card, the deposit was dropped (the sweeper gave up
+    on it): the charge this request made is refunded, and the request is told so."""
+    asked, release, _ = gated_provider(monkeypatch)
+    refunded: list[str] = []
+    refund = TestProvider.refund
+
+    async def recorded(self: TestProvider, ref: str, amount: int, currency: str, key: str) -> Any:
+        refunded.append(ref)
+        return await refund(self, ref, amount, currency, key)
+
+    monkeypatch.setattr(TestProvider, "refund", recorded)
+    user = await make_user()
+    first = asyncio.create_task(client.post(DEPOSIT, json=BODY, headers=user.headers))
+    await asyncio.wait_for(asked.wait(), 10)
+    [attempt] = await attempts_in(container)
+    async with container.db("payment").session() as session:
+        wallet = WalletService(session, providers_of(container), container.settings.payments)
+        later = utcnow() + timedelta(hours=25)
+        assert await wallet.give_up_deposit(attempt.id, later)
+    release.set()
+    error = assert_error(await first, 402, "PAYMENT_FAILED")
+    assert error["details"] == [{"deposit_id": str(attempt.id)}]
+    [attempt] = await attempts_in(container)
+    assert (attempt.status, len(refunded), await credits(container)) == ("refunded", 1, 0)

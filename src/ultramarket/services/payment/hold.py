@@ -44,6 +44,12 @@ class Hold:
         """Until when a row taken at ``now`` is held."""
         return now + self.lease
 
+    async def hold_nothing(self) -> None:
+        """Commit what the unit of work holds, so that no row lock (on SQLite, no write
+        lock) is held while a provider answers."""
+        if self.session.in_transaction():
+            await self.session.commit()
+
     def on(self, row: Any, now: datetime | None = None) -> bool:
         """A request is asking the provider about ``row`` (it holds it)."""
         held: datetime | None = row.in_flight_until

@@ -385,8 +385,7 @@ class PaymentService:
     async def _hold_nothing(self) -> None:
         """Commit what the unit of work holds, so that no row lock (on SQLite, no write
         lock) is held while a provider answers."""
-        if self.session.in_transaction():
-            await self.session.commit()
+        await self._hold.hold_nothing()
 
     def _own_writes(self) -> Database | None:
         """The database to write the next statement on by itself (committed at once),
@@ -1295,6 +1294,10 @@ class WalletService:
         idempotency_key: str | None,
         ip: str | None = None,
     ) -> tuple[s.WalletMoveResult, bool]:
+        provider = self.providers.card()
+        # Before the key is claimed: the provider may be asked for it (Stripe), and the
+        # claim's unit of work holds the write lock on SQLite.
+        fingerprint = await card_fingerprint(provider, body.token)
         idem = Idempotency(
             self.session,
             "wallet.deposit",
@@ -1313,7 +1316,6 @@ class WalletService:
             return s.WalletMoveResult.model_validate(replay[1]), False
         money = money_of(body.amount, body.currency)
         deposit_id = uuid.uuid4()
-        provider = self.providers.card()
         now = utcnow()
         # The card attempt, as the fraud rules count it, and what asking again takes.
         attempt = DepositAttempt(
@@ -1322,7 +1324,7 @@ class WalletService:
             amount=money.amount,
             currency=money.currency,
             status="processing",
-            fingerprint=await card_fingerprint(provider, body.token),
+            fingerprint=fingerprint,
             ip=ip,
             created_at=now,
             provider=provider.slug,
@@ -1396,6 +1398,7 @@ class WalletService:
         if attempt.provider_ref is not None:  # answered, not settled: the webhook decides
             await self._move_deposit(attempt, in_flight_until=None)  # (nobody is asking)
             raise DepositPending(details=[deposit])
+        await self._hold.hold_nothing()  # (a take-over's reload)
         try:
             answer = await self.providers.get(attempt.provider or "").charge(
                 ChargeRequest(
@@ -1449,7 +1452,7 @@ class WalletService:
         if not await self._move_deposit(
             attempt, status="succeeded", provider_ref=answer.provider_ref, in_flight_until=None
         ):
-            return await self._as_settled(attempt)
+            return await self._as_settled(attempt, answer)
         move = await self.ledger.transfer(
             EXTERNAL_CARD,
             str(attempt.user_id),
@@ -1469,14 +1472,24 @@ class WalletService:
         await self._answer_deposit(attempt, 201, result.model_dump(mode="json"))
         return result
 
-    async def _as_settled(self, attempt: DepositAttempt) -> s.WalletMoveResult:
+    async def _as_settled(
+        self, attempt: DepositAttempt, answer: ProviderResult
+    ) -> s.WalletMoveResult:
         """The answer for a deposit something else settled while this request charged its
         card (the provider's webhook; a retry or the sweeper after the hold ran out): its
-        credit as it was made, or the decline it ended with."""
+        credit as it was made. One dropped meanwhile (failed) that this request's charge
+        went through for gets that charge back."""
         if attempt.status != "succeeded":
+            if attempt.status == "failed" and answer.provider_ref:
+                await self._hold.hold_nothing()
+                await self._return_late_deposit(attempt, answer.provider_ref)
             raise PaymentDeclined(
-                "The deposit's card charge failed", details=[{"deposit_id": str(attempt.id)}]
+                "The deposit was dropped before its card charge was confirmed; any charge "
+                "is refunded",
+                details=[{"deposit_id": str(attempt.id)}],
             )
+        if attempt.provider_ref is None:  # credited on news naming no charge
+            raise IllegalPaymentState("The deposit was credited already")
         entry = LedgerEntry.__table__
         credit = (
             await self.session.execute(
