@@ -188,3 +188,66 @@ def flaky_card_provider(monkeypatch: Any, failures: int = 1) -> list[str]:
 
     monkeypatch.setattr(TestProvider, "charge", flaky)
     return calls
+
+
+def crash_after_the_charge(monkeypatch: Any, owner: type, recorder: str) -> list[str]:
+    """The test card provider charges, then the first request dies before recording the
+    answer: ``owner.recorder`` (the method recording it) raises an unexpected error once.
+    Returns the provider idempotency keys the provider was asked with."""
+    from ultramarket.services.payment.providers.test import TestProvider
+
+    charge, record = TestProvider.charge, getattr(owner, recorder)
+    keys: list[str] = []
+    crashes = [RuntimeError("the process died after the charge")]
+
+    async def recorded(self: TestProvider, request: Any) -> Any:
+        keys.append(request.idempotency_key)
+        return await charge(self, request)
+
+    async def crash_once(self: Any, *args: Any) -> Any:
+        if crashes:
+            raise crashes.pop()
+        return await record(self, *args)
+
+    monkeypatch.setattr(TestProvider, "charge", recorded)
+    monkeypatch.setattr(owner, recorder, crash_once)
+    return keys
+
+
+async def card_webhook(container: Container, monkeypatch: Any, event_id: str, **event: Any) -> None:
+    """A delivery of the card provider's webhook (the test provider's, verified as is)."""
+    from ultramarket.services.payment.providers import providers_of
+    from ultramarket.services.payment.providers.base import WebhookEvent
+    from ultramarket.services.payment.providers.test import TestProvider
+    from ultramarket.services.payment.service import PaymentService
+
+    async def verified(self: Any, payload: bytes, headers: Any) -> WebhookEvent:
+        return WebhookEvent(id=event_id, type="payment_intent.x", payload={}, **event)
+
+    monkeypatch.setattr(TestProvider, "verify_webhook", verified)
+    async with container.db("payment").session() as session:
+        service = PaymentService(
+            session,
+            container.publisher("payment"),
+            providers_of(container),
+            container.settings.payments,
+            actor="webhook",
+        )
+        await service.webhook("test", b"{}", {})
+
+
+async def deposit_attempts(container: Container) -> list[Any]:
+    """Every wallet deposit's attempt, as committed."""
+    from ultramarket.services.payment.models import DepositAttempt
+
+    async with container.db("payment").read_session() as session:
+        return list(await session.scalars(select(DepositAttempt)))
+
+
+async def deposit_credits(container: Container) -> int:
+    """How many deposits were credited to a wallet (the ledger's credit entries)."""
+    from ultramarket.services.payment.models import LedgerEntry
+
+    async with container.db("payment").read_session() as session:
+        rows = await session.scalars(select(LedgerEntry).where(LedgerEntry.kind == "deposit"))
+        return sum(1 for r in rows if r.amount > 0)

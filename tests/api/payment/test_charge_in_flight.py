@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 from payment_helpers import API, assert_error, card, claims_of, gated_provider, ok, write_elsewhere
 from sqlalchemy import select
+from tests.shop import crash_after_the_charge
 
 from ultramarket.core.db import utcnow
 from ultramarket.services.payment.hold import Hold
@@ -20,27 +21,6 @@ from ultramarket.services.payment.models import Payment
 from ultramarket.services.payment.providers import providers_of
 from ultramarket.services.payment.providers.test import TestProvider
 from ultramarket.services.payment.service import PaymentService, resume_processing
-
-
-def crash_after_the_charge(monkeypatch: Any) -> list[str]:
-    """The provider charges, then the first request dies before recording the answer (an
-    unexpected error): the provider keys it was asked with."""
-    charge, apply_result = TestProvider.charge, PaymentService._apply_result
-    keys: list[str] = []
-    crashes = [RuntimeError("the process died after the charge")]
-
-    async def recorded(self: TestProvider, request: Any) -> Any:
-        keys.append(request.idempotency_key)
-        return await charge(self, request)
-
-    async def crash_once(self: PaymentService, payment: Any, result: Any) -> None:
-        if crashes:
-            raise crashes.pop()
-        await apply_result(self, payment, result)
-
-    monkeypatch.setattr(TestProvider, "charge", recorded)
-    monkeypatch.setattr(PaymentService, "_apply_result", crash_once)
-    return keys
 
 
 async def payments_in(container: Any) -> list[Payment]:
@@ -120,7 +100,7 @@ async def test_a_retry_after_a_crash_past_the_charge_asks_the_provider_with_the_
     was asked, and the request let the payment go. The retry with the same
     Idempotency-Key finds them and asks the provider with the first call's key - which
     answers with that charge - instead of making a second one."""
-    keys = crash_after_the_charge(monkeypatch)
+    keys = crash_after_the_charge(monkeypatch, PaymentService, "_apply_result")
     user = await make_user()
     headers = {**user.headers, "Idempotency-Key": "pay-crash"}
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
@@ -142,7 +122,7 @@ async def test_a_charge_whose_process_died_is_settled_once_its_hold_runs_out(
     while the hold lasts; after it the sweeper asks the provider again with the same
     key - which answers with that charge - and the key is answered with it."""
     settings.payments.charge_wait_seconds = 0.2
-    keys = crash_after_the_charge(monkeypatch)
+    keys = crash_after_the_charge(monkeypatch, PaymentService, "_apply_result")
 
     async def died(self: Hold) -> None:  # a dead process lets nothing go
         return None

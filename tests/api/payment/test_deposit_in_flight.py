@@ -13,55 +13,20 @@ from typing import Any
 
 import httpx
 from payment_helpers import WALLET, assert_error, claims_of, gated_provider, ok, write_elsewhere
-from sqlalchemy import select
+from tests.shop import card_webhook, crash_after_the_charge, deposit_attempts, deposit_credits
 
 from ultramarket.core.db import utcnow
 from ultramarket.core.errors import Unavailable
 from ultramarket.services.payment.hold import Hold
-from ultramarket.services.payment.models import DepositAttempt, LedgerEntry
 from ultramarket.services.payment.providers import providers_of
-from ultramarket.services.payment.providers.base import WebhookEvent
 from ultramarket.services.payment.providers.test import TestProvider
 from ultramarket.services.payment.service import (
-    PaymentService,
     WalletService,
     resume_deposits,
 )
 
 DEPOSIT = f"{WALLET}/deposit"
 BODY = {"amount": "40.00", "currency": "USD", "token": "tok_4242"}
-
-
-def crash_after_the_charge(monkeypatch: Any) -> list[str]:
-    """The provider charges, then the first request dies before recording the answer (an
-    unexpected error): the provider keys it was asked with."""
-    charge, settle = TestProvider.charge, WalletService._settle_deposit
-    keys: list[str] = []
-    crashes = [RuntimeError("the process died after the charge")]
-
-    async def recorded(self: TestProvider, request: Any) -> Any:
-        keys.append(request.idempotency_key)
-        return await charge(self, request)
-
-    async def crash_once(self: WalletService, attempt: Any, answer: Any) -> Any:
-        if crashes:
-            raise crashes.pop()
-        return await settle(self, attempt, answer)
-
-    monkeypatch.setattr(TestProvider, "charge", recorded)
-    monkeypatch.setattr(WalletService, "_settle_deposit", crash_once)
-    return keys
-
-
-async def attempts_in(container: Any) -> list[DepositAttempt]:
-    async with container.db("payment").read_session() as session:
-        return list(await session.scalars(select(DepositAttempt)))
-
-
-async def credits(container: Any) -> int:
-    async with container.db("payment").read_session() as session:
-        rows = await session.scalars(select(LedgerEntry).where(LedgerEntry.kind == "deposit"))
-        return sum(1 for r in rows if r.amount > 0)
 
 
 async def test_the_deposit_is_committed_before_its_card_is_charged(
@@ -73,7 +38,7 @@ async def test_the_deposit_is_committed_before_its_card_is_charged(
     async def look_first(self: TestProvider, request: Any) -> Any:
         # Read from another connection: only a committed row is visible there. A write
         # from it must not wait either (on SQLite: no write lock is held meanwhile).
-        [attempt] = await attempts_in(container)
+        [attempt] = await deposit_attempts(container)
         await write_elsewhere(container)
         claims = await claims_of(container, "wallet.deposit")
         held = attempt.in_flight_until is not None and attempt.in_flight_until > utcnow()
@@ -86,7 +51,7 @@ async def test_the_deposit_is_committed_before_its_card_is_charged(
     made = ok(await client.post(DEPOSIT, json=BODY, headers=headers), 201)
     assert seen == [("processing", True, 1)]
     assert made["balance"] == "40.00"
-    [attempt] = await attempts_in(container)
+    [attempt] = await deposit_attempts(container)
     assert (attempt.status, attempt.in_flight_until) == ("succeeded", None)
 
 
@@ -105,7 +70,7 @@ async def test_a_retry_waits_for_the_answer_of_the_deposit_charging(
     made, replayed = ok(await first, 201), ok(await retry, 200)
     assert made == replayed
     assert len(keys) == 1
-    assert (len(await attempts_in(container)), await credits(container)) == (1, 1)
+    assert (len(await deposit_attempts(container)), await deposit_credits(container)) == (1, 1)
 
 
 async def test_a_retry_told_to_come_back_while_the_deposit_is_still_charging(
@@ -121,7 +86,7 @@ async def test_a_retry_told_to_come_back_while_the_deposit_is_still_charging(
     release.set()
     made = ok(await first, 201)
     assert ok(await client.post(DEPOSIT, json=BODY, headers=headers), 200) == made
-    assert (len(keys), await credits(container)) == (1, 1)
+    assert (len(keys), await deposit_credits(container)) == (1, 1)
 
 
 async def test_a_webhook_settling_the_deposit_while_its_card_is_charged(
@@ -134,33 +99,15 @@ async def test_a_webhook_settling_the_deposit_while_its_card_is_charged(
     user = await make_user()
     first = asyncio.create_task(client.post(DEPOSIT, json=BODY, headers=user.headers))
     await asyncio.wait_for(asked.wait(), 10)
-    [attempt] = await attempts_in(container)
+    [attempt] = await deposit_attempts(container)
 
-    async def verified(self: Any, payload: bytes, headers: Any) -> WebhookEvent:
-        return WebhookEvent(
-            id="evt_dep_early",
-            type="payment_intent.succeeded",
-            payload={},
-            outcome="succeeded",
-            provider_ref="ch_hook",
-            payment_id=f"deposit:{attempt.id}",
-        )
-
-    monkeypatch.setattr(TestProvider, "verify_webhook", verified)
-    async with container.db("payment").session() as session:
-        hooks = PaymentService(
-            session,
-            container.publisher("payment"),
-            providers_of(container),
-            container.settings.payments,
-            actor="webhook",
-        )
-        await hooks.webhook("test", b"{}", {})
+    news = {"provider_ref": "ch_hook", "payment_id": f"deposit:{attempt.id}"}
+    await card_webhook(container, monkeypatch, "evt_dep_early", outcome="succeeded", **news)
     release.set()
     made = ok(await first, 201)
     assert (made["balance"], made["provider_reference"]) == ("40.00", "ch_hook")
     assert ok(await client.get(WALLET, headers=user.headers))["balance"] == "40.00"
-    assert await credits(container) == 1
+    assert await deposit_credits(container) == 1
 
 
 async def test_a_retry_after_a_crash_past_the_charge_asks_with_the_same_key(
@@ -170,18 +117,18 @@ async def test_a_retry_after_a_crash_past_the_charge_asks_with_the_same_key(
     unexpected error): the attempt and the key's claim were committed before the charge,
     and the request let the attempt go. The retry asks the provider with the first
     call's key - which answers with that charge - and credits it once."""
-    keys = crash_after_the_charge(monkeypatch)
+    keys = crash_after_the_charge(monkeypatch, WalletService, "_settle_deposit")
     user = await make_user()
     headers = {**user.headers, "Idempotency-Key": "dep-crash"}
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         assert_error(await http.post(DEPOSIT, json=BODY, headers=headers), 500, "INTERNAL")
-        [attempt] = await attempts_in(container)
+        [attempt] = await deposit_attempts(container)
         assert (attempt.status, attempt.in_flight_until) == ("processing", None)  # let go
         again = ok(await http.post(DEPOSIT, json=BODY, headers=headers), 200)
         balance = ok(await http.get(WALLET, headers=user.headers))["balance"]
     assert keys == [keys[0]] * 2  # the provider answers the first charge: one charge
-    assert (again["balance"], balance, await credits(container)) == ("40.00", "40.00", 1)
+    assert (again["balance"], balance, await deposit_credits(container)) == ("40.00", "40.00", 1)
 
 
 async def test_a_deposit_whose_process_died_is_settled_once_its_hold_runs_out(
@@ -192,7 +139,7 @@ async def test_a_deposit_whose_process_died_is_settled_once_its_hold_runs_out(
     told to come back while the hold lasts, the sweeper leaves it; after it the sweeper
     asks the provider again with the same key, credits once and answers the key."""
     settings.payments.charge_wait_seconds = 0.2
-    keys = crash_after_the_charge(monkeypatch)
+    keys = crash_after_the_charge(monkeypatch, WalletService, "_settle_deposit")
 
     async def died(self: Hold) -> None:  # a dead process lets nothing go
         return None
@@ -204,7 +151,7 @@ async def test_a_deposit_whose_process_died_is_settled_once_its_hold_runs_out(
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         assert_error(await http.post(DEPOSIT, json=BODY, headers=headers), 500, "INTERNAL")
-        [attempt] = await attempts_in(container)
+        [attempt] = await deposit_attempts(container)
         assert attempt.status == "processing"  # recorded, though its answer was lost
         assert_error(
             await http.post(DEPOSIT, json=BODY, headers=headers), 503, "PAYMENT_PROCESSING"
@@ -217,8 +164,8 @@ async def test_a_deposit_whose_process_died_is_settled_once_its_hold_runs_out(
         again = ok(await http.post(DEPOSIT, json=BODY, headers=headers), 200)
         balance = ok(await http.get(WALLET, headers=user.headers))["balance"]
     assert keys == [keys[0]] * 2  # the provider answers the first charge: one charge
-    assert (again["balance"], balance, await credits(container)) == ("40.00", "40.00", 1)
-    [attempt] = await attempts_in(container)
+    assert (again["balance"], balance, await deposit_credits(container)) == ("40.00", "40.00", 1)
+    [attempt] = await deposit_attempts(container)
     assert (attempt.status, attempt.in_flight_until) == ("succeeded", None)
 
 
@@ -243,7 +190,11 @@ async def test_nothing_is_locked_while_a_retry_charges_the_card_again(
     headers = {**user.headers, "Idempotency-Key": "dep-retry-unlocked"}
     assert_error(await client.post(DEPOSIT, json=BODY, headers=headers), 503, "PAYMENT_PROCESSING")
     done = ok(await client.post(DEPOSIT, json=BODY, headers=headers), 200)
-    assert (done["balance"], calls, await credits(container)) == ("40.00", [calls[0]] * 2, 1)
+    assert (done["balance"], calls, await deposit_credits(container)) == (
+        "40.00",
+        [calls[0]] * 2,
+        1,
+    )
 
 
 async def test_a_charge_that_went_through_for_a_dropped_deposit_is_refunded(
@@ -263,7 +214,7 @@ async def test_a_charge_that_went_through_for_a_dropped_deposit_is_refunded(
     user = await make_user()
     first = asyncio.create_task(client.post(DEPOSIT, json=BODY, headers=user.headers))
     await asyncio.wait_for(asked.wait(), 10)
-    [attempt] = await attempts_in(container)
+    [attempt] = await deposit_attempts(container)
     async with container.db("payment").session() as session:
         wallet = WalletService(session, providers_of(container), container.settings.payments)
         later = utcnow() + timedelta(hours=25)
@@ -271,5 +222,5 @@ async def test_a_charge_that_went_through_for_a_dropped_deposit_is_refunded(
     release.set()
     error = assert_error(await first, 402, "PAYMENT_FAILED")
     assert error["details"] == [{"deposit_id": str(attempt.id)}]
-    [attempt] = await attempts_in(container)
-    assert (attempt.status, len(refunded), await credits(container)) == ("refunded", 1, 0)
+    [attempt] = await deposit_attempts(container)
+    assert (attempt.status, len(refunded), await deposit_credits(container)) == ("refunded", 1, 0)

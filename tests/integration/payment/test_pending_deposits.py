@@ -9,16 +9,13 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
-from tests.shop import flaky_card_provider
+from tests.shop import card_webhook, deposit_attempts, deposit_credits, flaky_card_provider
 from tests.support import assert_error, ok
 
 from ultramarket.core.db import utcnow
-from ultramarket.services.payment.models import DepositAttempt, LedgerEntry
 from ultramarket.services.payment.providers import providers_of
-from ultramarket.services.payment.providers.base import WebhookEvent
 from ultramarket.services.payment.providers.test import TestProvider
-from ultramarket.services.payment.service import PaymentService, resume_deposits
+from ultramarket.services.payment.service import resume_deposits
 
 WALLET = "/api/v1/wallet"
 
@@ -29,17 +26,6 @@ def deposit(amount: str = "40.00", token: str = "tok_4242") -> dict[str, str]:
 
 async def balance(client: Any, user: Any) -> str:
     return str(ok(await client.get(WALLET, headers=user.headers))["balance"])
-
-
-async def attempts(container: Any) -> list[DepositAttempt]:
-    async with container.db("payment").read_session() as session:
-        return list(await session.scalars(select(DepositAttempt)))
-
-
-async def credits(container: Any) -> int:
-    async with container.db("payment").read_session() as session:
-        rows = await session.scalars(select(LedgerEntry).where(LedgerEntry.kind == "deposit"))
-        return sum(1 for r in rows if r.amount > 0)
 
 
 async def sweep(container: Any, **later: float) -> int:
@@ -66,7 +52,7 @@ async def test_a_retry_finishes_the_deposit_its_charge_left_unanswered(
     calls = flaky_card_provider(monkeypatch)
     user = await make_user()
     await unanswered(client, user, "dep-1")
-    [pending] = await attempts(container)
+    [pending] = await deposit_attempts(container)
     assert pending.status == "processing"
     assert await balance(client, user) == "0.00"
 
@@ -76,8 +62,8 @@ async def test_a_retry_finishes_the_deposit_its_charge_left_unanswered(
     assert calls[0] == calls[1]  # the same provider key: one charge
     again = ok(await client.post(f"{WALLET}/deposit", json=deposit(), headers=headers), 200)
     assert again["transaction_id"] == done["transaction_id"]
-    assert (await balance(client, user), await credits(container)) == ("40.00", 1)
-    assert [a.status for a in await attempts(container)] == ["succeeded"]
+    assert (await balance(client, user), await deposit_credits(container)) == ("40.00", 1)
+    assert [a.status for a in await deposit_attempts(container)] == ["succeeded"]
 
 
 async def test_the_sweeper_credits_a_deposit_once_and_its_key_replays_it(
@@ -90,7 +76,7 @@ async def test_the_sweeper_credits_a_deposit_once_and_its_key_replays_it(
     assert await sweep(container, minutes=5) == 1
     assert await sweep(container, minutes=6) == 0
     assert calls[0] == calls[1]
-    assert (await balance(client, user), await credits(container)) == ("40.00", 1)
+    assert (await balance(client, user), await deposit_credits(container)) == ("40.00", 1)
     headers = {**user.headers, "Idempotency-Key": "dep-2"}
     replay = ok(await client.post(f"{WALLET}/deposit", json=deposit(), headers=headers), 200)
     assert replay["balance"] == "40.00"
@@ -104,7 +90,7 @@ async def test_a_deposit_the_provider_declines_when_asked_again_is_dropped(
     user = await make_user()
     await unanswered(client, user, "dep-3", token="tok_0002")
     assert await sweep(container, minutes=5) == 1
-    assert [a.status for a in await attempts(container)] == ["failed"]
+    assert [a.status for a in await deposit_attempts(container)] == ["failed"]
     headers = {**user.headers, "Idempotency-Key": "dep-3"}
     error = assert_error(
         await client.post(f"{WALLET}/deposit", json=deposit(token="tok_0002"), headers=headers),
@@ -115,35 +101,17 @@ async def test_a_deposit_the_provider_declines_when_asked_again_is_dropped(
     assert await balance(client, user) == "0.00"
 
 
-async def webhook(container: Any, monkeypatch: Any, event_id: str, **event: Any) -> None:
-    """A delivery of the card provider's webhook (the test provider's, verified as is)."""
-
-    async def verified(self: Any, payload: bytes, headers: Any) -> WebhookEvent:
-        return WebhookEvent(id=event_id, type="payment_intent.x", payload={}, **event)
-
-    monkeypatch.setattr(TestProvider, "verify_webhook", verified)
-    async with container.db("payment").session() as session:
-        service = PaymentService(
-            session,
-            container.publisher("payment"),
-            providers_of(container),
-            container.settings.payments,
-            actor="webhook",
-        )
-        await service.webhook("test", b"{}", {})
-
-
 async def test_the_providers_webhook_settles_a_pending_deposit_named_by_its_id(
     client, make_user, container, monkeypatch
 ):
     flaky_card_provider(monkeypatch, failures=10**6)
     user = await make_user()
     await unanswered(client, user, "dep-4")
-    [pending] = await attempts(container)
+    [pending] = await deposit_attempts(container)
     news = {"provider_ref": "ch_dep", "payment_id": f"deposit:{pending.id}"}
     for event_id in ("evt_1", "evt_2"):  # however often it comes: one credit
-        await webhook(container, monkeypatch, event_id, outcome="succeeded", **news)
-    assert (await balance(client, user), await credits(container)) == ("40.00", 1)
+        await card_webhook(container, monkeypatch, event_id, outcome="succeeded", **news)
+    assert (await balance(client, user), await deposit_credits(container)) == ("40.00", 1)
     headers = {**user.headers, "Idempotency-Key": "dep-4"}
     replay = ok(await client.post(f"{WALLET}/deposit", json=deposit(), headers=headers), 200)
     assert (replay["balance"], replay["provider_reference"]) == ("40.00", "ch_dep")
@@ -157,7 +125,7 @@ async def test_a_deposit_never_answered_is_dropped_and_a_late_charge_refunded(
     await unanswered(client, user, "dep-5")
     assert await sweep(container, hours=23) == 0  # within the deadline: asked again
     assert await sweep(container, hours=25) == 1
-    [dropped] = await attempts(container)
+    [dropped] = await deposit_attempts(container)
     assert dropped.status == "failed"
     headers = {**user.headers, "Idempotency-Key": "dep-5"}
     error = assert_error(
@@ -177,10 +145,10 @@ async def test_a_deposit_never_answered_is_dropped_and_a_late_charge_refunded(
     monkeypatch.setattr(TestProvider, "refund", recorded)
     news = {"provider_ref": "ch_late", "payment_id": f"deposit:{dropped.id}"}
     for event_id in ("evt_a", "evt_b"):
-        await webhook(container, monkeypatch, event_id, outcome="succeeded", **news)
+        await card_webhook(container, monkeypatch, event_id, outcome="succeeded", **news)
     assert refunds_made == [("ch_late", 4000)]
-    assert [a.status for a in await attempts(container)] == ["refunded"]
-    assert (await balance(client, user), await credits(container)) == ("0.00", 0)
+    assert [a.status for a in await deposit_attempts(container)] == ["refunded"]
+    assert (await balance(client, user), await deposit_credits(container)) == ("0.00", 0)
 
 
 async def test_the_retry_the_sweeper_and_the_webhook_at_once_credit_a_deposit_once(
@@ -189,16 +157,16 @@ async def test_the_retry_the_sweeper_and_the_webhook_at_once_credit_a_deposit_on
     flaky_card_provider(monkeypatch)
     user = await make_user()
     await unanswered(client, user, "dep-6")
-    [pending] = await attempts(container)
+    [pending] = await deposit_attempts(container)
     headers = {**user.headers, "Idempotency-Key": "dep-6"}
     news = {"provider_ref": "ch_test_x", "payment_id": f"deposit:{pending.id}"}
     retry, swept, _ = await asyncio.gather(
         client.post(f"{WALLET}/deposit", json=deposit(), headers=headers),
         sweep(container, minutes=5),
-        webhook(container, monkeypatch, "evt_race", outcome="succeeded", **news),
+        card_webhook(container, monkeypatch, "evt_race", outcome="succeeded", **news),
     )
     assert retry.status_code == 200, retry.text
     assert swept in (0, 1)
-    assert (await balance(client, user), await credits(container)) == ("40.00", 1)
+    assert (await balance(client, user), await deposit_credits(container)) == ("40.00", 1)
     replay = ok(await client.post(f"{WALLET}/deposit", json=deposit(), headers=headers), 200)
     assert replay["balance"] == "40.00"

@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import Table, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ultramarket.core.config import PaymentSettings
 from ultramarket.core.db import utcnow
 from ultramarket.core.errors import DomainError
 from ultramarket.services.payment.idempotency import Idempotency, KeyUnfinished
@@ -32,12 +33,15 @@ log = logging.getLogger(__name__)
 
 class Hold:
     """This request's hold on rows of ``table`` (with ``id``, ``status`` and
-    ``in_flight_until`` columns) in its unit of work ``session``."""
+    ``in_flight_until`` columns) in its unit of work ``session``, for
+    ``charge_lease_seconds``; a retry waits at most ``charge_wait_seconds`` for the
+    answer of the request holding one."""
 
-    def __init__(self, session: AsyncSession, table: Table, lease: timedelta) -> None:
+    def __init__(self, session: AsyncSession, table: Table, settings: PaymentSettings) -> None:
         self.session = session
         self.table = table
-        self.lease = lease
+        self.lease = timedelta(seconds=settings.charge_lease_seconds)
+        self.wait_seconds = settings.charge_wait_seconds
         self.holding: uuid.UUID | None = None  # the row this request holds
 
     def until(self, now: datetime) -> datetime:
@@ -106,17 +110,16 @@ class Hold:
         self,
         idem: Idempotency,
         row: Any,
-        wait_seconds: float,
         pending: Callable[[], DomainError],
     ) -> dict[str, Any] | None:
         """Wait for the answer of the request that holds ``row`` (the key's first): the
         body of that answer (a recorded error raised as it was), or None once this
         request holds the row instead (the first is over without an answer) or the row
-        was settled without answering the key. Past ``wait_seconds``: ``pending()`` is
+        was settled without answering the key. Past ``charge_wait_seconds``: ``pending()`` is
         raised (a 503, to retry later; it must not read ``row``, which a rollback
         expires)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_seconds
+        deadline = loop.time() + self.wait_seconds
         pause = 0.01
         while True:
             if not self.on(row) and await self.take(row):

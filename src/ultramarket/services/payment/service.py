@@ -211,7 +211,7 @@ class PaymentService:
         # The key a create() is answering: the answer goes in with the provider's result.
         self._answering: Idempotency | None = None
         # The payment this request holds while it asks the provider (``in_flight_until``).
-        self._hold = Hold(session, PAY, timedelta(seconds=settings.charge_lease_seconds))
+        self._hold = Hold(session, PAY, settings)
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -330,7 +330,7 @@ class PaymentService:
             # asked: a charge the provider makes is never one we hold no record of (a
             # crash after its answer leaves the payment ``processing`` for a retry or the
             # sweeper to settle).
-            await self._hold_nothing()
+            await self._hold.hold_nothing()
             self._hold.holding = payment.id
         try:
             if resumed:
@@ -382,11 +382,6 @@ class PaymentService:
             )
         return s.PaymentRead.of(payment)
 
-    async def _hold_nothing(self) -> None:
-        """Commit what the unit of work holds, so that no row lock (on SQLite, no write
-        lock) is held while a provider answers."""
-        await self._hold.hold_nothing()
-
     def _own_writes(self) -> Database | None:
         """The database to write the next statement on by itself (committed at once),
         when this unit of work holds nothing it must be atomic with; else None (the
@@ -409,10 +404,7 @@ class PaymentService:
         ``charge_wait_seconds``: 503 PAYMENT_PROCESSING, to retry later."""
         pending = {"payment_id": str(payment.id)}  # (read now: a rollback expires it)
         body = await self._hold.answer_of_first(
-            idem,
-            payment,
-            self.settings.charge_wait_seconds,
-            lambda: PaymentPending(details=[pending]),
+            idem, payment, lambda: PaymentPending(details=[pending])
         )
         return None if body is None else s.PaymentRead.model_validate(body)
 
@@ -570,7 +562,9 @@ class PaymentService:
             description=f"order {body.order_id}",
             user_id=str(payment.user_id),
         )
-        await self._hold_nothing()  # (the fraud rules' reads and signals, a take-over's reload)
+        await (
+            self._hold.hold_nothing()
+        )  # (the fraud rules' reads and signals, a take-over's reload)
         try:
             result = await (
                 provider.authorize(charge) if authorize_only else provider.charge(charge)
@@ -1215,7 +1209,7 @@ class WalletService:
         self.providers = providers
         self.settings = settings
         # The attempt this request holds while its card is charged (``in_flight_until``).
-        self._hold = Hold(session, ATTEMPT, timedelta(seconds=settings.charge_lease_seconds))
+        self._hold = Hold(session, ATTEMPT, settings)
 
     async def balance(self, user_id: uuid.UUID, currency: str | None) -> s.WalletRead:
         currency = currency or self.settings.default_currency
@@ -1348,15 +1342,14 @@ class WalletService:
 
     async def _pending_deposit(self, user_id: uuid.UUID, key: str | None) -> DepositAttempt | None:
         """The deposit of ``key`` (its request has not answered), as committed now."""
-        attempt_id = await self.session.scalar(
-            select(DepositAttempt.id)
+        attempt: DepositAttempt | None = await self.session.scalar(
+            select(DepositAttempt)
             .where(DepositAttempt.user_id == user_id, DepositAttempt.idempotency_key == key)
             .order_by(DepositAttempt.created_at.desc())
             .limit(1)
+            .execution_options(populate_existing=True)
         )
-        if attempt_id is None:
-            return None
-        return await self.session.get(DepositAttempt, attempt_id, populate_existing=True)
+        return attempt
 
     async def _resume_deposit(
         self, idem: Idempotency, attempt: DepositAttempt
@@ -1369,10 +1362,7 @@ class WalletService:
         if attempt.status == "processing":
             pending = {"deposit_id": str(attempt.id)}  # (read now: a rollback expires it)
             body = await self._hold.answer_of_first(
-                idem,
-                attempt,
-                self.settings.charge_wait_seconds,
-                lambda: DepositPending(details=[pending]),
+                idem, attempt, lambda: DepositPending(details=[pending])
             )
             if body is not None:
                 return s.WalletMoveResult.model_validate(body)
